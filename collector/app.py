@@ -1,0 +1,332 @@
+"""The collector's life cycle: capture signals, start, run, shut down. Read it top to bottom.
+
+    stream ──frames──▶ core ──sealed batches──▶ sealer (encode, spool) ──▶ uploader (sink) ──▶ landed
+
+On SIGTERM or SIGINT: stop reading, seal what is buffered, spool it, land what the deadline
+allows (the rest stays in the spool for the next start), exit 0. A second signal exits at
+once; everything spooled is still safe on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from collector.batching import SealedBatch
+from collector.binance import ServerShutdown, Skipped
+from collector.config import S3Destination, Settings
+from collector.core import CaptureCore
+from collector.exceptions import (
+    ExchangeRefused,
+    LandingConflict,
+    SinkPermanentError,
+    SinkUnavailable,
+    SpoolError,
+)
+from collector.layout import object_key, parse_object_key
+from collector.logs import get_logger
+from collector.parquet import count_rows, encode_batch
+from collector.sinks import LocalSink, S3Sink, Sink
+from collector.spool import Spool, SpoolEntry
+from collector.stream import TradeStream
+
+__all__ = ["Collector", "make_sink", "run_collector"]
+
+# An operator needs minutes to fix a bucket policy; asking S3 every minute is enough.
+PERMANENT_ERROR_RETRY_S = 60.0
+TICK_S = 0.5  # how often age and minute-close deadlines are checked
+# A flood of bad frames must not flood the journal: the first 100 of each reason, then every 1000th.
+_SKIP_LOG_FIRST = 100
+_SKIP_LOG_EVERY = 1000
+
+
+def make_sink(settings: Settings) -> Sink:
+    if isinstance(settings.destination, S3Destination):
+        return S3Sink(
+            settings.destination,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            sse=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id,
+        )
+    return LocalSink(settings.destination)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    entry: SpoolEntry
+    rows: int | None
+    first_received_ns: int | None
+
+
+class Collector:
+    """Wires stream, core, spool and sink; `run()` is the whole life of the process."""
+
+    def __init__(self, settings: Settings, *, sink: Sink | None = None, log: Any = None) -> None:
+        self.settings = settings
+        self.log = log or get_logger()
+        self.spool = Spool(settings.spool_dir)
+        self.sink = sink or make_sink(settings)
+        self.core = CaptureCore(
+            time_unit=settings.time_unit,
+            max_batch_bytes=settings.max_batch_bytes,
+            max_batch_age_s=settings.max_batch_age_s,
+            minute_grace_s=settings.minute_grace_s,
+        )
+        self.stream = TradeStream(
+            settings.stream_url(),
+            self._on_frame,
+            log=self.log,
+            initial_delay_s=settings.reconnect_initial_delay_s,
+            max_delay_s=settings.reconnect_max_delay_s,
+        )
+        self.stop_requested = asyncio.Event()
+        self.landed_batches = 0
+        self.landed_rows = 0
+        self.landed_bytes = 0
+        self.conflicts = 0
+        self._sealed: asyncio.Queue[SealedBatch | None] = asyncio.Queue(maxsize=64)
+        self._uploads: collections.deque[_Pending] = collections.deque()
+        self._upload_wakeup = asyncio.Event()
+        self._uploads_idle = asyncio.Event()  # set while nothing waits for upload
+        self._uploads_idle.set()
+        self._signals = 0
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until a signal or a fatal error. Returns the process exit code."""
+        self._install_signal_handlers()
+        recovered = self.spool.pending()
+        for entry in recovered:
+            self._enqueue_upload(_Pending(entry, None, None))
+        self.log.info(
+            "collector.started",
+            destination=self.sink.describe(),
+            stream=self.stream.url,
+            spool=str(self.spool.root),
+            recovered_objects=len(recovered),
+        )
+        sealer = asyncio.create_task(self._sealer(), name="sealer")
+        uploader = asyncio.create_task(self._uploader(), name="uploader")
+        stream = asyncio.create_task(self.stream.run(), name="stream")
+        ticker = asyncio.create_task(self._ticker(), name="ticker")
+        stop = asyncio.create_task(self.stop_requested.wait(), name="stop")
+        await asyncio.wait({stream, stop}, return_when=asyncio.FIRST_COMPLETED)
+        exit_code = 0
+        if stream.done() and not stream.cancelled() and stream.exception() is not None:
+            exc = stream.exception()
+            self.log.error("collector.fatal", error=str(exc), kind=type(exc).__name__)
+            exit_code = 2 if isinstance(exc, ExchangeRefused) else 1
+        return await self._shutdown(exit_code, sealer, uploader, {stream, ticker, stop})
+
+    async def _shutdown(
+        self, exit_code: int, sealer: asyncio.Task[None], uploader: asyncio.Task[None], others: set[Any]
+    ) -> int:
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        self.log.info("collector.stopping", buffered_trades=self.core.batcher.buffered_trades)
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        self.core.flush()
+        for batch in self.core.take_sealed():
+            await self._sealed.put(batch)
+        await self._sealed.put(None)  # the sealer's end-of-input
+        try:
+            await asyncio.wait_for(sealer, timeout=max(0.1, deadline - time.monotonic()))
+            await asyncio.wait_for(self._drained(), timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            self.log.warning(
+                "collector.shutdown_incomplete",
+                spooled_objects=len(self._uploads),
+                spool=str(self.spool.root),
+                note="spooled objects are safe on disk and are uploaded first on the next start",
+            )
+        uploader.cancel()
+        sealer.cancel()
+        await asyncio.gather(uploader, sealer, return_exceptions=True)
+        stats = self.core.stats
+        self.log.info(
+            "collector.stopped",
+            exit_code=exit_code,
+            frames=stats.frames,
+            trades=dict(stats.trades),
+            duplicates=stats.duplicates,
+            skipped=dict(stats.skipped),
+            gaps=stats.gaps,
+            missing_ids=stats.missing_ids,
+            batches_landed=self.landed_batches,
+            rows_landed=self.landed_rows,
+            bytes_landed=self.landed_bytes,
+            conflicts=self.conflicts,
+            spooled_objects=len(self._uploads),
+            connections=self.stream.connections,
+        )
+        return exit_code
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self.log.info("collector.signal", signal=sig.name, action="shutting down")
+            self.stop_requested.set()
+            return
+        self.log.warning("collector.signal", signal=sig.name, action="forced exit; spooled data is kept")
+        os._exit(1)
+
+    # ---- capture ----------------------------------------------------------------------------
+
+    async def _on_frame(self, raw: str | bytes, received_at_ns: int) -> None:
+        result = self.core.feed(raw, received_at_ns, time.monotonic())
+        frame = result.frame
+        if type(frame) is Skipped:
+            count = self.core.stats.skipped[frame.reason]
+            if count <= _SKIP_LOG_FIRST or count % _SKIP_LOG_EVERY == 0:
+                self.log.warning(
+                    "collector.frame_skipped", reason=frame.reason, detail=frame.detail, count=count
+                )
+        elif type(frame) is ServerShutdown:
+            self.log.info("collector.server_shutdown", event_time=frame.event_time)
+        elif result.gap is not None:
+            gap = result.gap
+            self.log.warning(
+                "collector.gap_detected",
+                symbol=gap.symbol,
+                first_missing=gap.first_missing,
+                last_missing=gap.last_missing,
+                missing=gap.size,
+            )
+        for batch in self.core.take_sealed():
+            await self._sealed.put(batch)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.core.tick(time.monotonic())
+            for batch in self.core.take_sealed():
+                await self._sealed.put(batch)
+
+    # ---- landing ----------------------------------------------------------------------------
+
+    async def _sealer(self) -> None:
+        """Encode and spool each sealed batch; the uploader takes it from there."""
+        fmt = self.settings.output_format
+        while (batch := await self._sealed.get()) is not None:
+            key = object_key(
+                batch.symbol, batch.minute, batch.first_trade_id, batch.last_trade_id, output_format=fmt
+            )
+            while True:
+                try:
+                    entry = await asyncio.to_thread(self._encode_and_spool, batch, key)
+                    break
+                except SpoolError as exc:
+                    # The batch stays in memory; capture slows to a stop behind the full queue
+                    # rather than dropping it.
+                    self.log.error("collector.spool_failed", key=key, error=str(exc), retry_in_s=5)
+                    await asyncio.sleep(5)
+            self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_ns))
+
+    def _enqueue_upload(self, pending: _Pending) -> None:
+        self._uploads.append(pending)
+        self._uploads_idle.clear()
+        self._upload_wakeup.set()
+
+    def _encode_and_spool(self, batch: SealedBatch, key: str) -> SpoolEntry:
+        return self.spool.put(key, encode_batch(batch, self.settings.output_format))
+
+    async def _uploader(self) -> None:
+        while True:
+            if not self._uploads:
+                self._uploads_idle.set()
+                self._upload_wakeup.clear()
+                await self._upload_wakeup.wait()
+                continue
+            pending = self._uploads[0]
+            try:
+                await self._land(pending)
+            except SinkPermanentError as exc:
+                self.log.error(
+                    "collector.upload_blocked",
+                    key=exc.key,
+                    error=str(exc),
+                    retry_in_s=PERMANENT_ERROR_RETRY_S,
+                )
+                await asyncio.sleep(PERMANENT_ERROR_RETRY_S)
+                continue
+            except LandingConflict as exc:
+                self.conflicts += 1
+                self.log.error(
+                    "collector.landing_conflict",
+                    key=exc.key,
+                    existing_sha256=exc.existing_sha256,
+                    local_sha256=exc.local_sha256,
+                    kept_at=str(self._set_aside(pending.entry)),
+                )
+            except SpoolError as exc:
+                self.log.error("collector.spool_corrupt", key=pending.entry.key, error=str(exc))
+            self._uploads.popleft()
+
+    async def _land(self, pending: _Pending) -> None:
+        entry = pending.entry
+        data = await asyncio.to_thread(self.spool.read, entry)
+        async for attempt in AsyncRetrying(
+            wait=wait_random_exponential(multiplier=0.5, max=30),
+            retry=retry_if_exception_type(SinkUnavailable),
+            before_sleep=self._log_upload_retry,
+        ):
+            with attempt:
+                started = time.perf_counter()
+                outcome = await asyncio.to_thread(self.sink.put, entry.key, data)
+        await asyncio.to_thread(self.spool.remove, entry)
+        rows = pending.rows if pending.rows is not None else count_rows(data, self.settings.output_format)
+        name = parse_object_key(entry.key)
+        self.landed_batches += 1
+        self.landed_rows += rows
+        self.landed_bytes += len(data)
+        self.log.info(
+            "collector.batch_landed",
+            symbol=name.symbol if name else None,
+            key=self.sink.describe(entry.key),
+            rows=rows,
+            bytes=len(data),
+            first_id=name.first_trade_id if name else None,
+            last_id=name.last_trade_id if name else None,
+            seconds_since_first_trade=(
+                round((time.time_ns() - pending.first_received_ns) / 1e9, 3)
+                if pending.first_received_ns
+                else None
+            ),
+            upload_s=round(time.perf_counter() - started, 4),
+            outcome=outcome,
+        )
+
+    def _log_upload_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        self.log.warning(
+            "collector.upload_retry", attempt=state.attempt_number, delay_s=round(delay, 3), error=str(exc)
+        )
+
+    def _set_aside(self, entry: SpoolEntry) -> str:
+        target = self.spool.root / "conflicts" / entry.path.relative_to(self.spool.objects)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(entry.path, target)
+        return str(target)
+
+    async def _drained(self) -> None:
+        await self._uploads_idle.wait()
+
+
+async def run_collector(settings: Settings, *, sink: Sink | None = None) -> int:
+    return await Collector(settings, sink=sink).run()

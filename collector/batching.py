@@ -1,0 +1,166 @@
+"""Minute-aligned batches sealed by size, age or the minute's end.
+
+Pure: the caller passes the monotonic clock (`now_s`) in, so tests drive time by hand.
+
+Rules:
+- A batch holds trades of one symbol and one UTC minute of *trade time*; it never spans two.
+- It is sealed when its raw frames reach `max_batch_bytes`, when it is `max_batch_age_s` old,
+  or when a later minute's trade has been seen for that symbol and `minute_grace_s` has passed.
+- Memory is bounded: at most `max_open_minutes` batches are open per symbol (a flood of
+  out-of-order minutes seals the oldest first), each at most `max_batch_bytes` of frames.
+- Columns are `array('q')`: 8 bytes a value instead of a Python int object and a pointer.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from typing import Literal
+
+from collector.binance import Trade
+
+__all__ = ["UNITS_PER_MINUTE", "MinuteBatcher", "SealReason", "SealedBatch", "TimeUnit"]
+
+TimeUnit = Literal["ms", "us"]
+SealReason = Literal["size", "age", "minute_closed", "crowded", "shutdown"]
+UNITS_PER_MINUTE: dict[str, int] = {"ms": 60_000, "us": 60_000_000}
+
+
+@dataclass(slots=True)
+class _Columns:
+    trade_id: array[int] = field(default_factory=lambda: array("q"))
+    price: array[int] = field(default_factory=lambda: array("q"))
+    quantity: array[int] = field(default_factory=lambda: array("q"))
+    trade_time: array[int] = field(default_factory=lambda: array("q"))
+    event_time: array[int] = field(default_factory=lambda: array("q"))
+    is_buyer_maker: array[int] = field(default_factory=lambda: array("b"))
+    received_at_ns: array[int] = field(default_factory=lambda: array("q"))
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBatch:
+    """A finished batch: one symbol, one minute, trades in arrival order."""
+
+    symbol: str
+    minute: int  # minutes since the Unix epoch, UTC
+    time_unit: TimeUnit
+    columns: _Columns
+    raw_bytes: int
+    reason: SealReason
+    source: Literal["stream", "backfill"] = "stream"
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns.trade_id)
+
+    @property
+    def first_trade_id(self) -> int:
+        return min(self.columns.trade_id)
+
+    @property
+    def last_trade_id(self) -> int:
+        return max(self.columns.trade_id)
+
+    @property
+    def first_received_ns(self) -> int:
+        return self.columns.received_at_ns[0]
+
+
+@dataclass(slots=True)
+class _OpenBatch:
+    symbol: str
+    minute: int
+    opened_at_s: float
+    columns: _Columns = field(default_factory=_Columns)
+    raw_bytes: int = 0
+    close_at_s: float | None = None  # set once a later minute is seen
+
+
+class MinuteBatcher:
+    """Accumulates trades into per-(symbol, minute) batches and seals them."""
+
+    def __init__(
+        self,
+        *,
+        time_unit: TimeUnit,
+        max_batch_bytes: int,
+        max_batch_age_s: float,
+        minute_grace_s: float,
+        max_open_minutes: int = 4,
+    ) -> None:
+        self.time_unit: TimeUnit = time_unit
+        self._units_per_minute = UNITS_PER_MINUTE[time_unit]
+        self.max_batch_bytes = max_batch_bytes
+        self.max_batch_age_s = max_batch_age_s
+        self.minute_grace_s = minute_grace_s
+        self.max_open_minutes = max_open_minutes
+        self._open: dict[tuple[str, int], _OpenBatch] = {}
+        self._watermark: dict[str, int] = {}  # latest minute seen per symbol
+
+    @property
+    def buffered_bytes(self) -> int:
+        return sum(b.raw_bytes for b in self._open.values())
+
+    @property
+    def buffered_trades(self) -> int:
+        return sum(len(b.columns.trade_id) for b in self._open.values())
+
+    def add(self, trade: Trade, now_s: float) -> list[SealedBatch]:
+        """Buffer one trade; return the batches this sealed (by size or crowding)."""
+        minute = trade.trade_time // self._units_per_minute
+        key = (trade.symbol, minute)
+        batch = self._open.get(key)
+        sealed: list[SealedBatch] = []
+        if batch is None:
+            batch = _OpenBatch(trade.symbol, minute, now_s)
+            self._open[key] = batch
+            watermark = self._watermark.get(trade.symbol)
+            if watermark is None or minute > watermark:
+                self._watermark[trade.symbol] = minute
+                for other in self._open.values():
+                    if other.symbol == trade.symbol and other.minute < minute and other.close_at_s is None:
+                        other.close_at_s = now_s + self.minute_grace_s
+            else:
+                batch.close_at_s = now_s + self.minute_grace_s  # a late trade of a past minute
+            sealed.extend(self._seal_crowded(trade.symbol))
+        cols = batch.columns
+        cols.trade_id.append(trade.trade_id)
+        cols.price.append(trade.price)
+        cols.quantity.append(trade.quantity)
+        cols.trade_time.append(trade.trade_time)
+        cols.event_time.append(trade.event_time)
+        cols.is_buyer_maker.append(trade.is_buyer_maker)
+        cols.received_at_ns.append(trade.received_at_ns)
+        batch.raw_bytes += trade.raw_bytes
+        if batch.raw_bytes >= self.max_batch_bytes:
+            sealed.append(self._seal(key, "size"))
+        return sealed
+
+    def tick(self, now_s: float) -> list[SealedBatch]:
+        """Seal every batch that is old enough or whose minute has closed."""
+        due: list[tuple[tuple[str, int], SealReason]] = []
+        for key, batch in self._open.items():
+            if batch.close_at_s is not None and now_s >= batch.close_at_s:
+                due.append((key, "minute_closed"))
+            elif now_s - batch.opened_at_s >= self.max_batch_age_s:
+                due.append((key, "age"))
+        return [self._seal(key, reason) for key, reason in due]
+
+    def flush(self) -> list[SealedBatch]:
+        """Seal everything (shutdown)."""
+        return [self._seal(key, "shutdown") for key in sorted(self._open, key=lambda k: (k[1], k[0]))]
+
+    def _seal_crowded(self, symbol: str) -> list[SealedBatch]:
+        keys = sorted(k for k in self._open if k[0] == symbol)
+        return [self._seal(key, "crowded") for key in keys[: max(0, len(keys) - self.max_open_minutes)]]
+
+    def _seal(self, key: tuple[str, int], reason: SealReason) -> SealedBatch:
+        batch = self._open.pop(key)
+        return SealedBatch(
+            symbol=batch.symbol,
+            minute=batch.minute,
+            time_unit=self.time_unit,
+            columns=batch.columns,
+            raw_bytes=batch.raw_bytes,
+            reason=reason,
+        )

@@ -1,0 +1,189 @@
+"""`collector run | check-config | emulate | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import signal
+import sys
+from pathlib import Path
+
+from collector import __version__
+from collector.config import Settings, load_settings, parse_destination
+from collector.exceptions import ConfigError, SpoolError
+from collector.logs import configure_logging, get_logger
+
+__all__ = ["main"]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    env_file = args.env_file
+    if env_file is None and Path(".env").is_file():
+        env_file = Path(".env")
+    return load_settings(env_file=env_file)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    from collector.app import Collector
+
+    async def main() -> int:
+        return await Collector(settings).run()
+
+    return asyncio.run(main())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(json.dumps(settings.redacted(), indent=2))
+    print(f"stream URL: {settings.stream_url()}", file=sys.stderr)
+    print("configuration OK", file=sys.stderr)
+    return 0
+
+
+def _tape(args: argparse.Namespace) -> object:
+    from collector.emulator import GeneratedTape, load_replay
+
+    if args.replay:
+        return load_replay(Path(args.replay))
+    symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
+    return GeneratedTape(symbols, count=args.count, seed=args.seed)
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    configure_logging("info")
+    from collector.emulator import FeedServer
+
+    log = get_logger()
+
+    async def main() -> int:
+        server = FeedServer(
+            _tape(args),  # type: ignore[arg-type]
+            rate=args.rate,
+            speed=args.speed,
+            ping_interval_s=args.ping_interval_s,
+            log=log,
+        )
+        url = await server.start(args.host, args.port)
+        log.info("emulator.listening", url=url, symbols=",".join(server.tape.symbols))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.close()
+        log.info("emulator.stopped", sent=server.sent, connections=server.connections)
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    destination = parse_destination(args.destination)
+    settings = dataclasses.replace(
+        settings, destination=destination, max_batch_age_s=min(settings.max_batch_age_s, 10)
+    )
+    if settings.is_s3:
+        raise ConfigError(["collector demo writes to a local directory; give --destination a path"])
+    configure_logging("warning" if args.quiet else settings.log_level)
+    from collector.app import Collector
+    from collector.emulator import FeedServer
+
+    async def main() -> int:
+        tape = _tape(args)
+        server = FeedServer(tape, rate=args.rate, speed=args.speed)  # type: ignore[arg-type]
+        url = await server.start("127.0.0.1", 0)
+        demo_settings = dataclasses.replace(settings, ws_url=url, symbols=server.tape.symbols)
+        collector = Collector(demo_settings)
+        asyncio.get_running_loop().call_later(args.seconds, collector.stop_requested.set)
+        code = await collector.run()
+        await server.close()
+        return code
+
+    code = asyncio.run(main())
+    _print_inventory(Path(str(destination)))
+    return code
+
+
+def _print_inventory(root: Path) -> None:
+    from collector.inventory import scan_local
+
+    found = scan_local(root)
+    print(f"\nlanded under {root}/:")
+    for symbol, inv in sorted(found.items()):
+        ids = inv.trade_ids
+        print(
+            f"  {symbol}: {inv.rows:,} trades in {inv.files} files, {inv.bytes:,} bytes "
+            f"({inv.bytes / max(1, inv.rows):.1f} B/trade), ids {min(ids)}..{max(ids)}, "
+            f"{inv.duplicates} duplicates, {inv.missing} missing"
+        )
+    if not found:
+        print("  nothing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="collector", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_env(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--env-file", type=Path, help="settings file (default: ./.env when present)")
+        return p
+
+    with_env(
+        sub.add_parser("run", help="capture trades and land them (live Binance by default)")
+    ).set_defaults(func=cmd_run)
+    with_env(
+        sub.add_parser("check-config", help="print the resolved settings; fail on a bad one")
+    ).set_defaults(func=cmd_check_config)
+
+    def with_tape(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--symbols", default="BTCUSDT", help="generated tape: comma-separated symbols")
+        p.add_argument("--count", type=int, default=None, help="generated tape: trades per symbol, then idle")
+        p.add_argument("--seed", type=int, default=1, help="generated tape: random seed")
+        p.add_argument(
+            "--rate", type=float, default=50.0, help="trades per second in all; 0 = as fast as read"
+        )
+        p.add_argument("--replay", help="replay the trade frames of a recording (.gz or plain)")
+        p.add_argument(
+            "--speed", type=float, default=0.0, help="replay pace: 1 = as recorded, 0 = as fast as read"
+        )
+        return p
+
+    emulate = with_tape(sub.add_parser("emulate", help="serve a local Binance-compatible trade feed"))
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=9443)
+    emulate.add_argument("--ping-interval-s", type=float, default=20.0)
+    emulate.set_defaults(func=cmd_emulate)
+
+    demo = with_env(with_tape(sub.add_parser("demo", help="run the local feed and the collector together")))
+    demo.add_argument("--seconds", type=float, default=30.0, help="how long to capture")
+    demo.add_argument("--destination", default="landing", help="local landing directory")
+    demo.add_argument("--quiet", action="store_true", help="only warnings and the summary")
+    demo.set_defaults(func=cmd_demo, symbols="BTCUSDT,ETHUSDT", rate=200.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        return 2
+    except SpoolError as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        if args.command not in ("emulate", "demo"):
+            raise
+        print(f"collector {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Typed settings from the environment and an optional `.env` file.
+
+Every setting is `COLLECTOR_<NAME>`; `.env.example` lists them all with defaults and meaning.
+Validation collects every problem at once and names the setting and the accepted values, so
+one run of `collector check-config` shows all that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from collector.exceptions import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "S3Destination",
+    "Settings",
+    "load_settings",
+    "parse_destination",
+]
+
+ENV_PREFIX = "COLLECTOR_"
+
+TimeUnit = Literal["ms", "us"]
+OutputFormat = Literal["parquet", "csv.gz"]
+
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+# S3 bucket naming rules: 3-63 chars, lowercase letters, digits, dots and hyphens,
+# starting and ending with a letter or digit.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SSE_VALUES = ("AES256", "aws:kms")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Destination:
+    bucket: str
+    prefix: str  # "" or ends with "/"
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The resolved configuration. Times are seconds (`_s`), sizes bytes (`_bytes`)."""
+
+    symbols: tuple[str, ...] = ("BTCUSDT",)
+    ws_url: str = "wss://data-stream.binance.vision"
+    time_unit: TimeUnit = "ms"
+    destination: Path | S3Destination = Path("landing")
+    output_format: OutputFormat = "parquet"
+    # 2 MB of raw frames is about 10,000 BTCUSDT trades: one busy minute, a ~60 kB Parquet file.
+    max_batch_bytes: int = 2_000_000
+    # A quiet symbol still lands at least once a minute, so downstream never waits longer.
+    max_batch_age_s: float = 60.0
+    # Trades of a minute keep arriving for a moment after the next minute's first trade
+    # (several connections, clock skew between matching engine shards): wait this long.
+    minute_grace_s: float = 5.0
+    spool_dir: Path = Path("spool")
+    # Shorter than systemd's TimeoutStopSec so the collector, not SIGKILL, ends the shutdown.
+    shutdown_timeout_s: float = 20.0
+    reconnect_initial_delay_s: float = 0.5
+    # Capped so a long outage still retries twice a minute, far inside Binance's
+    # 300 connection attempts per 5 minutes.
+    reconnect_max_delay_s: float = 30.0
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_sse: str = "AES256"
+    s3_kms_key_id: str | None = None
+    log_level: str = "info"
+
+    @property
+    def is_s3(self) -> bool:
+        return isinstance(self.destination, S3Destination)
+
+    def stream_url(self) -> str:
+        """The WebSocket URL: a raw stream for one symbol, a combined stream for several."""
+        base = self.ws_url.rstrip("/")
+        names = [f"{s.lower()}@trade" for s in self.symbols]
+        if len(names) == 1:
+            url = f"{base}/ws/{names[0]}"
+            sep = "?"
+        else:
+            url = f"{base}/stream?streams={'/'.join(names)}"
+            sep = "&"
+        if self.time_unit == "us":
+            url += f"{sep}timeUnit=MICROSECOND"
+        return url
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain values, with credentials in URLs masked, for printing."""
+        out: dict[str, Any] = {}
+        for key, raw in asdict(self).items():
+            value = raw
+            if key == "destination":
+                value = str(self.destination)
+            elif isinstance(raw, Path):
+                value = str(raw)
+            elif isinstance(raw, tuple):
+                value = ",".join(raw)
+            if isinstance(value, str) and "://" in value:
+                value = _redact_url(value)
+            out[key] = value
+        return out
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        parts = parts._replace(netloc=f"***@{host}")
+    return urlunsplit(parts)
+
+
+def parse_destination(value: str) -> Path | S3Destination:
+    """`s3://bucket[/prefix]` or a local directory path. Raises ValueError with the reason."""
+    if value.startswith("s3://"):
+        rest = value[len("s3://") :]
+        bucket, _, prefix = rest.partition("/")
+        if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+            raise ValueError(
+                f"{bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, dots "
+                "and hyphens, starting and ending with a letter or digit)"
+            )
+        prefix = prefix.strip("/")
+        return S3Destination(bucket=bucket, prefix=f"{prefix}/" if prefix else "")
+    if "://" in value:
+        raise ValueError(f"{value!r}: only s3:// URLs or local directory paths are accepted")
+    if not value.strip():
+        raise ValueError("empty; give a directory path or an s3://bucket/prefix URL")
+    return Path(value)
+
+
+class _Reader:
+    """Reads settings from a mapping, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(ENV_PREFIX + name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def convert(self, name: str, default: Any, parse: Callable[[str], Any], accepted: str) -> Any:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except (ValueError, TypeError) as exc:
+            self.problems.append(f"{ENV_PREFIX}{name}={value!r} is invalid: {exc}; accepted: {accepted}")
+            return default
+
+    def positive_float(self, name: str, default: float) -> float:
+        def parse(text: str) -> float:
+            number = float(text)
+            if not number > 0 or number == float("inf"):
+                raise ValueError("must be a positive number of seconds")
+            return number
+
+        return float(self.convert(name, default, parse, "a positive number of seconds"))
+
+    def bounded_int(self, name: str, default: int, low: int, high: int) -> int:
+        def parse(text: str) -> int:
+            number = int(text.replace("_", ""))
+            if not low <= number <= high:
+                raise ValueError(f"must be between {low:,} and {high:,}")
+            return number
+
+        return int(self.convert(name, default, parse, f"an integer from {low} to {high}"))
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(text: str) -> str:
+            for choice in choices:
+                if text.lower() == choice.lower():
+                    return choice
+            raise ValueError("unknown value")
+
+        return str(self.convert(name, default, parse, " | ".join(choices)))
+
+
+def _parse_symbols(text: str) -> tuple[str, ...]:
+    symbols = tuple(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
+    if not symbols:
+        raise ValueError("no symbol given")
+    bad = [s for s in symbols if not _SYMBOL_RE.fullmatch(s)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} not a Binance symbol (2-20 letters and digits)")
+    if len(symbols) > 1024:
+        raise ValueError("Binance allows at most 1024 streams per connection")
+    return symbols
+
+
+def _parse_ws_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError("must be a ws:// or wss:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("give the base URL only; the stream path is built from COLLECTOR_SYMBOLS")
+    return text.rstrip("/")
+
+
+def _parse_http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return text
+
+
+def _parse_region(text: str) -> str:
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", text):
+        raise ValueError("not an AWS region name such as ap-northeast-1")
+    return text
+
+
+def _parse_log_level(text: str) -> str:
+    level = text.lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError("unknown level")
+    return level
+
+
+def load_settings(env: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
+    """Resolve settings from `env` (default: the process environment) over an optional `.env` file.
+
+    Variables already in the environment win over the file, as python-dotenv does by default.
+    Raises ConfigError listing every invalid setting.
+    """
+    merged: dict[str, str] = {}
+    if env_file is not None:
+        if not env_file.is_file():
+            raise ConfigError([f"env file {str(env_file)!r} does not exist; create it or drop --env-file"])
+        from dotenv import dotenv_values
+
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ if env is None else env)
+
+    r = _Reader(merged)
+    defaults = Settings()
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in _KNOWN}
+    unknown = sorted(k for k in merged if k.startswith(ENV_PREFIX) and k not in known)
+    for key in unknown:
+        r.problems.append(
+            f"{key} is not a setting of this collector (see .env.example); remove it or fix its name"
+        )
+
+    symbols = r.convert(
+        "SYMBOLS", defaults.symbols, _parse_symbols, "comma-separated symbols, e.g. BTCUSDT,ETHUSDT"
+    )
+    time_unit = r.choice("TIME_UNIT", defaults.time_unit, ("ms", "us"))
+    destination = r.convert(
+        "DESTINATION", defaults.destination, parse_destination, "a directory path or s3://bucket/prefix"
+    )
+    sse = r.choice("S3_SSE", defaults.s3_sse, _SSE_VALUES)
+    kms_key = r.raw("S3_KMS_KEY_ID")
+    if kms_key and sse != "aws:kms":
+        r.problems.append(
+            f"{ENV_PREFIX}S3_KMS_KEY_ID is set but {ENV_PREFIX}S3_SSE={sse}; set {ENV_PREFIX}S3_SSE=aws:kms "
+            "to use the key, or remove the key id"
+        )
+    initial = r.positive_float("RECONNECT_INITIAL_DELAY_S", defaults.reconnect_initial_delay_s)
+    maximum = r.positive_float("RECONNECT_MAX_DELAY_S", defaults.reconnect_max_delay_s)
+    if initial > maximum:
+        r.problems.append(
+            f"{ENV_PREFIX}RECONNECT_INITIAL_DELAY_S ({initial}) exceeds "
+            f"{ENV_PREFIX}RECONNECT_MAX_DELAY_S ({maximum}); lower the first or raise the second"
+        )
+    settings = Settings(
+        symbols=symbols,
+        ws_url=r.convert("WS_URL", defaults.ws_url, _parse_ws_url, "ws:// or wss:// base URL"),
+        time_unit=time_unit,  # type: ignore[arg-type]
+        destination=destination,
+        output_format=r.choice("FORMAT", defaults.output_format, ("parquet", "csv.gz")),  # type: ignore[arg-type]
+        # At least 64 kB: smaller batches make more objects than data. At most 64 MB: a batch is
+        # held in memory, encoded in one piece and uploaded in one PUT.
+        max_batch_bytes=r.bounded_int("MAX_BATCH_BYTES", defaults.max_batch_bytes, 65_536, 64_000_000),
+        max_batch_age_s=r.positive_float("MAX_BATCH_AGE_S", defaults.max_batch_age_s),
+        minute_grace_s=r.positive_float("MINUTE_GRACE_S", defaults.minute_grace_s),
+        spool_dir=Path(r.raw("SPOOL_DIR") or defaults.spool_dir),
+        shutdown_timeout_s=r.positive_float("SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s),
+        reconnect_initial_delay_s=initial,
+        reconnect_max_delay_s=maximum,
+        s3_endpoint_url=r.convert("S3_ENDPOINT_URL", None, _parse_http_url, "http(s):// URL"),
+        s3_region=r.convert("S3_REGION", None, _parse_region, "an AWS region such as ap-northeast-1"),
+        s3_sse=sse,
+        s3_kms_key_id=kms_key,
+        log_level=r.convert(
+            "LOG_LEVEL", defaults.log_level, _parse_log_level, "debug | info | warning | error"
+        ),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
+_KNOWN = (
+    "symbols",
+    "ws_url",
+    "time_unit",
+    "destination",
+    "format",
+    "max_batch_bytes",
+    "max_batch_age_s",
+    "minute_grace_s",
+    "spool_dir",
+    "shutdown_timeout_s",
+    "reconnect_initial_delay_s",
+    "reconnect_max_delay_s",
+    "s3_endpoint_url",
+    "s3_region",
+    "s3_sse",
+    "s3_kms_key_id",
+    "log_level",
+)

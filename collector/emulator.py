@@ -1,0 +1,344 @@
+"""A local Binance-compatible trade feed, for demos, tests and downstream rehearsals.
+
+Serves what Binance serves, on loopback:
+
+    /ws/<symbol>@trade                         one raw stream
+    /stream?streams=<a>@trade/<b>@trade        combined stream, frames wrapped as {"stream":..,"data":..}
+    ...&timeUnit=MICROSECOND                   microsecond trade and event times (generated tape only)
+
+with the same frame format, pings every `ping_interval_s`, consecutive trade ids per symbol,
+realistic prices (a random walk on the symbol's tick) and quantities (round lots, a heavy tail),
+and bursts (many trades in one millisecond). A replay tape serves a recording's trade frames
+byte for byte (lines of `<local stamp> <combined frame>`, gzip or plain).
+
+Production pauses while no client is connected, so a test that connects late misses nothing;
+every connected client receives every trade of the symbols it asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+__all__ = ["FeedServer", "GeneratedTape", "ReplayTape", "TapeTrade", "load_replay"]
+
+_START_PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 550.0, "SOLUSDT": 150.0}
+_FRAME = '{{"e":"trade","E":{E},"s":"{s}","t":{t},"p":"{p}","q":"{q}","T":{T},"m":{m},"M":true}}'
+
+
+@dataclass(frozen=True, slots=True)
+class TapeTrade:
+    """One trade as the feed will send it: its symbol, and the raw payload per time unit."""
+
+    symbol: str
+    trade_id: int
+    payload_ms: str
+    payload_us: str | None = None
+    offset_s: float | None = None  # replay: seconds since the tape's first trade
+
+
+@dataclass
+class GeneratedTape:
+    """An endless (or `count`-long per symbol) synthetic trade tape, deterministic for a seed."""
+
+    symbols: tuple[str, ...]
+    count: int | None = None
+    seed: int = 1
+    first_id: int = 1_000_000
+    _rng: random.Random = field(init=False)
+    _state: dict[str, tuple[int, int, int]] = field(init=False)  # next id, price scaled, tick scaled
+    _emitted: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._state = {}
+        self._emitted = dict.fromkeys(self.symbols, 0)
+        for i, symbol in enumerate(self.symbols):
+            start = _START_PRICES.get(symbol, 100.0)
+            tick = 10 ** max(0, round(math.log10(start)) - 6 + 8)  # ~1e-6 of the price, in 1e-8 units
+            price = int(start * 1e8) // tick * tick
+            self._state[symbol] = (self.first_id + i * 10_000_000_000, price, tick)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.count is not None and all(n >= self.count for n in self._emitted.values())
+
+    def take(self, n: int) -> list[TapeTrade]:
+        """The next `n` trades (fewer at the end of a finite tape), symbols interleaved."""
+        out: list[TapeTrade] = []
+        rng = self._rng
+        now_ns = time.time_ns()
+        live = [s for s in self.symbols if self.count is None or self._emitted[s] < self.count]
+        burst = 1
+        for _ in range(n):
+            if not live:
+                break
+            symbol = live[rng.randrange(len(live))]
+            trade_id, price, tick = self._state[symbol]
+            if burst <= 1:  # a new order sweeps the book: several trades at one instant
+                burst = 1 if rng.random() < 0.9 else rng.randint(2, 40)
+                step = rng.choice((-2, -1, -1, 0, 0, 0, 1, 1, 2))
+                price = max(tick, price + step * tick)
+            else:
+                burst -= 1
+            lots = rng.choice((1, 1, 1, 2, 5, 10, 20, 50, 100, 1000))
+            quantity = lots * 10 ** rng.randint(2, 5) + (rng.randrange(100) if rng.random() < 0.2 else 0)
+            maker = "true" if rng.random() < 0.5 else "false"
+            self._state[symbol] = (trade_id + 1, price, tick)
+            self._emitted[symbol] += 1
+            if self.count is not None and self._emitted[symbol] >= self.count:
+                live.remove(symbol)
+            t_us = now_ns // 1000
+            e_us = t_us + rng.randrange(0, 2000)
+            fields = {"s": symbol, "t": trade_id, "p": _fmt8(price), "q": _fmt8(quantity), "m": maker}
+            out.append(
+                TapeTrade(
+                    symbol,
+                    trade_id,
+                    _FRAME.format(E=e_us // 1000, T=t_us // 1000, **fields),
+                    _FRAME.format(E=e_us, T=t_us, **fields),
+                )
+            )
+        return out
+
+
+def _fmt8(scaled: int) -> str:
+    whole, frac = divmod(scaled, 100_000_000)
+    return f"{whole}.{frac:08d}"
+
+
+@dataclass
+class ReplayTape:
+    """The trade frames of a recording, in order, with their recorded pacing."""
+
+    trades: list[TapeTrade]
+    _pos: int = 0
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.symbol for t in self.trades))
+
+    @property
+    def exhausted(self) -> bool:
+        return self._pos >= len(self.trades)
+
+    def take(self, n: int) -> list[TapeTrade]:
+        chunk = self.trades[self._pos : self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+
+def _open_text(path: Path) -> Iterator[str]:
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        yield from handle
+
+
+def load_replay(path: Path) -> ReplayTape:
+    """Keep the trade frames of a recording, byte for byte (`data` of combined frames)."""
+    trades: list[TapeTrade] = []
+    first_stamp: int | None = None
+    for line in _open_text(path):
+        stamp_text, _, frame = line.rstrip("\n").partition(" ")
+        if '"e":"trade"' not in frame:
+            continue
+        try:
+            message = json.loads(frame)
+        except ValueError:
+            continue
+        data = message.get("data", message) if isinstance(message, dict) else None
+        if not isinstance(data, dict) or data.get("e") != "trade":
+            continue
+        start = frame.find('"data":')
+        payload = frame[start + len('"data":') : frame.rfind("}")] if start >= 0 else frame
+        stamp = int(stamp_text)
+        # Stamps are ns (19 digits) or us (16 digits) in the recordings we know.
+        stamp_s = stamp / 1e9 if stamp > 10**17 else stamp / 1e6
+        if first_stamp is None:
+            first_stamp = stamp
+            first_s = stamp_s
+        trades.append(TapeTrade(str(data["s"]), int(data["t"]), payload, None, stamp_s - first_s))
+    if not trades:
+        raise ValueError(f"{path} holds no trade frames")
+    return ReplayTape(trades)
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: ServerConnection
+    symbols: frozenset[str]
+    combined: bool
+    micro: bool
+    queue: asyncio.Queue[str]
+
+
+class FeedServer:
+    """Serves a tape over WebSocket.
+
+    A generated tape is paced at `rate` trades per second in all; a replay at `speed` times the
+    recorded pace. Zero means as fast as the slowest client reads.
+    """
+
+    def __init__(
+        self,
+        tape: GeneratedTape | ReplayTape,
+        *,
+        rate: float = 0.0,
+        speed: float = 0.0,
+        ping_interval_s: float = 20.0,
+        log: Any = None,
+    ) -> None:
+        self.tape = tape
+        self.rate = rate
+        self.speed = speed
+        self.ping_interval_s = ping_interval_s
+        self.log = log
+        self.clients: set[_Client] = set()
+        self.sent = 0
+        self.connections = 0
+        self._has_clients = asyncio.Event()
+        self._producer: asyncio.Task[None] | None = None
+        self._server: Server | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._check_request,
+            ping_interval=self.ping_interval_s,
+            ping_timeout=None,
+            compression=None,
+            max_queue=64,
+        )
+        sock = next(iter(self._server.sockets))
+        bound_host, bound_port = sock.getsockname()[:2]
+        self._producer = asyncio.create_task(self._produce())
+        return f"ws://{bound_host}:{bound_port}"
+
+    async def close(self) -> None:
+        if self._producer:
+            self._producer.cancel()
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _parse(self, path: str) -> tuple[frozenset[str], bool, bool] | str:
+        parts = urlsplit(path)
+        query = parse_qs(parts.query)
+        micro = query.get("timeUnit", ["MILLISECOND"])[0].upper() in ("MICROSECOND", "MICROSECONDS")
+        if parts.path.startswith("/ws/"):
+            names, combined = parts.path[len("/ws/") :].split("/"), False
+        elif parts.path == "/stream":
+            names, combined = query.get("streams", [""])[0].split("/"), True
+        else:
+            return f"unknown path {parts.path}; use /ws/<symbol>@trade or /stream?streams=..."
+        symbols = set()
+        for name in names:
+            symbol, _, kind = name.partition("@")
+            if kind != "trade" or symbol.upper() not in self.tape.symbols:
+                return f"stream {name!r} is not served; this feed has {', '.join(self.tape.symbols)} @trade"
+            symbols.add(symbol.upper())
+        if micro and isinstance(self.tape, ReplayTape):
+            return "a replay serves the recording's own millisecond frames; drop timeUnit"
+        return frozenset(symbols), combined, micro
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        parsed = self._parse(request.path)
+        if isinstance(parsed, str):
+            body = json.dumps({"code": -1121, "msg": parsed}).encode()
+            return Response(400, "Bad Request", Headers([("Content-Type", "application/json")]), body)
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        parsed = self._parse(ws.request.path if ws.request else "")
+        assert not isinstance(parsed, str)  # _check_request rejected those
+        symbols, combined, micro = parsed
+        client = _Client(ws, symbols, combined, micro, asyncio.Queue(maxsize=50_000))
+        self.clients.add(client)
+        self.connections += 1
+        self._has_clients.set()
+        try:
+            while True:
+                frame = await client.queue.get()
+                await ws.send(frame)
+                self.sent += 1
+        except ConnectionClosed:
+            pass
+        finally:
+            self.clients.discard(client)
+            if not self.clients:
+                self._has_clients.clear()
+            while not client.queue.empty():  # release a producer blocked on this full queue
+                client.queue.get_nowait()
+
+    def _frame_for(self, client: _Client, trade: TapeTrade) -> str:
+        payload = trade.payload_us if client.micro and trade.payload_us else trade.payload_ms
+        if client.combined:
+            return f'{{"stream":"{trade.symbol.lower()}@trade","data":{payload}}}'
+        return payload
+
+    async def _publish(self, trades: list[TapeTrade], *, block: bool) -> None:
+        for client in list(self.clients):
+            for trade in trades:
+                if trade.symbol not in client.symbols:
+                    continue
+                frame = self._frame_for(client, trade)
+                if block:
+                    if client not in self.clients:
+                        break
+                    await client.queue.put(frame)
+                else:
+                    try:
+                        client.queue.put_nowait(frame)
+                    except asyncio.QueueFull:  # Binance drops consumers that cannot keep up
+                        await client.ws.close(1008, "slow consumer")
+                        break
+
+    async def _produce(self) -> None:
+        chunk = 256
+        started: float | None = None
+        produced = 0
+        while not self.tape.exhausted:
+            await self._has_clients.wait()
+            loop_now = time.monotonic()
+            if started is None:
+                started = loop_now
+            if isinstance(self.tape, ReplayTape) and self.speed <= 0:
+                await self._publish(self.tape.take(chunk), block=True)
+                await asyncio.sleep(0)
+            elif isinstance(self.tape, ReplayTape):
+                nxt = self.tape.trades[self.tape._pos]
+                due = started + (nxt.offset_s or 0.0) / self.speed
+                if due > loop_now:
+                    await asyncio.sleep(min(due - loop_now, 0.05))
+                    continue
+                trades = self.tape.take(1)
+                await self._publish(trades, block=False)
+            elif self.rate > 0:
+                target = int((loop_now - started) * self.rate)
+                if target <= produced:
+                    await asyncio.sleep(min(0.01, 1 / self.rate))
+                    continue
+                trades = self.tape.take(min(chunk, target - produced))
+                produced += len(trades)
+                await self._publish(trades, block=False)
+            else:
+                await self._publish(self.tape.take(chunk), block=True)
+                await asyncio.sleep(0)
+        if self.log:
+            self.log.info("emulator.tape_finished", sent=self.sent)

@@ -1,0 +1,134 @@
+"""The landing schema, and a sealed batch to bytes: Parquet (default) or gzip CSV.
+
+Why DECIMAL(18, 8) stored as INT64: Binance quotes prices and quantities as decimal strings
+with 8 decimals. A float cannot hold "61837.63000000" exactly; DECIMAL(18, 8) holds every
+value Binance sends below 10**10 exactly, is read as an exact decimal by Athena, Spark,
+DuckDB and pyarrow, and as a 64-bit integer it compresses like one.
+
+Why these encodings: trade ids and times rise by small steps, so DELTA_BINARY_PACKED stores
+them in a few bits each; zstd squeezes what is left. Measured on the 2024 BTCUSDT recording
+(see the README's performance section) this is far below the default encoding's size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from collector.batching import SealedBatch, TimeUnit
+from collector.binance import DECIMAL_PRECISION, DECIMAL_SCALE, format_scaled
+
+__all__ = ["COLUMNS", "count_rows", "encode_batch", "encode_csv_gz", "encode_parquet", "landing_schema"]
+
+COLUMNS = (
+    "symbol",
+    "trade_id",
+    "price",
+    "quantity",
+    "trade_time",
+    "event_time",
+    "is_buyer_maker",
+    "received_at",
+)
+
+# Prices move by a few ticks per trade: delta. Quantities repeat a few round lots: dictionary.
+_DELTA_COLUMNS = ("trade_id", "price", "trade_time", "event_time", "received_at")
+_DICTIONARY_COLUMNS = ["symbol", "quantity"]
+_DECIMAL = pa.decimal64(DECIMAL_PRECISION, DECIMAL_SCALE)
+
+
+def landing_schema(time_unit: TimeUnit) -> pa.Schema:
+    """The Parquet schema every landed object carries. Times are UTC at the stream's unit."""
+    return pa.schema(
+        [
+            pa.field("symbol", pa.string(), nullable=False),
+            pa.field("trade_id", pa.int64(), nullable=False),
+            pa.field("price", _DECIMAL, nullable=False),
+            pa.field("quantity", _DECIMAL, nullable=False),
+            pa.field("trade_time", pa.timestamp(time_unit, tz="UTC"), nullable=False),
+            pa.field("event_time", pa.timestamp(time_unit, tz="UTC"), nullable=False),
+            pa.field("is_buyer_maker", pa.bool_(), nullable=False),
+            pa.field("received_at", pa.timestamp("ns", tz="UTC"), nullable=False),
+        ]
+    )
+
+
+def _int64_view(values: Any, arrow_type: pa.DataType) -> pa.Array:
+    """Zero-copy: an array('q') reinterpreted as an Arrow array of a 64-bit type."""
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+
+
+def _table(batch: SealedBatch) -> pa.Table:
+    cols = batch.columns
+    schema = landing_schema(batch.time_unit)
+    rows = batch.rows
+    arrays = [
+        pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int8()), pa.array([batch.symbol])).cast(
+            pa.string()
+        ),
+        _int64_view(cols.trade_id, pa.int64()),
+        _int64_view(cols.price, _DECIMAL),
+        _int64_view(cols.quantity, _DECIMAL),
+        _int64_view(cols.trade_time, schema.field("trade_time").type),
+        _int64_view(cols.event_time, schema.field("event_time").type),
+        pa.array(cols.is_buyer_maker, pa.int8()).cast(pa.bool_()),
+        _int64_view(cols.received_at_ns, schema.field("received_at").type),
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def encode_parquet(batch: SealedBatch) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(
+        _table(batch),
+        sink,
+        compression="zstd",
+        compression_level=3,
+        use_dictionary=_DICTIONARY_COLUMNS,
+        column_encoding={name: "DELTA_BINARY_PACKED" for name in _DELTA_COLUMNS},
+        store_decimal_as_integer=True,
+        write_statistics=True,
+    )
+    return sink.getvalue()
+
+
+def _iso(value: int, time_unit: str) -> str:
+    divisor = 1_000 if time_unit == "ms" else 1_000_000
+    seconds, fraction = divmod(value, divisor)
+    width = 3 if time_unit == "ms" else 6
+    return f"{datetime.fromtimestamp(seconds, tz=UTC):%Y-%m-%dT%H:%M:%S}.{fraction:0{width}d}Z"
+
+
+def encode_csv_gz(batch: SealedBatch) -> bytes:
+    """The same columns as CSV: decimals as Binance wrote them, times as ISO 8601 UTC."""
+    cols = batch.columns
+    unit = batch.time_unit
+    lines = [",".join(COLUMNS)]
+    for i in range(batch.rows):
+        lines.append(
+            f"{batch.symbol},{cols.trade_id[i]},{format_scaled(cols.price[i])},"
+            f"{format_scaled(cols.quantity[i])},{_iso(cols.trade_time[i], unit)},"
+            f"{_iso(cols.event_time[i], unit)},{'true' if cols.is_buyer_maker[i] else 'false'},"
+            f"{_iso(cols.received_at_ns[i] // 1000, 'us')}"
+        )
+    return gzip.compress(("\n".join(lines) + "\n").encode("ascii"), compresslevel=6, mtime=0)
+
+
+def encode_batch(batch: SealedBatch, output_format: str) -> bytes:
+    if output_format == "parquet":
+        return encode_parquet(batch)
+    if output_format == "csv.gz":
+        return encode_csv_gz(batch)
+    raise ValueError(f"unknown output format {output_format!r}")
+
+
+def count_rows(data: bytes, output_format: str) -> int:
+    """Rows in an encoded object: the Parquet footer, or the CSV's lines less the header."""
+    if output_format == "parquet" or data[:4] == b"PAR1":
+        return int(pq.read_metadata(io.BytesIO(data)).num_rows)
+    return gzip.decompress(data).count(b"\n") - 1

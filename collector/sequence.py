@@ -1,0 +1,49 @@
+"""Per-symbol trade-id continuity: what is new, what is a duplicate, where ids jumped.
+
+Pure. Binance trade ids within a symbol have been strictly consecutive in every recording
+we hold, so an id at or below the last one seen is a duplicate (a reconnect's overlap) and
+a jump of more than one opens a gap of the ids in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["Gap", "SequenceTracker"]
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Trade ids `first_missing..last_missing` (inclusive) of `symbol` were never seen."""
+
+    symbol: str
+    first_missing: int
+    last_missing: int
+
+    @property
+    def size(self) -> int:
+        return self.last_missing - self.first_missing + 1
+
+
+class SequenceTracker:
+    """Remembers the last trade id accepted per symbol."""
+
+    def __init__(self, last_ids: Mapping[str, int] | None = None) -> None:
+        self._last: dict[str, int] = dict(last_ids or {})
+
+    def last_id(self, symbol: str) -> int | None:
+        return self._last.get(symbol)
+
+    def observe(self, symbol: str, trade_id: int) -> tuple[bool, Gap | None]:
+        """Record `trade_id`. Returns (accepted, gap): accepted is False for a duplicate."""
+        last = self._last.get(symbol)
+        if last is None:
+            self._last[symbol] = trade_id
+            return True, None
+        if trade_id <= last:
+            return False, None
+        self._last[symbol] = trade_id
+        if trade_id == last + 1:
+            return True, None
+        return True, Gap(symbol, last + 1, trade_id - 1)

@@ -1,0 +1,248 @@
+"""Where objects land: an S3 bucket or a local directory, with the same keys and guarantees.
+
+Both sinks are idempotent and never overwrite: writing a key that already holds the same
+bytes counts as landed; a key that holds other bytes raises LandingConflict with both
+checksums. S3 writes use `If-None-Match: *` (a conditional write) and a SHA-256 checksum
+that S3 verifies before it accepts the object.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from collector.exceptions import LandingConflict, SinkPermanentError, SinkUnavailable
+from collector.spool import write_atomically
+
+if TYPE_CHECKING:
+    from collector.config import S3Destination
+
+__all__ = ["LocalSink", "PutOutcome", "S3Sink", "Sink", "sha256_b64"]
+
+PutOutcome = Literal["created", "already_present"]
+
+
+def sha256_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+class Sink(Protocol):
+    def put(self, key: str, data: bytes) -> PutOutcome: ...
+
+    def describe(self, key: str = "") -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSink:
+    """A directory with the landing layout; writes are atomic and durable."""
+
+    root: Path
+
+    def describe(self, key: str = "") -> str:
+        return str(self.root / key)
+
+    def put(self, key: str, data: bytes) -> PutOutcome:
+        path = self.root / key
+        try:
+            if write_atomically(path, data, replace=False):
+                return "created"
+            existing = path.read_bytes()
+        except OSError as exc:
+            raise SinkPermanentError(
+                f"cannot write {path}: {exc.strerror}; "
+                f"make {self.root} writable or set COLLECTOR_DESTINATION",
+                key=key,
+            ) from exc
+        if existing == data:
+            return "already_present"
+        raise LandingConflict(
+            f"{path} already exists with different content; it was left untouched",
+            key=key,
+            existing_sha256=sha256_b64(existing),
+            local_sha256=sha256_b64(data),
+        )
+
+
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "Throttling",
+    "ThrottlingException",
+    "ConditionalRequestConflict",
+    "OperationAborted",
+}
+_KMS_CODES = {
+    "KMS.DisabledException",
+    "KMS.NotFoundException",
+    "KMS.KMSInvalidStateException",
+    "KMS.AccessDeniedException",
+}
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+}
+
+
+class S3Sink:
+    """An S3 bucket (and key prefix). Blocking: call it from a worker thread."""
+
+    def __init__(
+        self,
+        destination: S3Destination,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        sse: str = "AES256",
+        kms_key_id: str | None = None,
+        client: Any = None,
+    ) -> None:
+        self.bucket = destination.bucket
+        self.prefix = destination.prefix
+        self.sse = sse
+        self.kms_key_id = kms_key_id
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=region,
+                config=Config(
+                    # Our own retry loop backs off for minutes; botocore's few quick retries
+                    # smooth over single dropped connections first.
+                    retries={"mode": "standard", "max_attempts": 3},
+                    connect_timeout=5,
+                    read_timeout=30,
+                    request_checksum_calculation="when_required",
+                ),
+            )
+        self.client = client
+        self.region = region or getattr(client.meta, "region_name", None) or "the configured region"
+
+    def describe(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    def put(self, key: str, data: bytes) -> PutOutcome:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full_key = self.prefix + key
+        checksum = sha256_b64(data)
+        extra: dict[str, str] = {"ServerSideEncryption": self.sse}
+        if self.kms_key_id:
+            extra["SSEKMSKeyId"] = self.kms_key_id
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket,
+                Key=full_key,
+                Body=data,
+                IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+                **extra,
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "PreconditionFailed" or _status(exc) == 412:
+                return self._compare_existing(full_key, key, checksum)
+            raise self._classify(exc, key) from exc
+        except BotoCoreError as exc:
+            raise self._classify_botocore(exc, key) from exc
+        returned = response.get("ChecksumSHA256")
+        if returned is not None and returned != checksum:
+            raise SinkUnavailable(
+                f"S3 confirmed {self.describe(key)} with checksum {returned}, "
+                f"expected {checksum}; will retry",
+                key=key,
+            )
+        return "created"
+
+    def _compare_existing(self, full_key: str, key: str, checksum: str) -> PutOutcome:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=full_key, ChecksumMode="ENABLED")
+            existing = head.get("ChecksumSHA256")
+            if existing is None:  # written without a checksum: compare the bytes themselves
+                body = self.client.get_object(Bucket=self.bucket, Key=full_key)["Body"].read()
+                existing = sha256_b64(body)
+        except ClientError as exc:
+            raise self._classify(exc, key) from exc
+        except BotoCoreError as exc:
+            raise self._classify_botocore(exc, key) from exc
+        if existing == checksum:
+            return "already_present"
+        raise LandingConflict(
+            f"{self.describe(key)} already exists with sha256 {existing}, ours is {checksum}; "
+            "it was not overwritten: compare the two and remove the wrong one by hand",
+            key=key,
+            existing_sha256=existing,
+            local_sha256=checksum,
+        )
+
+    def _classify(self, exc: Any, key: str) -> SinkUnavailable | SinkPermanentError:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        message = error.get("Message", "")
+        status = _status(exc)
+        where = self.describe(key)
+        if code in _TRANSIENT_CODES or status in (500, 502, 503, 504) or status == 429:
+            return SinkUnavailable(f"S3 is unavailable for {where} ({code or status}); retrying", key=key)
+        if code == "NoSuchBucket":
+            return SinkPermanentError(
+                f'landing bucket "{self.bucket}" does not exist in {self.region}; create it or set '
+                "COLLECTOR_DESTINATION (data stays in the spool)",
+                key=key,
+            )
+        if code in _KMS_CODES or "KMS" in code or "kms" in message.lower():
+            return SinkPermanentError(
+                f"the KMS key for {where} cannot be used ({code}: {message}); enable the key or grant "
+                "the instance role kms:GenerateDataKey on it, or set COLLECTOR_S3_KMS_KEY_ID "
+                "(data stays in the spool)",
+                key=key,
+            )
+        if code in _CREDENTIAL_CODES:
+            return SinkPermanentError(
+                f"AWS rejected the credentials writing {where} ({code}); check the instance role "
+                "or AWS_* variables (data stays in the spool)",
+                key=key,
+            )
+        if code == "AccessDenied" or status == 403:
+            return SinkPermanentError(
+                f"access denied writing {where}; grant s3:PutObject on "
+                f"arn:aws:s3:::{self.bucket}/{self.prefix}Binance/* to the collector's role "
+                "(data stays in the spool)",
+                key=key,
+            )
+        return SinkPermanentError(
+            f"S3 refused {where}: {code or status} {message}; data stays in the spool", key=key
+        )
+
+    def _classify_botocore(self, exc: Exception, key: str) -> SinkUnavailable | SinkPermanentError:
+        from botocore.exceptions import NoCredentialsError, NoRegionError
+
+        if isinstance(exc, NoCredentialsError):
+            return SinkPermanentError(
+                "no AWS credentials found; attach an instance role or set AWS_PROFILE / AWS_ACCESS_KEY_ID "
+                "(data stays in the spool)",
+                key=key,
+            )
+        if isinstance(exc, NoRegionError):
+            return SinkPermanentError(
+                "no AWS region configured; set COLLECTOR_S3_REGION or AWS_REGION", key=key
+            )
+        return SinkUnavailable(f"cannot reach S3 for {self.describe(key)}: {exc}; retrying", key=key)
+
+
+def _status(exc: Any) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None

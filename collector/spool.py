@@ -1,0 +1,148 @@
+"""The durable local spool: every sealed, encoded batch is here before any upload.
+
+A spooled object lives at `{root}/objects/{key}~{sha256 hex}`: the key it will land under and
+the checksum of its bytes, in one name, made visible by one atomic rename. Writing is
+temporary file, fsync, rename, fsync of the directory, so after `put` returns the object
+survives a process crash and a power loss. It is removed only once the sink has confirmed it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector.exceptions import SpoolError
+from collector.layout import parse_object_key
+
+__all__ = ["Spool", "SpoolEntry", "fsync_directory", "write_atomically"]
+
+_SEP = "~"
+_TMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    key: str
+    sha256_hex: str
+    path: Path
+    size: int
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, *, replace: bool = True) -> bool:
+    """Write `data` to `path` durably. With replace=False an existing file is kept: returns False."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if present: never overwrites
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink(missing_ok=True)
+        fsync_directory(path.parent)
+        return True
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+class Spool:
+    """Encoded batches waiting for their upload, on local disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+        try:
+            self.objects.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(
+                f"cannot create spool directory {str(self.objects)!r}: {exc.strerror}; "
+                "set COLLECTOR_SPOOL_DIR to a writable directory"
+            ) from exc
+        if not os.access(self.objects, os.W_OK):
+            raise SpoolError(
+                f"spool directory {str(self.objects)!r} is not writable; "
+                "fix its permissions or set COLLECTOR_SPOOL_DIR"
+            )
+
+    def put(self, key: str, data: bytes) -> SpoolEntry:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.objects / f"{key}{_SEP}{digest}"
+        try:
+            write_atomically(path, data)
+        except OSError as exc:
+            hint = "free disk space" if exc.errno == errno.ENOSPC else "check the spool directory"
+            raise SpoolError(
+                f"cannot write {len(data):,} bytes for {key} to spool {str(self.root)!r}: "
+                f"{exc.strerror}; {hint}"
+            ) from exc
+        return SpoolEntry(key, digest, path, len(data))
+
+    def read(self, entry: SpoolEntry) -> bytes:
+        """The entry's bytes, verified against the checksum in its name."""
+        data = entry.path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != entry.sha256_hex:
+            raise SpoolError(
+                f"spooled object {str(entry.path)!r} is corrupt (sha256 {actual}, expected "
+                f"{entry.sha256_hex}); it was moved aside to {str(self._quarantine(entry))!r}"
+            )
+        return data
+
+    def remove(self, entry: SpoolEntry) -> None:
+        entry.path.unlink(missing_ok=True)
+        parent = entry.path.parent
+        while parent != self.objects:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def pending(self) -> list[SpoolEntry]:
+        """Every spooled object, oldest minute first, then by trade id. Removes stale temp files."""
+        entries: list[tuple[tuple[int, str, int], SpoolEntry]] = []
+        for path in self.objects.rglob("*"):
+            if not path.is_file():
+                continue
+            if path.name.endswith(_TMP_SUFFIX):
+                path.unlink(missing_ok=True)  # a write the crash interrupted: never acknowledged
+                continue
+            name, sep, digest = path.name.rpartition(_SEP)
+            if not sep or len(digest) != 64:
+                continue
+            key = str(path.parent.relative_to(self.objects) / name)
+            parsed = parse_object_key(key)
+            order = (parsed.minute, parsed.symbol, parsed.first_trade_id) if parsed else (0, key, 0)
+            entries.append((order, SpoolEntry(key, digest, path, path.stat().st_size)))
+        entries.sort(key=lambda item: item[0])
+        return [entry for _, entry in entries]
+
+    def bytes_used(self) -> int:
+        return sum(entry.size for entry in self.pending())
+
+    def _quarantine(self, entry: SpoolEntry) -> Path:
+        target = self.root / "corrupt" / entry.path.relative_to(self.objects)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(entry.path, target)
+        return target
