@@ -62,8 +62,9 @@ def make_sink(settings: Settings) -> Sink:
 @dataclass(frozen=True, slots=True)
 class _Pending:
     entry: SpoolEntry
-    rows: int | None
-    first_received_ns: int | None
+    rows: int | None = None
+    first_received_ns: int | None = None
+    reason: str = "recovered"
 
 
 class Collector:
@@ -106,7 +107,7 @@ class Collector:
         self._install_signal_handlers()
         recovered = self.spool.pending()
         for entry in recovered:
-            self._enqueue_upload(_Pending(entry, None, None))
+            self._enqueue_upload(_Pending(entry))
         self.log.info(
             "collector.started",
             destination=self.sink.describe(),
@@ -152,23 +153,7 @@ class Collector:
         uploader.cancel()
         sealer.cancel()
         await asyncio.gather(uploader, sealer, return_exceptions=True)
-        stats = self.core.stats
-        self.log.info(
-            "collector.stopped",
-            exit_code=exit_code,
-            frames=stats.frames,
-            trades=dict(stats.trades),
-            duplicates=stats.duplicates,
-            skipped=dict(stats.skipped),
-            gaps=stats.gaps,
-            missing_ids=stats.missing_ids,
-            batches_landed=self.landed_batches,
-            rows_landed=self.landed_rows,
-            bytes_landed=self.landed_bytes,
-            conflicts=self.conflicts,
-            spooled_objects=len(self._uploads),
-            connections=self.stream.connections,
-        )
+        self._log_stats("collector.stopped", exit_code=exit_code)
         return exit_code
 
     def _install_signal_handlers(self) -> None:
@@ -211,11 +196,36 @@ class Collector:
             await self._sealed.put(batch)
 
     async def _ticker(self) -> None:
+        next_stats = time.monotonic() + self.settings.stats_interval_s
         while True:
             await asyncio.sleep(TICK_S)
-            self.core.tick(time.monotonic())
+            now = time.monotonic()
+            self.core.tick(now)
             for batch in self.core.take_sealed():
                 await self._sealed.put(batch)
+            if now >= next_stats:
+                next_stats = now + self.settings.stats_interval_s
+                self._log_stats("collector.stats")
+
+    def _log_stats(self, event: str, **extra: Any) -> None:
+        stats = self.core.stats
+        self.log.info(
+            event,
+            **extra,
+            frames=stats.frames,
+            trades=dict(stats.trades),
+            duplicates=stats.duplicates,
+            skipped=dict(stats.skipped),
+            gaps=stats.gaps,
+            missing_ids=stats.missing_ids,
+            buffered_trades=self.core.batcher.buffered_trades,
+            batches_landed=self.landed_batches,
+            rows_landed=self.landed_rows,
+            bytes_landed=self.landed_bytes,
+            conflicts=self.conflicts,
+            spooled_objects=len(self._uploads),
+            connections=self.stream.connections,
+        )
 
     # ---- landing ----------------------------------------------------------------------------
 
@@ -235,7 +245,7 @@ class Collector:
                     # rather than dropping it.
                     self.log.error("collector.spool_failed", key=key, error=str(exc), retry_in_s=5)
                     await asyncio.sleep(5)
-            self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_ns))
+            self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_ns, batch.reason))
 
     def _enqueue_upload(self, pending: _Pending) -> None:
         self._uploads.append(pending)
@@ -308,6 +318,7 @@ class Collector:
                 else None
             ),
             upload_s=round(time.perf_counter() - started, 4),
+            sealed_by=pending.reason,
             outcome=outcome,
         )
 

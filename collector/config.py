@@ -74,6 +74,8 @@ class Settings:
     s3_sse: str = "AES256"
     s3_kms_key_id: str | None = None
     log_level: str = "info"
+    # A `collector.stats` line this often: enough to see progress in the journal, not a flood.
+    stats_interval_s: float = 60.0
 
     @property
     def is_s3(self) -> bool:
@@ -296,6 +298,7 @@ def load_settings(env: Mapping[str, str] | None = None, env_file: Path | None = 
         s3_region=r.convert("S3_REGION", None, _parse_region, "an AWS region such as ap-northeast-1"),
         s3_sse=sse,
         s3_kms_key_id=kms_key,
+        stats_interval_s=r.positive_float("STATS_INTERVAL_S", defaults.stats_interval_s),
         log_level=r.convert(
             "LOG_LEVEL", defaults.log_level, _parse_log_level, "debug | info | warning | error"
         ),
@@ -323,4 +326,5 @@ _KNOWN = (
     "s3_sse",
     "s3_kms_key_id",
     "log_level",
+    "stats_interval_s",
 )

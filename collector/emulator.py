@@ -272,19 +272,26 @@ class FeedServer:
         self.clients.add(client)
         self.connections += 1
         self._has_clients.set()
+        sender = asyncio.create_task(self._send(client))
         try:
-            while True:
-                frame = await client.queue.get()
-                await ws.send(frame)
-                self.sent += 1
-        except ConnectionClosed:
-            pass
+            await ws.wait_closed()
         finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
             self.clients.discard(client)
             if not self.clients:
                 self._has_clients.clear()
             while not client.queue.empty():  # release a producer blocked on this full queue
                 client.queue.get_nowait()
+
+    async def _send(self, client: _Client) -> None:
+        try:
+            while True:
+                frame = await client.queue.get()
+                await client.ws.send(frame)
+                self.sent += 1
+        except ConnectionClosed:
+            pass
 
     def _frame_for(self, client: _Client, trade: TapeTrade) -> str:
         payload = trade.payload_us if client.micro and trade.payload_us else trade.payload_ms

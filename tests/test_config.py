@@ -1,0 +1,109 @@
+"""Settings: defaults, the .env file, and a clear message naming every bad setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.config import S3Destination, Settings, load_settings
+from collector.exceptions import ConfigError
+
+
+def test_defaults_land_locally_from_live_binance() -> None:
+    s = load_settings({})
+    assert s == Settings()
+    assert s.destination == Path("landing")
+    assert s.stream_url() == "wss://data-stream.binance.vision/ws/btcusdt@trade"
+
+
+def test_several_symbols_use_one_combined_stream() -> None:
+    s = load_settings({"COLLECTOR_SYMBOLS": "btcusdt, ETHUSDT,btcusdt", "COLLECTOR_TIME_UNIT": "us"})
+    assert s.symbols == ("BTCUSDT", "ETHUSDT")
+    assert s.stream_url() == (
+        "wss://data-stream.binance.vision/stream?streams=btcusdt@trade/ethusdt@trade&timeUnit=MICROSECOND"
+    )
+
+
+def test_one_symbol_in_microseconds_uses_the_raw_stream() -> None:
+    s = load_settings({"COLLECTOR_TIME_UNIT": "US"})
+    assert s.stream_url() == "wss://data-stream.binance.vision/ws/btcusdt@trade?timeUnit=MICROSECOND"
+
+
+def test_s3_destination_splits_bucket_and_prefix() -> None:
+    s = load_settings({"COLLECTOR_DESTINATION": "s3://my-landing-zone/raw/trades/"})
+    assert s.destination == S3Destination("my-landing-zone", "raw/trades/")
+    assert load_settings({"COLLECTOR_DESTINATION": "s3://my-landing-zone"}).destination == S3Destination(
+        "my-landing-zone", ""
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FORMAT", "xml", "COLLECTOR_FORMAT='xml' is invalid: unknown value; accepted: parquet | csv.gz"),
+        ("MAX_BATCH_BYTES", "-5", "COLLECTOR_MAX_BATCH_BYTES='-5' is invalid: must be between 65,536"),
+        ("MAX_BATCH_BYTES", "lots", "COLLECTOR_MAX_BATCH_BYTES='lots' is invalid"),
+        ("MAX_BATCH_AGE_S", "-1", "COLLECTOR_MAX_BATCH_AGE_S='-1' is invalid: must be a positive number"),
+        ("MAX_BATCH_AGE_S", "nan", "COLLECTOR_MAX_BATCH_AGE_S='nan' is invalid"),
+        ("DESTINATION", "s3://Bad_Bucket/x", "'Bad_Bucket' is not a valid S3 bucket name"),
+        ("DESTINATION", "s3://", "'' is not a valid S3 bucket name"),
+        ("DESTINATION", "gs://bucket/x", "only s3:// URLs or local directory paths"),
+        ("SYMBOLS", "BTC-USDT", "BTC-USDT not a Binance symbol"),
+        ("WS_URL", "https://stream.binance.com", "must be a ws:// or wss:// URL"),
+        ("WS_URL", "wss://x/ws?streams=a", "give the base URL only"),
+        ("TIME_UNIT", "ns", "accepted: ms | us"),
+        ("S3_SSE", "DES", "accepted: AES256 | aws:kms"),
+        ("S3_REGION", "tokyo", "not an AWS region name"),
+        ("LOG_LEVEL", "loud", "accepted: debug | info | warning | error"),
+        ("SPOOLDIR", "/tmp/x", "COLLECTOR_SPOOLDIR is not a setting of this collector"),
+    ],
+)
+def test_a_bad_setting_is_named_with_the_accepted_values(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({f"COLLECTOR_{name}": value})
+    assert message in str(info.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            {"COLLECTOR_FORMAT": "xml", "COLLECTOR_MAX_BATCH_BYTES": "0", "COLLECTOR_TIME_UNIT": "ns"}
+        )
+    assert len(info.value.problems) == 3
+
+
+def test_kms_key_without_kms_encryption_is_refused() -> None:
+    with pytest.raises(ConfigError, match="set COLLECTOR_S3_SSE=aws:kms"):
+        load_settings({"COLLECTOR_S3_KMS_KEY_ID": "alias/landing"})
+
+
+def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("COLLECTOR_SYMBOLS=ETHUSDT\nCOLLECTOR_FORMAT=csv.gz\n")
+    s = load_settings({"COLLECTOR_FORMAT": "parquet"}, env_file=env_file)
+    assert (s.symbols, s.output_format) == (("ETHUSDT",), "parquet")
+
+
+def test_missing_env_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({}, env_file=tmp_path / "nope.env")
+
+
+def test_redaction_masks_credentials_in_urls() -> None:
+    s = load_settings({"COLLECTOR_WS_URL": "wss://user:secret@example.com:9443"})
+    printed = s.redacted()
+    assert "secret" not in str(printed)
+    assert printed["ws_url"] == "wss://***@example.com:9443"
+
+
+def test_example_env_file_lists_every_setting_with_its_default() -> None:
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    names = {
+        line.split("=")[0].lstrip("# ").strip() for line in example.read_text().splitlines() if "=" in line
+    }
+    from collector.config import _KNOWN
+
+    assert {f"COLLECTOR_{k.upper()}" for k in _KNOWN} <= names
+    settings = load_settings({}, env_file=example)  # the example itself is valid
+    assert settings == Settings()

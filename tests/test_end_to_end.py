@@ -1,0 +1,247 @@
+"""The whole collector as a real subprocess, against the local feed or a scripted server, over loopback."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.emulator import GeneratedTape
+from tests.conftest import RECORDING_2023, RECORDING_2024, Proc, recording, start_emulator
+from tests.landing import download_bucket, read_landing, recorded_trades, trade_frame
+from tests.scripted_server import Script, ScriptedServer
+
+
+def collector_env(url: str, tmp: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "COLLECTOR_WS_URL": url,
+        "COLLECTOR_DESTINATION": str(tmp / "landing"),
+        "COLLECTOR_SPOOL_DIR": str(tmp / "spool"),
+        # Short timers so a test's data lands in seconds; the logic is the same as the defaults'.
+        "COLLECTOR_MAX_BATCH_AGE_S": "2",
+        "COLLECTOR_MINUTE_GRACE_S": "0.5",
+        "COLLECTOR_STATS_INTERVAL_S": "0.5",
+        "COLLECTOR_RECONNECT_INITIAL_DELAY_S": "0.05",
+        "COLLECTOR_RECONNECT_MAX_DELAY_S": "0.5",
+    }
+    env.update({f"COLLECTOR_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+def rows_landed(n: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: e.get("rows_landed", 0) >= n
+
+
+def stop_cleanly(proc: Proc) -> dict[str, Any]:
+    assert proc.stop(signal.SIGTERM) == 0, proc.stderr + "".join(proc.lines[-20:])
+    (stopped,) = proc.named("collector.stopped")
+    return stopped
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [(RECORDING_2024, 9757), (RECORDING_2023, 3144)],
+    ids=["2024", "2023-legacy-midnight"],
+)
+def test_replaying_a_recording_lands_every_trade_exactly_once_and_exact(
+    procs: Callable[..., Proc], tmp_path: Path, path: Path, expected: int
+) -> None:
+    source = recording(path)
+    _, url = start_emulator(procs, "--replay", str(source))
+    collector = procs("run", env=collector_env(url, tmp_path, symbols="BTCUSDT"))
+    collector.wait_event("collector.stats", rows_landed(expected))
+    stopped = stop_cleanly(collector)
+    assert stopped["rows_landed"] == expected
+    assert stopped["skipped"] == {} and stopped["duplicates"] == 0
+
+    rows = read_landing(tmp_path / "landing")
+    recorded = recorded_trades(source)
+    assert sorted(r.trade_id for r in rows) == sorted(recorded)  # same ids, each exactly once
+    assert len(rows) == expected
+    for row in rows:
+        data = recorded[row.trade_id]
+        assert (row.price, row.quantity, row.trade_time_ms) == (data["p"], data["q"], data["T"])
+    if path == RECORDING_2023:  # the first trade is at 23:59:59.999 on April 4th
+        first = min(rows, key=lambda r: r.trade_id)
+        assert first.key.startswith("Binance/BTCUSDT/2023/04/04/23/59/")
+        assert {r.key.split("/")[4] for r in rows} == {"04", "05"}
+    assert list((tmp_path / "spool" / "objects").rglob("*~*")) == []
+
+
+def _generated_run(procs: Callable[..., Proc], tmp_path: Path, **extra: str) -> dict[str, Any]:
+    _, url = start_emulator(procs, "--symbols", "BTCUSDT,ETHUSDT", "--count", "25000", "--rate", "0")
+    collector = procs("run", env=collector_env(url, tmp_path, symbols="BTCUSDT,ETHUSDT", **extra))
+    collector.wait_event("collector.stats", rows_landed(50_000))
+    return stop_cleanly(collector)
+
+
+def _assert_exactly_once(rows: list[Any]) -> None:
+    by_symbol: dict[str, list[int]] = {}
+    for row in rows:
+        by_symbol.setdefault(row.symbol, []).append(row.trade_id)
+    assert sorted(by_symbol) == ["BTCUSDT", "ETHUSDT"]
+    for ids in by_symbol.values():
+        ids.sort()
+        assert len(ids) == 25_000
+        assert ids == list(range(ids[0], ids[0] + 25_000))  # contiguous, no duplicate
+
+
+def test_two_symbols_on_one_combined_stream_land_exactly_once_locally(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    stopped = _generated_run(procs, tmp_path)
+    assert stopped["trades"] == {"BTCUSDT": 25_000, "ETHUSDT": 25_000}
+    _assert_exactly_once(read_landing(tmp_path / "landing"))
+
+
+def test_two_symbols_land_exactly_once_in_s3_over_http(
+    procs: Callable[..., Proc],
+    tmp_path: Path,
+    moto_endpoint: str,
+    s3_bucket: tuple[Any, str],
+    aws_env: dict[str, str],
+) -> None:
+    client, bucket = s3_bucket
+    _, url = start_emulator(procs, "--symbols", "BTCUSDT,ETHUSDT", "--count", "25000", "--rate", "0")
+    env = collector_env(
+        url,
+        tmp_path,
+        symbols="BTCUSDT,ETHUSDT",
+        destination=f"s3://{bucket}/raw",
+        s3_endpoint_url=moto_endpoint,
+        s3_region="ap-northeast-1",
+    )
+    env.update(aws_env)
+    collector = procs("run", env=env)
+    collector.wait_event("collector.stats", rows_landed(50_000))
+    stop_cleanly(collector)
+    keys = download_bucket(client, bucket, tmp_path / "downloaded", prefix="raw/")
+    assert keys and all(k.startswith("raw/Binance/") for k in keys)
+    _assert_exactly_once(read_landing(tmp_path / "downloaded"))
+    head = client.head_object(Bucket=bucket, Key=keys[0], ChecksumMode="ENABLED")
+    assert head["ServerSideEncryption"] == "AES256" and head["ChecksumSHA256"]
+
+
+def test_size_flush_seals_batches_at_the_byte_threshold(procs: Callable[..., Proc], tmp_path: Path) -> None:
+    _, url = start_emulator(procs, "--symbols", "BTCUSDT", "--count", "3000", "--rate", "0")
+    env = collector_env(url, tmp_path, max_batch_bytes="65536", max_batch_age_s="3600", minute_grace_s="3600")
+    collector = procs("run", env=env)
+    collector.wait_event("collector.stats", lambda e: e.get("frames", 0) >= 3000)
+    stop_cleanly(collector)
+    landed = collector.named("collector.batch_landed")
+    # The feed's tape is deterministic for its seed: replay it here to know where each
+    # batch must close (the first frame that brings the raw bytes to 65,536 or more).
+    expected, size = [], 0
+    rows = 0
+    for trade in GeneratedTape(("BTCUSDT",), count=3000).take(3000):
+        size += len(trade.payload_ms)
+        rows += 1
+        if size >= 65_536:
+            expected.append(rows)
+            size, rows = 0, 0
+    assert len(expected) >= 5
+    assert [e["rows"] for e in landed if e["sealed_by"] == "size"] == expected
+    assert sum(e["rows"] for e in landed) == 3000
+
+
+def test_age_flush_lands_a_quiet_symbol_without_waiting_for_the_minute(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    now_ms = int(time.time() * 1000)
+    minute_start = now_ms - now_ms % 60_000 + 60_000  # a minute that has not started: no close by time
+    frames = [trade_frame(i, minute_start + i) for i in range(1, 4)]
+    with ScriptedServer([Script(frames)]) as server:
+        env = collector_env(server.url, tmp_path, max_batch_age_s="1", minute_grace_s="3600")
+        collector = procs("run", env=env)
+        landed = collector.wait_event("collector.batch_landed")
+        assert (landed["sealed_by"], landed["rows"]) == ("age", 3)
+        stop_cleanly(collector)
+
+
+def test_sigterm_mid_batch_lands_the_partial_batch(procs: Callable[..., Proc], tmp_path: Path) -> None:
+    _, url = start_emulator(procs, "--symbols", "BTCUSDT", "--count", "300", "--rate", "0")
+    env = collector_env(url, tmp_path, max_batch_age_s="3600", minute_grace_s="3600")
+    collector = procs("run", env=env)
+    collector.wait_event("collector.stats", lambda e: e.get("frames", 0) >= 300)
+    assert collector.named("collector.batch_landed") == []
+    stopped = stop_cleanly(collector)
+    assert stopped["rows_landed"] == 300
+    assert {e["sealed_by"] for e in collector.named("collector.batch_landed")} == {"shutdown"}
+    assert len(read_landing(tmp_path / "landing")) == 300
+
+
+def test_malformed_frames_are_counted_and_skipped_while_valid_trades_land(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    t0 = 1_723_161_240_000
+    bad = {
+        "not_json": "{oops",
+        "not_object": "[1,2,3]",
+        "missing_field": '{"e":"trade","E":1,"s":"BTCUSDT","t":5,"q":"1.0","T":1,"m":true}',
+        "bad_field": trade_frame(7, t0).replace('"p":"61837.63000000"', '"p":61837.63'),
+        "unknown_event": '{"e":"aggTrade","E":1,"s":"BTCUSDT","a":1}',
+        "control_answer": '{"result":null,"id":1}',
+        "error_answer": '{"code":2,"msg":"Invalid request","id":2}',
+        "server_shutdown": '{"e":"serverShutdown","E":1}',
+    }
+    frames: list[str | bytes] = []
+    for i in range(1, 201):
+        frames.append(trade_frame(i, t0 + i))
+        if i % 25 == 0:
+            frames.extend(bad.values())
+    with ScriptedServer([Script(frames)]) as server:
+        collector = procs("run", env=collector_env(server.url, tmp_path))
+        collector.wait_event("collector.stats", lambda e: e.get("frames", 0) >= len(frames))
+        stopped = stop_cleanly(collector)
+    assert stopped["skipped"] == dict.fromkeys(bad, 8)
+    assert sorted(r.trade_id for r in read_landing(tmp_path / "landing")) == list(range(1, 201))
+    reasons = Counter(e["reason"] for e in collector.named("collector.frame_skipped"))
+    assert set(reasons) == set(bad) - {"server_shutdown"}
+
+
+def test_reconnect_neither_duplicates_nor_loses_buffered_trades(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    t0 = 1_723_161_240_000
+    first = [trade_frame(i, t0 + i) for i in range(1, 101)]
+    second = [trade_frame(i, t0 + i) for i in range(90, 201)]  # overlaps 90..100
+    with ScriptedServer([Script(first, close_after=True), Script(second)]) as server:
+        env = collector_env(server.url, tmp_path, max_batch_age_s="3600", minute_grace_s="3600")
+        collector = procs("run", env=env)
+        collector.wait_event("collector.stats", lambda e: e.get("frames", 0) >= 211)
+        stopped = stop_cleanly(collector)
+    assert stopped["connections"] == 2
+    assert stopped["duplicates"] == 11
+    assert sorted(r.trade_id for r in read_landing(tmp_path / "landing")) == list(range(1, 201))
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("COLLECTOR_FORMAT", "xml", "COLLECTOR_FORMAT='xml' is invalid"),
+        ("COLLECTOR_MAX_BATCH_BYTES", "-1", "COLLECTOR_MAX_BATCH_BYTES='-1' is invalid"),
+        ("COLLECTOR_DESTINATION", "s3://Not_A_Bucket/x", "'Not_A_Bucket' is not a valid S3 bucket name"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_bad_configuration_fails_with_a_message_naming_the_setting(
+    procs: Callable[..., Proc], tmp_path: Path, command: str, setting: str, value: str, named: str
+) -> None:
+    proc = procs(command, env={setting: value, "COLLECTOR_SPOOL_DIR": str(tmp_path / "spool")}, cwd=tmp_path)
+    assert proc.popen.wait(timeout=60) == 2
+    assert named in proc.stderr
+    assert "accepted:" in proc.stderr or "bucket name" in proc.stderr
+    assert not (tmp_path / "spool").exists()  # nothing started
+
+
+def test_check_config_prints_the_resolved_settings(procs: Callable[..., Proc], tmp_path: Path) -> None:
+    proc = procs("check-config", env={"COLLECTOR_SYMBOLS": "ethusdt,btcusdt"}, cwd=tmp_path)
+    assert proc.popen.wait(timeout=60) == 0
+    output = "".join(proc.lines)
+    assert '"symbols": "ETHUSDT,BTCUSDT"' in output
+    assert "stream?streams=ethusdt@trade/btcusdt@trade" in proc.stderr

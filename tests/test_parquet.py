@@ -1,0 +1,98 @@
+"""Encoding: exact decimals, the schema, delta encodings, the gzip CSV twin."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from collector.batching import MinuteBatcher, SealedBatch
+from collector.binance import Trade, parse_scaled
+from collector.parquet import COLUMNS, count_rows, encode_csv_gz, encode_parquet, landing_schema
+
+PRICES = ["61837.63000000", "0.00000001", "9999999999.99999999", "28165.47000000"]
+QTYS = ["0.02000000", "12.00000000", "0.00056000", "1000.10000000"]
+
+
+def sealed(time_unit: str = "ms") -> SealedBatch:
+    b = MinuteBatcher(time_unit=time_unit, max_batch_bytes=10**7, max_batch_age_s=60, minute_grace_s=5)  # type: ignore[arg-type]
+    base = 1_723_161_240_000 if time_unit == "ms" else 1_723_161_240_000_000
+    for i, (p, q) in enumerate(zip(PRICES, QTYS, strict=True)):
+        b.add(
+            Trade(
+                "BTCUSDT",
+                100 + i,
+                parse_scaled(p),
+                parse_scaled(q),
+                base + i,
+                base + i + 1,
+                i % 2 == 0,
+                1_723_161_240_000_000_000 + i,
+                150,
+            ),
+            0,
+        )
+    (batch,) = b.flush()
+    return batch
+
+
+def test_parquet_round_trips_decimals_string_identical() -> None:
+    table = pq.read_table(io.BytesIO(encode_parquet(sealed())))
+    assert [format(v, "f") for v in table.column("price").to_pylist()] == PRICES
+    assert [format(v, "f") for v in table.column("quantity").to_pylist()] == QTYS
+    assert table.column("price").to_pylist()[0] == Decimal("61837.63")
+
+
+def test_parquet_carries_the_landing_schema_with_exact_types() -> None:
+    data = encode_parquet(sealed())
+    table = pq.read_table(io.BytesIO(data))
+    assert table.schema.names == list(COLUMNS)
+    assert table.schema.field("trade_time").type == pa.timestamp("ms", tz="UTC")
+    assert table.schema.field("received_at").type == pa.timestamp("ns", tz="UTC")
+    parquet_schema = pq.read_metadata(io.BytesIO(data)).schema
+    price = parquet_schema.column(2)
+    assert price.physical_type == "INT64"
+    assert (price.precision, price.scale) == (18, 8)
+    assert table.column("trade_id").to_pylist() == [100, 101, 102, 103]
+    assert table.column("is_buyer_maker").to_pylist() == [True, False, True, False]
+    assert table.column("symbol").to_pylist() == ["BTCUSDT"] * 4
+
+
+def test_monotonic_integer_columns_use_delta_encoding_and_zstd() -> None:
+    meta = pq.read_metadata(io.BytesIO(encode_parquet(sealed())))
+    columns = {
+        meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i)
+        for i in range(meta.num_columns)
+    }
+    for name in ("trade_id", "trade_time", "event_time", "received_at"):
+        assert "DELTA_BINARY_PACKED" in columns[name].encodings, name
+    assert all(c.compression == "ZSTD" for c in columns.values())
+
+
+def test_microsecond_streams_land_microsecond_timestamps() -> None:
+    table = pq.read_table(io.BytesIO(encode_parquet(sealed("us"))))
+    assert table.schema == landing_schema("us")
+    assert table.column("trade_time").to_pylist()[0].microsecond == 0
+    assert table.column("trade_time").type.unit == "us"
+
+
+def test_csv_gz_has_the_same_columns_and_exact_decimals() -> None:
+    data = encode_csv_gz(sealed())
+    rows = list(csv.DictReader(io.StringIO(gzip.decompress(data).decode())))
+    assert list(rows[0]) == list(COLUMNS)
+    assert [r["price"] for r in rows] == PRICES
+    assert [r["quantity"] for r in rows] == QTYS
+    assert rows[0]["trade_time"] == "2024-08-08T23:54:00.000Z"
+    assert rows[1]["is_buyer_maker"] == "false"
+    assert count_rows(data, "csv.gz") == 4
+
+
+def test_encoding_is_deterministic_for_the_same_batch() -> None:
+    batch = sealed()
+    assert encode_parquet(batch) == encode_parquet(batch)
+    assert encode_csv_gz(batch) == encode_csv_gz(batch)
+    assert count_rows(encode_parquet(batch), "parquet") == 4
