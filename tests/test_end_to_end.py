@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+import re
 import signal
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -245,3 +250,71 @@ def test_check_config_prints_the_resolved_settings(procs: Callable[..., Proc], t
     output = "".join(proc.lines)
     assert '"symbols": "ETHUSDT,BTCUSDT"' in output
     assert "stream?streams=ethusdt@trade/btcusdt@trade" in proc.stderr
+
+
+def test_csv_gz_format_lands_the_same_trades_with_exact_decimals(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    _, url = start_emulator(procs, "--symbols", "BTCUSDT", "--count", "500", "--rate", "0")
+    collector = procs("run", env=collector_env(url, tmp_path, format="csv.gz"))
+    collector.wait_event("collector.stats", rows_landed(500))
+    stop_cleanly(collector)
+    files = sorted((tmp_path / "landing").rglob("batch-*.csv.gz"))
+    assert files and not list((tmp_path / "landing").rglob("*.parquet"))
+    rows = [
+        row for f in files for row in csv.DictReader(io.StringIO(gzip.decompress(f.read_bytes()).decode()))
+    ]
+    ids = sorted(int(r["trade_id"]) for r in rows)
+    assert ids == list(range(ids[0], ids[0] + 500))
+    assert all(
+        re.fullmatch(r"\d+\.\d{8}", r["price"]) and re.fullmatch(r"\d+\.\d{8}", r["quantity"]) for r in rows
+    )
+
+
+def test_a_second_signal_forces_the_exit_and_the_spool_keeps_the_data(
+    procs: Callable[..., Proc], tmp_path: Path, aws_env: dict[str, str]
+) -> None:
+    """S3 is unreachable, so the first SIGTERM's shutdown waits on uploads; the second one ends it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    _, url = start_emulator(procs, "--symbols", "BTCUSDT", "--count", "200", "--rate", "0")
+    env = collector_env(
+        url,
+        tmp_path,
+        destination="s3://landing-unreachable",
+        s3_endpoint_url=f"http://127.0.0.1:{dead_port}",
+        shutdown_timeout_s="600",
+    )
+    env.update(aws_env)
+    collector = procs("run", env=env)
+    collector.wait_event("collector.stats", lambda e: e.get("frames", 0) >= 200)
+    collector.send(signal.SIGTERM)
+    collector.wait_event("collector.upload_retry")
+    spooled = sorted((tmp_path / "spool" / "objects").rglob("batch-*~*"))
+    assert spooled
+    collector.send(signal.SIGTERM)
+    assert collector.popen.wait(timeout=60) == 1
+    assert collector.named("collector.signal")[-1]["action"].startswith("forced exit")
+    assert sorted((tmp_path / "spool" / "objects").rglob("batch-*~*")) == spooled
+
+
+def test_demo_runs_the_feed_and_the_collector_and_reports_what_landed(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    demo = procs(
+        "demo",
+        "--seconds",
+        "3",
+        "--rate",
+        "500",
+        "--quiet",
+        "--destination",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    assert demo.popen.wait(timeout=120) == 0, demo.stderr
+    summary = "".join(demo.lines)
+    assert re.search(r"BTCUSDT: [\d,]+ trades in \d+ files.*0 duplicates, 0 missing", summary), summary
+    assert re.search(r"ETHUSDT: [\d,]+ trades", summary)
+    assert read_landing(tmp_path / "out")
