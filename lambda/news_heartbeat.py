@@ -96,11 +96,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     key = heartbeat_key(data_source, scheduled)
     request_id = getattr(context, "aws_request_id", "local")
     body = heartbeat_payload(event, data_source, scheduled, request_id)
-    encryption: dict[str, str] = (
-        {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key}
-        if kms_key
-        else {"ServerSideEncryption": "AES256"}
-    )
+    encryption: dict[str, Any] = {"ServerSideEncryption": "AES256"}
+    if kms_key:
+        encryption = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key}
     client = boto3.client("s3")
     try:
         client.put_object(
