@@ -1,0 +1,75 @@
+# Athena reads new minutes the moment they land: partition projection computes the
+# partitions from the layout `Binance/{SYMBOL}/YYYY/MM/DD/HH/mm/`, no crawler, no MSCK REPAIR.
+resource "aws_glue_catalog_database" "lake" {
+  name        = replace("${var.name}_lake", "-", "_")
+  description = "Trade Lake landing zone"
+}
+
+locals {
+  # Must match the Parquet schema the collector writes (collector/parquet.py) and the README's
+  # schema table; tests/test_schema_parity.py checks all three.
+  trade_columns = [
+    { name = "symbol", type = "string", comment = "e.g. BTCUSDT" },
+    { name = "trade_id", type = "bigint", comment = "Binance trade id, consecutive per symbol" },
+    { name = "price", type = "decimal(18,8)", comment = "exact price" },
+    { name = "quantity", type = "decimal(18,8)", comment = "exact base quantity" },
+    { name = "trade_time", type = "timestamp", comment = "trade time, UTC" },
+    { name = "event_time", type = "timestamp", comment = "event time, UTC" },
+    { name = "is_buyer_maker", type = "boolean", comment = "the buyer was the maker" },
+    { name = "received_at", type = "timestamp", comment = "collector clock at arrival, UTC" },
+  ]
+}
+
+resource "aws_glue_catalog_table" "trades" {
+  name          = "trades"
+  database_name = aws_glue_catalog_database.lake.name
+  description   = "Binance spot trades, one row per trade, minute-partitioned by trade time"
+  table_type    = "EXTERNAL_TABLE"
+
+  parameters = {
+    EXTERNAL                          = "TRUE"
+    classification                    = "parquet"
+    "projection.enabled"              = "true"
+    "projection.pair.type"            = "enum"
+    "projection.pair.values"          = join(",", var.catalog_symbols)
+    "projection.minute.type"          = "date"
+    "projection.minute.format"        = "yyyy/MM/dd/HH/mm"
+    "projection.minute.range"         = "${var.catalog_start},NOW"
+    "projection.minute.interval"      = "1"
+    "projection.minute.interval.unit" = "MINUTES"
+    "storage.location.template"       = "s3://${local.landing_bucket}/Binance/$${pair}/$${minute}/"
+  }
+
+  # Partition keys cannot share a name with a column: `pair` is the symbol in the path,
+  # `minute` the path's yyyy/MM/dd/HH/mm.
+  partition_keys {
+    name    = "pair"
+    type    = "string"
+    comment = "symbol segment of the path"
+  }
+
+  partition_keys {
+    name    = "minute"
+    type    = "string"
+    comment = "yyyy/MM/dd/HH/mm segment of the path (UTC)"
+  }
+
+  storage_descriptor {
+    location      = "s3://${local.landing_bucket}/Binance/"
+    input_format  = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+    output_format = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+
+    ser_de_info {
+      serialization_library = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+    }
+
+    dynamic "columns" {
+      for_each = local.trade_columns
+      content {
+        name    = columns.value.name
+        type    = columns.value.type
+        comment = columns.value.comment
+      }
+    }
+  }
+}
