@@ -19,6 +19,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
+from collector.aws import CloudWatchPublisher
 from collector.batching import SealedBatch
 from collector.binance import ServerShutdown, Skipped
 from collector.config import S3Destination, Settings
@@ -30,17 +31,21 @@ from collector.exceptions import (
     SinkUnavailable,
     SpoolError,
 )
+from collector.health import HealthServer, Snapshot, health_document
 from collector.layout import object_key, parse_object_key
 from collector.logs import get_logger
 from collector.parquet import count_rows, encode_batch
 from collector.sinks import LocalSink, S3Sink, Sink
 from collector.spool import Spool, SpoolEntry
 from collector.stream import TradeStream
+from collector.systemd import Notifier, watchdog_interval_s
 
 __all__ = ["Collector", "make_sink", "run_collector"]
 
 # An operator needs minutes to fix a bucket policy; asking S3 every minute is enough.
 PERMANENT_ERROR_RETRY_S = 60.0
+# The alarms evaluate 5-minute periods; once a minute is plenty and costs little.
+CLOUDWATCH_INTERVAL_S = 60.0
 TICK_S = 0.5  # how often age and minute-close deadlines are checked
 # A flood of bad frames must not flood the journal: the first 100 of each reason, then every 1000th.
 _SKIP_LOG_FIRST = 100
@@ -89,9 +94,23 @@ class Collector:
             max_delay_s=settings.reconnect_max_delay_s,
         )
         self.stop_requested = asyncio.Event()
+        self.notifier = Notifier(log=self.log)
+        self.health = (
+            HealthServer(self.snapshot, settings.health_port, self.log) if settings.health_port else None
+        )
+        self.started_mono = time.monotonic()
+        self.last_trade_mono: float | None = None
+        self.last_landed_mono: float | None = None
+        self.sink_ok = False
+        self.sink_error: str | None = None
         self.landed_batches = 0
         self.landed_rows = 0
         self.landed_bytes = 0
+        self.landed_by_symbol: collections.Counter[str] = collections.Counter()
+        self.upload_errors: collections.Counter[str] = collections.Counter()
+        self.upload_seconds_sum = 0.0
+        self.upload_count = 0
+        self.spool_bytes = 0
         self.conflicts = 0
         self._sealed: asyncio.Queue[SealedBatch | None] = asyncio.Queue(maxsize=64)
         self._uploads: collections.deque[_Pending] = collections.deque()
@@ -107,20 +126,33 @@ class Collector:
         self._install_signal_handlers()
         recovered = self.spool.pending()
         for entry in recovered:
+            self.spool_bytes += entry.size
             self._enqueue_upload(_Pending(entry))
+        health_port = await self.health.start() if self.health else None
         self.log.info(
             "collector.started",
             destination=self.sink.describe(),
             stream=self.stream.url,
             spool=str(self.spool.root),
             recovered_objects=len(recovered),
+            health=f"http://127.0.0.1:{health_port}/health" if health_port else None,
         )
         sealer = asyncio.create_task(self._sealer(), name="sealer")
         uploader = asyncio.create_task(self._uploader(), name="uploader")
         stream = asyncio.create_task(self.stream.run(), name="stream")
         ticker = asyncio.create_task(self._ticker(), name="ticker")
         stop = asyncio.create_task(self.stop_requested.wait(), name="stop")
+        helpers = {asyncio.create_task(self._announce_ready(), name="ready")}
+        interval = watchdog_interval_s()
+        if interval and self.notifier.enabled:
+            helpers.add(asyncio.create_task(self.notifier.watchdog(interval), name="watchdog"))
+        if self.settings.cloudwatch_namespace:
+            helpers.add(asyncio.create_task(self._publish_cloudwatch(), name="cloudwatch"))
         await asyncio.wait({stream, stop}, return_when=asyncio.FIRST_COMPLETED)
+        self.notifier.stopping()
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         exit_code = 0
         if stream.done() and not stream.cancelled() and stream.exception() is not None:
             exc = stream.exception()
@@ -153,6 +185,8 @@ class Collector:
         uploader.cancel()
         sealer.cancel()
         await asyncio.gather(uploader, sealer, return_exceptions=True)
+        if self.health:
+            await self.health.close()
         self._log_stats("collector.stopped", exit_code=exit_code)
         return exit_code
 
@@ -183,7 +217,9 @@ class Collector:
                 )
         elif type(frame) is ServerShutdown:
             self.log.info("collector.server_shutdown", event_time=frame.event_time)
-        elif result.gap is not None:
+        elif result.gap is not None or not result.duplicate:
+            self.last_trade_mono = time.monotonic()
+        if result.gap is not None:
             gap = result.gap
             self.log.warning(
                 "collector.gap_detected",
@@ -245,6 +281,7 @@ class Collector:
                     # rather than dropping it.
                     self.log.error("collector.spool_failed", key=key, error=str(exc), retry_in_s=5)
                     await asyncio.sleep(5)
+            self.spool_bytes += entry.size
             self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_ns, batch.reason))
 
     def _enqueue_upload(self, pending: _Pending) -> None:
@@ -266,6 +303,8 @@ class Collector:
             try:
                 await self._land(pending)
             except SinkPermanentError as exc:
+                self.upload_errors["permanent"] += 1
+                self.sink_ok, self.sink_error = False, str(exc)
                 self.log.error(
                     "collector.upload_blocked",
                     key=exc.key,
@@ -276,6 +315,8 @@ class Collector:
                 continue
             except LandingConflict as exc:
                 self.conflicts += 1
+                self.upload_errors["conflict"] += 1
+                self.spool_bytes -= pending.entry.size
                 self.log.error(
                     "collector.landing_conflict",
                     key=exc.key,
@@ -284,6 +325,7 @@ class Collector:
                     kept_at=str(self._set_aside(pending.entry)),
                 )
             except SpoolError as exc:
+                self.spool_bytes -= pending.entry.size
                 self.log.error("collector.spool_corrupt", key=pending.entry.key, error=str(exc))
             self._uploads.popleft()
 
@@ -298,12 +340,20 @@ class Collector:
             with attempt:
                 started = time.perf_counter()
                 outcome = await asyncio.to_thread(self.sink.put, entry.key, data)
+        upload_s = time.perf_counter() - started
         await asyncio.to_thread(self.spool.remove, entry)
         rows = pending.rows if pending.rows is not None else count_rows(data, self.settings.output_format)
         name = parse_object_key(entry.key)
+        self.sink_ok, self.sink_error = True, None
+        self.spool_bytes -= entry.size
         self.landed_batches += 1
         self.landed_rows += rows
         self.landed_bytes += len(data)
+        self.upload_seconds_sum += upload_s
+        self.upload_count += 1
+        self.last_landed_mono = time.monotonic()
+        if name:
+            self.landed_by_symbol[name.symbol] += rows
         self.log.info(
             "collector.batch_landed",
             symbol=name.symbol if name else None,
@@ -317,12 +367,13 @@ class Collector:
                 if pending.first_received_ns
                 else None
             ),
-            upload_s=round(time.perf_counter() - started, 4),
+            upload_s=round(upload_s, 4),
             sealed_by=pending.reason,
             outcome=outcome,
         )
 
     def _log_upload_retry(self, state: RetryCallState) -> None:
+        self.upload_errors["transient"] += 1
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         self.log.warning(
@@ -334,6 +385,84 @@ class Collector:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(entry.path, target)
         return str(target)
+
+    # ---- readiness, health, metrics ----------------------------------------------------------
+
+    async def _announce_ready(self) -> None:
+        """READY=1 once the destination answered and the stream is connected."""
+        delay_s = 1.0
+        while not self.sink_ok:
+            try:
+                await asyncio.to_thread(self.sink.probe)
+                self.sink_ok, self.sink_error = True, None
+            except (SinkPermanentError, SinkUnavailable) as exc:
+                self.sink_error = str(exc)
+                self.log.error(
+                    "collector.destination_unusable", destination=self.sink.describe(), error=str(exc)
+                )
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, PERMANENT_ERROR_RETRY_S)
+        await self.stream.connected.wait()
+        self.notifier.ready(status=f"capturing {','.join(self.settings.symbols)} into {self.sink.describe()}")
+        self.log.info("collector.ready", destination=self.sink.describe(), stream=self.stream.url)
+
+    async def _publish_cloudwatch(self) -> None:
+        publisher = CloudWatchPublisher(self.settings.cloudwatch_namespace, self.settings.s3_region)
+        while True:
+            snap = self.snapshot()
+            landed_age = snap.last_landed_age_s if snap.last_landed_age_s is not None else snap.uptime_s
+            values = {
+                "LastLandedBatchAgeSeconds": (landed_age, "Seconds"),
+                "SpoolBytes": (float(snap.spool_bytes), "Bytes"),
+                "UnfilledGaps": (float(snap.open_gaps), "Count"),
+            }
+            try:
+                await asyncio.to_thread(publisher.publish, values)
+                self.log.debug("collector.metrics_published", namespace=publisher.namespace)
+            except Exception as exc:  # metrics must never stop capture
+                self.log.warning(
+                    "collector.metrics_publish_failed", namespace=publisher.namespace, error=str(exc)
+                )
+            await asyncio.sleep(CLOUDWATCH_INTERVAL_S)
+
+    def snapshot(self) -> Snapshot:
+        now = time.monotonic()
+        stats = self.core.stats
+        stream = self.stream
+        return Snapshot(
+            uptime_s=now - self.started_mono,
+            stream_url=stream.url,
+            connected=stream.connected.is_set(),
+            disconnected_for_s=(now - stream.disconnected_since)
+            if stream.disconnected_since is not None
+            else 0.0,
+            connections=stream.connections,
+            reconnects=max(0, stream.connections - 1),
+            sink=self.sink.describe(),
+            sink_ok=self.sink_ok,
+            sink_error=self.sink_error,
+            last_trade_age_s=(now - self.last_trade_mono) if self.last_trade_mono is not None else None,
+            last_landed_age_s=(now - self.last_landed_mono) if self.last_landed_mono is not None else None,
+            frames=stats.frames,
+            trades_received=dict(stats.trades),
+            trades_landed=dict(self.landed_by_symbol),
+            duplicates=stats.duplicates,
+            malformed=dict(stats.skipped),
+            gaps_opened=stats.gaps,
+            gaps_filled=0,
+            missing_ids=stats.missing_ids,
+            batches_landed=self.landed_batches,
+            bytes_landed=self.landed_bytes,
+            upload_errors=dict(self.upload_errors),
+            upload_seconds_sum=self.upload_seconds_sum,
+            upload_count=self.upload_count,
+            spool_objects=len(self._uploads),
+            spool_bytes=self.spool_bytes,
+            buffered_trades=self.core.batcher.buffered_trades,
+        )
+
+    def health_document(self) -> dict[str, Any]:
+        return health_document(self.snapshot())
 
     async def _drained(self) -> None:
         await self._uploads_idle.wait()

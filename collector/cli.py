@@ -1,4 +1,4 @@
-"""`collector run | check-config | emulate | demo`."""
+"""`collector run | check-config | status | fetch-env | emulate | demo`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,10 +20,17 @@ __all__ = ["main"]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, then COLLECTOR_SSM_PARAMETER's body, then the .env file."""
     env_file = args.env_file
     if env_file is None and Path(".env").is_file():
         env_file = Path(".env")
-    return load_settings(env_file=env_file)
+    settings = load_settings(env_file=env_file)
+    if not settings.ssm_parameter:
+        return settings
+    from collector.aws import fetch_parameter
+
+    text = fetch_parameter(settings.ssm_parameter, settings.s3_region)
+    return load_settings(env_file=env_file, ssm_text=text)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -41,6 +49,57 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(json.dumps(settings.redacted(), indent=2))
     print(f"stream URL: {settings.stream_url()}", file=sys.stderr)
     print("configuration OK", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask the running collector's /health; exit 0 when healthy. --wait polls until then."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{args.port}/health"
+    deadline = time.monotonic() + args.wait
+    last = ""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                print(response.read().decode().strip())
+                return 0
+        except urllib.error.HTTPError as exc:
+            last = exc.read().decode().strip()
+        except (urllib.error.URLError, OSError) as exc:
+            last = (
+                f"collector status: nothing answers at {url} ({getattr(exc, 'reason', exc)}); is it running?"
+            )
+        if time.monotonic() >= deadline:
+            print(last, file=sys.stderr if last.startswith("collector status") else sys.stdout)
+            return 1
+        time.sleep(1)
+
+
+def cmd_fetch_env(args: argparse.Namespace) -> int:
+    """Write an SSM parameter's decrypted value to a file readable by its owner only."""
+    from collector.aws import fetch_parameter
+    from collector.spool import write_atomically
+
+    text = fetch_parameter(args.parameter, args.region)
+    if not text.endswith("\n"):
+        text += "\n"
+    load_settings(env={}, ssm_text=text)  # refuse a parameter that would not start the collector
+    output = Path(args.output)
+    old_umask = os.umask(0o077)
+    try:
+        write_atomically(output, text.encode())
+    finally:
+        os.umask(old_umask)
+    output.chmod(0o600)
+    keys = sorted(
+        line.split("=", 1)[0] for line in text.splitlines() if "=" in line and not line.startswith("#")
+    )
+    print(
+        f"wrote {output} (mode 0600) from SSM parameter {args.parameter}: {', '.join(keys) or 'no settings'}"
+    )
     return 0
 
 
@@ -140,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     with_env(
         sub.add_parser("check-config", help="print the resolved settings; fail on a bad one")
     ).set_defaults(func=cmd_check_config)
+
+    status = sub.add_parser("status", help="print the running collector's health; exit 0 when healthy")
+    status.add_argument("--port", type=int, default=9108, help="COLLECTOR_HEALTH_PORT of the collector")
+    status.add_argument("--wait", type=float, default=0.0, help="keep asking for up to this many seconds")
+    status.set_defaults(func=cmd_status)
+
+    fetch = sub.add_parser("fetch-env", help="write the .env held in an SSM parameter to a 0600 file")
+    fetch.add_argument("--parameter", default="/mlops/collector/env", help="SSM parameter name")
+    fetch.add_argument("--output", required=True, help="file to write, e.g. /opt/collector/.env")
+    fetch.add_argument("--region", default=None, help="AWS region (default: the AWS default chain)")
+    fetch.set_defaults(func=cmd_fetch_env)
 
     def with_tape(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--symbols", default="BTCUSDT", help="generated tape: comma-separated symbols")

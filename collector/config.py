@@ -7,6 +7,7 @@ one run of `collector check-config` shows all that is wrong.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -76,6 +77,12 @@ class Settings:
     log_level: str = "info"
     # A `collector.stats` line this often: enough to see progress in the journal, not a flood.
     stats_interval_s: float = 60.0
+    # /health and /metrics on 127.0.0.1; 0 turns the endpoint off.
+    health_port: int = 9108
+    # Publish the alarm metrics here once a minute; empty publishes nothing.
+    cloudwatch_namespace: str = ""
+    # Read settings from this SSM parameter at start (a .env body); empty reads none.
+    ssm_parameter: str = ""
 
     @property
     def is_s3(self) -> bool:
@@ -227,6 +234,18 @@ def _parse_region(text: str) -> str:
     return text
 
 
+def _parse_namespace(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.\-_/#:]{1,255}", text) or text.startswith("AWS/"):
+        raise ValueError("not a custom CloudWatch namespace")
+    return text
+
+
+def _parse_parameter_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.\-/]{1,2048}", text):
+        raise ValueError("not an SSM parameter name")
+    return text
+
+
 def _parse_log_level(text: str) -> str:
     level = text.lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -234,19 +253,25 @@ def _parse_log_level(text: str) -> str:
     return level
 
 
-def load_settings(env: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
-    """Resolve settings from `env` (default: the process environment) over an optional `.env` file.
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+    ssm_text: str | None = None,
+) -> Settings:
+    """Resolve settings: the environment (default: the process's) over an SSM parameter's
+    `.env` body (`ssm_text`) over an optional `.env` file.
 
-    Variables already in the environment win over the file, as python-dotenv does by default.
     Raises ConfigError listing every invalid setting.
     """
+    from dotenv import dotenv_values
+
     merged: dict[str, str] = {}
     if env_file is not None:
         if not env_file.is_file():
             raise ConfigError([f"env file {str(env_file)!r} does not exist; create it or drop --env-file"])
-        from dotenv import dotenv_values
-
         merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    if ssm_text is not None:
+        merged.update({k: v for k, v in dotenv_values(stream=io.StringIO(ssm_text)).items() if v is not None})
     merged.update(os.environ if env is None else env)
 
     r = _Reader(merged)
@@ -299,6 +324,13 @@ def load_settings(env: Mapping[str, str] | None = None, env_file: Path | None = 
         s3_sse=sse,
         s3_kms_key_id=kms_key,
         stats_interval_s=r.positive_float("STATS_INTERVAL_S", defaults.stats_interval_s),
+        health_port=r.bounded_int("HEALTH_PORT", defaults.health_port, 0, 65535),
+        cloudwatch_namespace=r.convert(
+            "CLOUDWATCH_NAMESPACE", "", _parse_namespace, "letters, digits and . - _ / # : (at most 255)"
+        ),
+        ssm_parameter=r.convert(
+            "SSM_PARAMETER", "", _parse_parameter_name, "a parameter name such as /mlops/collector/env"
+        ),
         log_level=r.convert(
             "LOG_LEVEL", defaults.log_level, _parse_log_level, "debug | info | warning | error"
         ),
@@ -327,4 +359,7 @@ _KNOWN = (
     "s3_kms_key_id",
     "log_level",
     "stats_interval_s",
+    "health_port",
+    "cloudwatch_namespace",
+    "ssm_parameter",
 )

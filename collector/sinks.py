@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -32,6 +33,9 @@ def sha256_b64(data: bytes) -> str:
 class Sink(Protocol):
     def put(self, key: str, data: bytes) -> PutOutcome: ...
 
+    def probe(self) -> None:
+        """Raise SinkPermanentError or SinkUnavailable unless the destination can take objects."""
+
     def describe(self, key: str = "") -> str: ...
 
 
@@ -43,6 +47,19 @@ class LocalSink:
 
     def describe(self, key: str = "") -> str:
         return str(self.root / key)
+
+    def probe(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise SinkPermanentError(
+                f"landing directory {self.root} is not writable: {exc.strerror}; "
+                "fix its permissions or set COLLECTOR_DESTINATION",
+                key="",
+            ) from exc
 
     def put(self, key: str, data: bytes) -> PutOutcome:
         path = self.root / key
@@ -132,6 +149,17 @@ class S3Sink:
     def describe(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"
 
+    def probe(self) -> None:
+        """List one key under the trade prefix: proves the bucket exists and we may use it."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}Binance/", MaxKeys=1)
+        except ClientError as exc:
+            raise self._classify(exc, "") from exc
+        except BotoCoreError as exc:
+            raise self._classify_botocore(exc, "") from exc
+
     def put(self, key: str, data: bytes) -> PutOutcome:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -217,10 +245,13 @@ class S3Sink:
                 key=key,
             )
         if code == "AccessDenied" or status == 403:
+            needed = (
+                f"s3:PutObject on arn:aws:s3:::{self.bucket}/{self.prefix}Binance/*"
+                if key
+                else f"s3:ListBucket on arn:aws:s3:::{self.bucket} for prefix {self.prefix}Binance/"
+            )
             return SinkPermanentError(
-                f"access denied writing {where}; grant s3:PutObject on "
-                f"arn:aws:s3:::{self.bucket}/{self.prefix}Binance/* to the collector's role "
-                "(data stays in the spool)",
+                f"access denied on {where}; grant {needed} to the collector's role (data stays in the spool)",
                 key=key,
             )
         return SinkPermanentError(

@@ -49,6 +49,7 @@ class TradeStream:
         self.connected = asyncio.Event()
         self.connections = 0
         self.reconnects = 0
+        self.disconnected_since: float | None = time.monotonic()
 
     async def run(self) -> None:
         """Read until cancelled. Raises ExchangeRefused for what retrying cannot fix."""
@@ -78,13 +79,14 @@ class TradeStream:
             ) as ws:
                 self.connections += 1
                 self.connected.set()
+                self.disconnected_since = None
                 self.log.info("collector.connected", url=self.url, connection=self.connections)
                 try:
                     async for message in ws:
                         received += 1
                         await self.on_frame(message, time.time_ns())
                 finally:
-                    self.connected.clear()
+                    self._mark_disconnected()
                 self.log.warning(
                     "collector.disconnected",
                     url=self.url,
@@ -102,19 +104,24 @@ class TradeStream:
                 "host name in COLLECTOR_WS_URL and the machine's CA certificates and clock"
             ) from exc
         except ConnectionClosed as exc:
-            self.connected.clear()
+            self._mark_disconnected()
             if received == 0:
                 raise ConnectionLost(f"connection to {self.url} closed before any frame: {exc}") from exc
             self.log.warning("collector.disconnected", url=self.url, frames=received, error=str(exc))
             return
         except (OSError, TimeoutError, InvalidHandshake) as exc:
-            self.connected.clear()
+            self._mark_disconnected()
             if received == 0:
                 raise ConnectionLost(f"cannot connect to {self.url}: {exc!r}") from exc
             self.log.warning("collector.disconnected", url=self.url, frames=received, error=repr(exc))
             return
         if received == 0:
             raise ConnectionLost(f"connection to {self.url} closed before any frame")
+
+    def _mark_disconnected(self) -> None:
+        if self.connected.is_set() or self.disconnected_since is None:
+            self.disconnected_since = time.monotonic()
+        self.connected.clear()
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

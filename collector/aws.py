@@ -1,0 +1,69 @@
+"""The AWS calls at the collector's edges, besides landing: the .env from SSM and alarm metrics.
+
+Both read credentials, region and endpoints from the usual chain (instance role, AWS_* and
+AWS_ENDPOINT_URL_<SERVICE> variables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from collector.exceptions import ConfigError
+
+__all__ = ["CloudWatchPublisher", "fetch_parameter"]
+
+
+def fetch_parameter(name: str, region: str | None = None) -> str:
+    """A decrypted SSM parameter's value. Raises ConfigError that says what to do."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        client = boto3.client("ssm", region_name=region)
+        return str(client.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        where = f"in {client.meta.region_name}"
+        if code == "ParameterNotFound":
+            raise ConfigError(
+                [
+                    f"SSM parameter {name!r} does not exist {where}; create it with `aws ssm put-parameter "
+                    "--type SecureString` or fix COLLECTOR_SSM_PARAMETER"
+                ]
+            ) from exc
+        if code in ("AccessDeniedException", "AccessDenied") or "KMS" in code:
+            raise ConfigError(
+                [
+                    f"not allowed to read SSM parameter {name!r} {where} ({code}); grant "
+                    "ssm:GetParameter on it and kms:Decrypt on its key to this machine's role"
+                ]
+            ) from exc
+        raise ConfigError([f"reading SSM parameter {name!r} failed: {code} {exc}"]) from exc
+    except NoCredentialsError as exc:
+        raise ConfigError(
+            [f"no AWS credentials to read SSM parameter {name!r}; attach an instance role"]
+        ) from exc
+    except BotoCoreError as exc:
+        raise ConfigError([f"cannot read SSM parameter {name!r}: {exc}"]) from exc
+
+
+class CloudWatchPublisher:
+    """Puts the alarm metrics (no dimensions) into one namespace. Blocking: call from a thread."""
+
+    def __init__(self, namespace: str, region: str | None = None, client: Any = None) -> None:
+        self.namespace = namespace
+        if client is None:
+            import boto3
+
+            client = boto3.client("cloudwatch", region_name=region)
+        self.client = client
+
+    def publish(self, values: Mapping[str, tuple[float, str]]) -> None:
+        """values: metric name -> (value, unit)."""
+        self.client.put_metric_data(
+            Namespace=self.namespace,
+            MetricData=[
+                {"MetricName": name, "Value": value, "Unit": unit} for name, (value, unit) in values.items()
+            ],
+        )
