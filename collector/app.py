@@ -128,7 +128,18 @@ class Collector:
         for entry in recovered:
             self.spool_bytes += entry.size
             self._enqueue_upload(_Pending(entry))
-        health_port = await self.health.start() if self.health else None
+        health_port = None
+        if self.health:
+            try:
+                health_port = await self.health.start()
+            except OSError as exc:  # capture matters more than its dashboard
+                self.log.error(
+                    "collector.health_unavailable",
+                    port=self.settings.health_port,
+                    error=str(exc),
+                    fix="free the port or set COLLECTOR_HEALTH_PORT",
+                )
+                self.health = None
         self.log.info(
             "collector.started",
             destination=self.sink.describe(),

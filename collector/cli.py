@@ -156,7 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         tape = _tape(args)
         server = FeedServer(tape, rate=args.rate, speed=args.speed)  # type: ignore[arg-type]
         url = await server.start("127.0.0.1", 0)
-        demo_settings = dataclasses.replace(settings, ws_url=url, symbols=server.tape.symbols)
+        demo_settings = dataclasses.replace(settings, ws_url=url, symbols=server.tape.symbols, health_port=0)
         collector = Collector(demo_settings)
         asyncio.get_running_loop().call_later(args.seconds, collector.stop_requested.set)
         code = await collector.run()

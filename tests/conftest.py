@@ -146,6 +146,42 @@ def start_emulator(procs: Callable[..., Proc], *args: str) -> tuple[Proc, str]:
     return proc, str(url)
 
 
+def collector_env(url: str, tmp: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "COLLECTOR_WS_URL": url,
+        "COLLECTOR_DESTINATION": str(tmp / "landing"),
+        "COLLECTOR_SPOOL_DIR": str(tmp / "spool"),
+        # Short timers so a test's data lands in seconds; the logic is the same as the defaults'.
+        "COLLECTOR_MAX_BATCH_AGE_S": "2",
+        "COLLECTOR_MINUTE_GRACE_S": "0.5",
+        "COLLECTOR_STATS_INTERVAL_S": "0.5",
+        "COLLECTOR_RECONNECT_INITIAL_DELAY_S": "0.05",
+        "COLLECTOR_RECONNECT_MAX_DELAY_S": "0.5",
+        "COLLECTOR_HEALTH_PORT": "0",  # tests that read /health pick a free port themselves
+    }
+    env.update({f"COLLECTOR_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+def rows_landed(n: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: e.get("rows_landed", 0) >= n
+
+
+def stop_cleanly(proc: Proc) -> dict[str, Any]:
+    assert proc.stop(signal.SIGTERM) == 0, proc.stderr + "".join(proc.lines[-20:])
+    (stopped,) = proc.named("collector.stopped")
+    return stopped
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's S3 server over real HTTP on a free loopback port, for the whole session."""

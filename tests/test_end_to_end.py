@@ -17,35 +17,18 @@ from typing import Any
 import pytest
 
 from collector.emulator import GeneratedTape
-from tests.conftest import RECORDING_2023, RECORDING_2024, Proc, recording, start_emulator
+from tests.conftest import (
+    RECORDING_2023,
+    RECORDING_2024,
+    Proc,
+    collector_env,
+    recording,
+    rows_landed,
+    start_emulator,
+    stop_cleanly,
+)
 from tests.landing import download_bucket, read_landing, recorded_trades, trade_frame
 from tests.scripted_server import Script, ScriptedServer
-
-
-def collector_env(url: str, tmp: Path, **extra: str) -> dict[str, str]:
-    env = {
-        "COLLECTOR_WS_URL": url,
-        "COLLECTOR_DESTINATION": str(tmp / "landing"),
-        "COLLECTOR_SPOOL_DIR": str(tmp / "spool"),
-        # Short timers so a test's data lands in seconds; the logic is the same as the defaults'.
-        "COLLECTOR_MAX_BATCH_AGE_S": "2",
-        "COLLECTOR_MINUTE_GRACE_S": "0.5",
-        "COLLECTOR_STATS_INTERVAL_S": "0.5",
-        "COLLECTOR_RECONNECT_INITIAL_DELAY_S": "0.05",
-        "COLLECTOR_RECONNECT_MAX_DELAY_S": "0.5",
-    }
-    env.update({f"COLLECTOR_{k.upper()}": v for k, v in extra.items()})
-    return env
-
-
-def rows_landed(n: int) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e.get("rows_landed", 0) >= n
-
-
-def stop_cleanly(proc: Proc) -> dict[str, Any]:
-    assert proc.stop(signal.SIGTERM) == 0, proc.stderr + "".join(proc.lines[-20:])
-    (stopped,) = proc.named("collector.stopped")
-    return stopped
 
 
 @pytest.mark.parametrize(
