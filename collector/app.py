@@ -166,9 +166,9 @@ class Collector:
         await asyncio.gather(*helpers, return_exceptions=True)
         exit_code = 0
         if stream.done() and not stream.cancelled() and stream.exception() is not None:
-            exc = stream.exception()
-            self.log.error("collector.fatal", error=str(exc), kind=type(exc).__name__)
-            exit_code = 2 if isinstance(exc, ExchangeRefused) else 1
+            failure = stream.exception()
+            self.log.error("collector.fatal", error=str(failure), kind=type(failure).__name__)
+            exit_code = 2 if isinstance(failure, ExchangeRefused) else 1
         return await self._shutdown(exit_code, sealer, uploader, {stream, ticker, stop})
 
     async def _shutdown(
