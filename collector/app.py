@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import signal
 import time
@@ -20,8 +21,8 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from collector.aws import CloudWatchPublisher
-from collector.batching import SealedBatch
-from collector.binance import ServerShutdown, Skipped
+from collector.batching import MinuteBatcher, SealedBatch
+from collector.binance import ServerShutdown, Skipped, Trade, decode_frame
 from collector.config import S3Destination, Settings
 from collector.core import CaptureCore
 from collector.exceptions import (
@@ -32,6 +33,7 @@ from collector.exceptions import (
     SpoolError,
 )
 from collector.health import HealthServer, Snapshot, health_document
+from collector.journal import Journal
 from collector.layout import object_key, parse_object_key
 from collector.logs import get_logger
 from collector.parquet import count_rows, encode_batch
@@ -79,6 +81,7 @@ class Collector:
         self.settings = settings
         self.log = log or get_logger()
         self.spool = Spool(settings.spool_dir)
+        self.journal = Journal(settings.spool_dir / "journal")
         self.sink = sink or make_sink(settings)
         self.core = CaptureCore(
             time_unit=settings.time_unit,
@@ -112,6 +115,7 @@ class Collector:
         self.upload_count = 0
         self.spool_bytes = 0
         self.conflicts = 0
+        self.dropped_trades = 0
         self._sealed: asyncio.Queue[SealedBatch | None] = asyncio.Queue(maxsize=64)
         self._uploads: collections.deque[_Pending] = collections.deque()
         self._upload_wakeup = asyncio.Event()
@@ -124,10 +128,14 @@ class Collector:
     async def run(self) -> int:
         """Run until a signal or a fatal error. Returns the process exit code."""
         self._install_signal_handlers()
+        resealed = await asyncio.to_thread(self._reseal_journal)
         recovered = self.spool.pending()
         for entry in recovered:
             self.spool_bytes += entry.size
             self._enqueue_upload(_Pending(entry))
+            name = parse_object_key(entry.key)
+            if name:  # the stream must not hand us these trades a second time
+                self.core.sequence.remember(name.symbol, name.last_trade_id)
         health_port = None
         if self.health:
             try:
@@ -146,6 +154,7 @@ class Collector:
             stream=self.stream.url,
             spool=str(self.spool.root),
             recovered_objects=len(recovered),
+            resealed_from_journal=resealed,
             health=f"http://127.0.0.1:{health_port}/health" if health_port else None,
         )
         sealer = asyncio.create_task(self._sealer(), name="sealer")
@@ -198,6 +207,7 @@ class Collector:
         await asyncio.gather(uploader, sealer, return_exceptions=True)
         if self.health:
             await self.health.close()
+        self.journal.close_all()
         self._log_stats("collector.stopped", exit_code=exit_code)
         return exit_code
 
@@ -239,6 +249,8 @@ class Collector:
                 last_missing=gap.last_missing,
                 missing=gap.size,
             )
+        if result.batch_id is not None:
+            self.journal.append(result.batch_id, received_at_ns, raw)
         for batch in self.core.take_sealed():
             await self._sealed.put(batch)
 
@@ -266,10 +278,12 @@ class Collector:
             gaps=stats.gaps,
             missing_ids=stats.missing_ids,
             buffered_trades=self.core.batcher.buffered_trades,
+            last_ids={symbol: self.core.sequence.last_id(symbol) for symbol in self.settings.symbols},
             batches_landed=self.landed_batches,
             rows_landed=self.landed_rows,
             bytes_landed=self.landed_bytes,
             conflicts=self.conflicts,
+            dropped_trades=self.dropped_trades,
             spooled_objects=len(self._uploads),
             connections=self.stream.connections,
         )
@@ -288,20 +302,92 @@ class Collector:
                     entry = await asyncio.to_thread(self._encode_and_spool, batch, key)
                     break
                 except SpoolError as exc:
-                    # The batch stays in memory; capture slows to a stop behind the full queue
-                    # rather than dropping it.
+                    # The batch stays in memory and in the journal; capture slows to a stop
+                    # behind the full queue rather than dropping it.
                     self.log.error("collector.spool_failed", key=key, error=str(exc), retry_in_s=5)
                     await asyncio.sleep(5)
-            self.spool_bytes += entry.size
-            self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_ns, batch.reason))
+            if entry is None:
+                await asyncio.to_thread(self._record_dropped, batch)
+            else:
+                self.spool_bytes += entry.size
+                self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_ns, batch.reason))
+            self.journal.discard(batch.batch_id)
 
     def _enqueue_upload(self, pending: _Pending) -> None:
         self._uploads.append(pending)
         self._uploads_idle.clear()
         self._upload_wakeup.set()
 
-    def _encode_and_spool(self, batch: SealedBatch, key: str) -> SpoolEntry:
-        return self.spool.put(key, encode_batch(batch, self.settings.output_format))
+    def _encode_and_spool(self, batch: SealedBatch, key: str) -> SpoolEntry | None:
+        """Encode and spool; None when the spool is full (the caller records the loss)."""
+        data = encode_batch(batch, self.settings.output_format)
+        if self.spool_bytes + len(data) > self.settings.spool_max_bytes:
+            return None
+        return self.spool.put(key, data)
+
+    def _record_dropped(self, batch: SealedBatch) -> None:
+        """Spool full: keep the oldest data, and say exactly which trades were not kept."""
+        ranges = _id_ranges(batch.columns.trade_id)
+        record = {
+            "symbol": batch.symbol,
+            "minute": batch.minute,
+            "trade_id_ranges": ranges,
+            "trades": batch.rows,
+            "reason": "spool_full",
+            "spool_bytes": self.spool_bytes,
+            "spool_max_bytes": self.settings.spool_max_bytes,
+            "recorded_at": time.time(),
+        }
+        path = self.spool.root / "dropped.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            self.log.error("collector.dropped_record_failed", path=str(path), error=str(exc))
+        self.dropped_trades += batch.rows
+        self.log.error(
+            "collector.spool_full",
+            symbol=batch.symbol,
+            trade_id_ranges=ranges,
+            trades=batch.rows,
+            spool_bytes=self.spool_bytes,
+            spool_max_bytes=self.settings.spool_max_bytes,
+            record=str(path),
+            fix="restore the destination (see collector.upload_blocked) or raise COLLECTOR_SPOOL_MAX_BYTES",
+        )
+
+    def _reseal_journal(self) -> int:
+        """Batches a crash left open: seal them again from their journaled frames and spool them."""
+        resealed = 0
+        for leftover in self.journal.leftovers():
+            batcher = MinuteBatcher(
+                time_unit=self.settings.time_unit,
+                max_batch_bytes=2**62,
+                max_batch_age_s=float("inf"),
+                minute_grace_s=float("inf"),
+                max_open_minutes=2**31,
+            )
+            for received_at_ns, raw in leftover.frames():
+                frame = decode_frame(raw, received_at_ns)
+                if type(frame) is Trade:
+                    batcher.add(frame, 0.0)
+            for batch in batcher.flush("recovered"):
+                key = object_key(
+                    batch.symbol,
+                    batch.minute,
+                    batch.first_trade_id,
+                    batch.last_trade_id,
+                    output_format=self.settings.output_format,
+                )
+                # Same trades, same encoder: the same key and bytes as the batch would have had,
+                # so a batch that was spooled (or landed) just before the crash is not doubled.
+                self.spool.put(key, encode_batch(batch, self.settings.output_format))
+                resealed += 1
+                self.log.info("collector.journal_resealed", key=key, rows=batch.rows)
+            self.journal.discard(leftover.batch_id)
+        return resealed
 
     async def _uploader(self) -> None:
         while True:
@@ -470,6 +556,7 @@ class Collector:
             spool_objects=len(self._uploads),
             spool_bytes=self.spool_bytes,
             buffered_trades=self.core.batcher.buffered_trades,
+            dropped_trades=self.dropped_trades,
         )
 
     def health_document(self) -> dict[str, Any]:
@@ -477,6 +564,17 @@ class Collector:
 
     async def _drained(self) -> None:
         await self._uploads_idle.wait()
+
+
+def _id_ranges(ids: Any) -> list[list[int]]:
+    """Sorted, inclusive [first, last] runs of consecutive ids."""
+    ranges: list[list[int]] = []
+    for trade_id in sorted(ids):
+        if ranges and trade_id == ranges[-1][1] + 1:
+            ranges[-1][1] = trade_id
+        elif not ranges or trade_id > ranges[-1][1]:
+            ranges.append([trade_id, trade_id])
+    return ranges
 
 
 async def run_collector(settings: Settings, *, sink: Sink | None = None) -> int:

@@ -22,7 +22,7 @@ from collector.binance import Trade
 __all__ = ["UNITS_PER_MINUTE", "MinuteBatcher", "SealReason", "SealedBatch", "TimeUnit"]
 
 TimeUnit = Literal["ms", "us"]
-SealReason = Literal["size", "age", "minute_closed", "crowded", "shutdown"]
+SealReason = Literal["size", "age", "minute_closed", "crowded", "shutdown", "recovered"]
 UNITS_PER_MINUTE: dict[str, int] = {"ms": 60_000, "us": 60_000_000}
 
 
@@ -47,6 +47,7 @@ class SealedBatch:
     columns: _Columns
     raw_bytes: int
     reason: SealReason
+    batch_id: str = ""
     source: Literal["stream", "backfill"] = "stream"
 
     @property
@@ -71,6 +72,7 @@ class _OpenBatch:
     symbol: str
     minute: int
     opened_at_s: float
+    batch_id: str
     columns: _Columns = field(default_factory=_Columns)
     raw_bytes: int = 0
     close_at_s: float | None = None  # set once a later minute is seen
@@ -112,7 +114,7 @@ class MinuteBatcher:
         batch = self._open.get(key)
         sealed: list[SealedBatch] = []
         if batch is None:
-            batch = _OpenBatch(trade.symbol, minute, now_s)
+            batch = _OpenBatch(trade.symbol, minute, now_s, f"{trade.symbol}-{minute}-{trade.trade_id}")
             self._open[key] = batch
             watermark = self._watermark.get(trade.symbol)
             if watermark is None or minute > watermark:
@@ -136,6 +138,12 @@ class MinuteBatcher:
             sealed.append(self._seal(key, "size"))
         return sealed
 
+    def batch_id_for(self, trade: Trade) -> str:
+        """`{symbol}-{minute}-{first_trade_id}` of the batch `add(trade)` will put the trade in."""
+        minute = trade.trade_time // self._units_per_minute
+        batch = self._open.get((trade.symbol, minute))
+        return batch.batch_id if batch is not None else f"{trade.symbol}-{minute}-{trade.trade_id}"
+
     def tick(self, now_s: float) -> list[SealedBatch]:
         """Seal every batch that is old enough or whose minute has closed."""
         due: list[tuple[tuple[str, int], SealReason]] = []
@@ -146,9 +154,9 @@ class MinuteBatcher:
                 due.append((key, "age"))
         return [self._seal(key, reason) for key, reason in due]
 
-    def flush(self) -> list[SealedBatch]:
-        """Seal everything (shutdown)."""
-        return [self._seal(key, "shutdown") for key in sorted(self._open, key=lambda k: (k[1], k[0]))]
+    def flush(self, reason: SealReason = "shutdown") -> list[SealedBatch]:
+        """Seal everything (shutdown, or a recovered journal)."""
+        return [self._seal(key, reason) for key in sorted(self._open, key=lambda k: (k[1], k[0]))]
 
     def _seal_crowded(self, symbol: str) -> list[SealedBatch]:
         keys = sorted(k for k in self._open if k[0] == symbol)
@@ -163,4 +171,5 @@ class MinuteBatcher:
             columns=batch.columns,
             raw_bytes=batch.raw_bytes,
             reason=reason,
+            batch_id=batch.batch_id,
         )

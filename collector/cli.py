@@ -124,6 +124,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             rate=args.rate,
             speed=args.speed,
             ping_interval_s=args.ping_interval_s,
+            redeliver=args.redeliver,
             log=log,
         )
         url = await server.start(args.host, args.port)
@@ -228,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=9443)
     emulate.add_argument("--ping-interval-s", type=float, default=20.0)
+    emulate.add_argument(
+        "--redeliver",
+        type=int,
+        default=0,
+        help="test aid: send each new connection the last N trades again (as a REST backfill would)",
+    )
     emulate.set_defaults(func=cmd_emulate)
 
     demo = with_env(with_tape(sub.add_parser("demo", help="run the local feed and the collector together")))

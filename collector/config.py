@@ -64,6 +64,10 @@ class Settings:
     # (several connections, clock skew between matching engine shards): wait this long.
     minute_grace_s: float = 5.0
     spool_dir: Path = Path("spool")
+    # Disk the spool may use while the destination is unreachable: at BTCUSDT's ~10 kB a minute
+    # of Parquet, 5 GB is years; for a whole market it is days. Beyond it new batches are
+    # dropped (the oldest kept) and their trade-id ranges recorded.
+    spool_max_bytes: int = 5_000_000_000
     # Shorter than systemd's TimeoutStopSec so the collector, not SIGKILL, ends the shutdown.
     shutdown_timeout_s: float = 20.0
     reconnect_initial_delay_s: float = 0.5
@@ -316,6 +320,7 @@ def load_settings(
         max_batch_age_s=r.positive_float("MAX_BATCH_AGE_S", defaults.max_batch_age_s),
         minute_grace_s=r.positive_float("MINUTE_GRACE_S", defaults.minute_grace_s),
         spool_dir=Path(r.raw("SPOOL_DIR") or defaults.spool_dir),
+        spool_max_bytes=r.bounded_int("SPOOL_MAX_BYTES", defaults.spool_max_bytes, 10_000, 10**15),
         shutdown_timeout_s=r.positive_float("SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s),
         reconnect_initial_delay_s=initial,
         reconnect_max_delay_s=maximum,
@@ -350,6 +355,7 @@ _KNOWN = (
     "max_batch_age_s",
     "minute_grace_s",
     "spool_dir",
+    "spool_max_bytes",
     "shutdown_timeout_s",
     "reconnect_initial_delay_s",
     "reconnect_max_delay_s",

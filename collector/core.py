@@ -38,6 +38,7 @@ class FeedResult:
     frame: Frame
     duplicate: bool = False
     gap: Gap | None = None
+    batch_id: str | None = None  # the batch an accepted trade went into (for the journal)
 
 
 class CaptureCore:
@@ -76,10 +77,11 @@ class CaptureCore:
                 stats.gaps += 1
                 stats.missing_ids += gap.size
             stats.trades[frame.symbol] += 1
+            batch_id = self.batcher.batch_id_for(frame)
             sealed = self.batcher.add(frame, now_s)
             if sealed:
                 self._collect(sealed)
-            return FeedResult(frame, gap=gap)
+            return FeedResult(frame, gap=gap, batch_id=batch_id)
         if type(frame) is ServerShutdown:
             stats.skipped["server_shutdown"] += 1
         elif type(frame) is Skipped:

@@ -18,6 +18,7 @@ every connected client receives every trade of the symbols it asked for.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gzip
 import json
 import math
@@ -200,9 +201,14 @@ class FeedServer:
         rate: float = 0.0,
         speed: float = 0.0,
         ping_interval_s: float = 20.0,
+        redeliver: int = 0,
         log: Any = None,
     ) -> None:
         self.tape = tape
+        # Test aid: a new connection first receives up to this many recent trades again, the way
+        # a REST backfill re-delivers what a collector lost in flight when it died.
+        self.redeliver = redeliver
+        self._recent: collections.deque[TapeTrade] = collections.deque(maxlen=max(1, redeliver))
         self.rate = rate
         self.speed = speed
         self.ping_interval_s = ping_interval_s
@@ -269,6 +275,10 @@ class FeedServer:
         assert not isinstance(parsed, str)  # _check_request rejected those
         symbols, combined, micro = parsed
         client = _Client(ws, symbols, combined, micro, asyncio.Queue(maxsize=50_000))
+        if self.redeliver:
+            for trade in list(self._recent):
+                if trade.symbol in symbols:
+                    client.queue.put_nowait(self._frame_for(client, trade))
         self.clients.add(client)
         self.connections += 1
         self._has_clients.set()
@@ -300,6 +310,8 @@ class FeedServer:
         return payload
 
     async def _publish(self, trades: list[TapeTrade], *, block: bool) -> None:
+        if self.redeliver:
+            self._recent.extend(trades)
         for client in list(self.clients):
             for trade in trades:
                 if trade.symbol not in client.symbols:

@@ -54,6 +54,7 @@ class Snapshot:
     spool_objects: int
     spool_bytes: int
     buffered_trades: int
+    dropped_trades: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -76,6 +77,8 @@ def verdict(s: Snapshot) -> tuple[str, list[str]]:
         reasons.append(f"no trade for {s.last_trade_age_s:.0f}s")
     if s.open_gaps:
         reasons.append(f"{s.open_gaps} unfilled gap(s), {s.missing_ids} trade ids missing")
+    if s.dropped_trades:
+        reasons.append(f"{s.dropped_trades} trades dropped because the spool was full (see dropped.jsonl)")
     if s.upload_errors.get("transient", 0) and s.spool_objects > 1:
         reasons.append(f"{s.spool_objects} objects waiting in the spool")
     return ("degraded" if reasons else "ok"), reasons
@@ -100,7 +103,7 @@ def health_document(s: Snapshot) -> dict[str, Any]:
         "last_landed_age_s": _round(s.last_landed_age_s),
         "trades_received": dict(s.trades_received),
         "trades_landed": dict(s.trades_landed),
-        "spool": {"objects": s.spool_objects, "bytes": s.spool_bytes},
+        "spool": {"objects": s.spool_objects, "bytes": s.spool_bytes, "dropped_trades": s.dropped_trades},
         "open_gaps": s.open_gaps,
         "missing_trade_ids": s.missing_ids,
         "destination": {"url": s.sink, "ok": s.sink_ok, "error": s.sink_error},
@@ -173,6 +176,12 @@ def render_metrics(s: Snapshot) -> str:
     metric("collector_spool_objects", "gauge", "Objects waiting in the spool.", s.spool_objects)
     metric("collector_spool_bytes", "gauge", "Bytes waiting in the spool.", s.spool_bytes)
     metric("collector_buffered_trades", "gauge", "Trades in open batches.", s.buffered_trades)
+    metric(
+        "collector_dropped_trades_total",
+        "counter",
+        "Trades not kept because the spool was full.",
+        s.dropped_trades,
+    )
     if s.last_trade_age_s is not None:
         metric(
             "collector_last_trade_age_seconds",

@@ -35,6 +35,11 @@ class SequenceTracker:
     def last_id(self, symbol: str) -> int | None:
         return self._last.get(symbol)
 
+    def remember(self, symbol: str, trade_id: int) -> None:
+        """Ids up to `trade_id` are already held elsewhere (spool, journal): treat them as seen."""
+        if trade_id > self._last.get(symbol, -1):
+            self._last[symbol] = trade_id
+
     def observe(self, symbol: str, trade_id: int) -> tuple[bool, Gap | None]:
         """Record `trade_id`. Returns (accepted, gap): accepted is False for a duplicate."""
         last = self._last.get(symbol)
