@@ -116,6 +116,7 @@ class Collector:
         self.spool_bytes = 0
         self.conflicts = 0
         self.dropped_trades = 0
+        self._spool_full = False
         self._sealed: asyncio.Queue[SealedBatch | None] = asyncio.Queue(maxsize=64)
         self._uploads: collections.deque[_Pending] = collections.deque()
         self._upload_wakeup = asyncio.Event()
@@ -321,7 +322,13 @@ class Collector:
     def _encode_and_spool(self, batch: SealedBatch, key: str) -> SpoolEntry | None:
         """Encode and spool; None when the spool is full (the caller records the loss)."""
         data = encode_batch(batch, self.settings.output_format)
-        if self.spool_bytes + len(data) > self.settings.spool_max_bytes:
+        limit = self.settings.spool_max_bytes
+        if self._spool_full and self.spool_bytes <= limit // 2:
+            self._spool_full = False  # uploads drained half of it: take new data again
+        if self._spool_full or self.spool_bytes + len(data) > limit:
+            # Once full, stay full until half drained, so what is kept is one contiguous,
+            # oldest stretch and what is dropped one recorded stretch after it.
+            self._spool_full = True
             return None
         return self.spool.put(key, data)
 
