@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from collector.aws import CloudWatchPublisher
+from collector.backfill import Backfiller, BinanceRest, GapLedger, OpenGap, Unfilled
 from collector.batching import MinuteBatcher, SealedBatch
 from collector.binance import ServerShutdown, Skipped, Trade, decode_frame
 from collector.config import S3Destination, Settings
@@ -38,7 +40,7 @@ from collector.layout import object_key, parse_object_key
 from collector.logs import get_logger
 from collector.parquet import count_rows, encode_batch
 from collector.sinks import LocalSink, S3Sink, Sink
-from collector.spool import Spool, SpoolEntry
+from collector.spool import Spool, SpoolEntry, write_atomically
 from collector.stream import TradeStream
 from collector.systemd import Notifier, watchdog_interval_s
 
@@ -95,7 +97,20 @@ class Collector:
             log=self.log,
             initial_delay_s=settings.reconnect_initial_delay_s,
             max_delay_s=settings.reconnect_max_delay_s,
+            max_connection_age_s=settings.connection_max_age_s,
+            silence_s=settings.stream_silence_s,
+            handover_ready=self._handover_ready,
         )
+        self.gaps = GapLedger(settings.spool_dir / "gaps")
+        self.backfiller = Backfiller(
+            BinanceRest(settings.rest_url, time_unit=settings.time_unit), log=self.log
+        )
+        self.state_path = settings.spool_dir / "state.json"
+        self.gaps_filled = 0
+        self.backfilled_trades = 0
+        self._gap_wakeup = asyncio.Event()
+        self._held_seen: tuple[int, int] = (0, 0)  # (id of the held list, frames examined)
+        self._held_first: dict[str, int] = {}
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier(log=self.log)
         self.health = (
@@ -129,6 +144,7 @@ class Collector:
     async def run(self) -> int:
         """Run until a signal or a fatal error. Returns the process exit code."""
         self._install_signal_handlers()
+        self._load_state()
         resealed = await asyncio.to_thread(self._reseal_journal)
         recovered = self.spool.pending()
         for entry in recovered:
@@ -137,6 +153,7 @@ class Collector:
             name = parse_object_key(entry.key)
             if name:  # the stream must not hand us these trades a second time
                 self.core.sequence.remember(name.symbol, name.last_trade_id)
+        await self._restore_continuity()
         health_port = None
         if self.health:
             try:
@@ -163,7 +180,10 @@ class Collector:
         stream = asyncio.create_task(self.stream.run(), name="stream")
         ticker = asyncio.create_task(self._ticker(), name="ticker")
         stop = asyncio.create_task(self.stop_requested.wait(), name="stop")
-        helpers = {asyncio.create_task(self._announce_ready(), name="ready")}
+        helpers = {
+            asyncio.create_task(self._announce_ready(), name="ready"),
+            asyncio.create_task(self._backfill_gaps(), name="backfill"),
+        }
         interval = watchdog_interval_s()
         if interval and self.notifier.enabled:
             helpers.add(asyncio.create_task(self.notifier.watchdog(interval), name="watchdog"))
@@ -239,6 +259,7 @@ class Collector:
                 )
         elif type(frame) is ServerShutdown:
             self.log.info("collector.server_shutdown", event_time=frame.event_time)
+            self.stream.request_rotation("server_shutdown")
         elif result.gap is not None or not result.duplicate:
             self.last_trade_mono = time.monotonic()
         if result.gap is not None:
@@ -250,6 +271,10 @@ class Collector:
                 last_missing=gap.last_missing,
                 missing=gap.size,
             )
+            self.gaps.add(
+                OpenGap(gap.symbol, gap.first_missing, gap.last_missing, gap.first_missing, received_at_ns)
+            )
+            self._gap_wakeup.set()
         if result.batch_id is not None:
             self.journal.append(result.batch_id, received_at_ns, raw)
         for batch in self.core.take_sealed():
@@ -285,6 +310,10 @@ class Collector:
             bytes_landed=self.landed_bytes,
             conflicts=self.conflicts,
             dropped_trades=self.dropped_trades,
+            gaps_filled=self.gaps_filled,
+            backfilled_trades=self.backfilled_trades,
+            unfilled_gaps=self.gaps.unfilled_count,
+            rotations=self.stream.rotations,
             spooled_objects=len(self._uploads),
             connections=self.stream.connections,
         )
@@ -293,11 +322,8 @@ class Collector:
 
     async def _sealer(self) -> None:
         """Encode and spool each sealed batch; the uploader takes it from there."""
-        fmt = self.settings.output_format
         while (batch := await self._sealed.get()) is not None:
-            key = object_key(
-                batch.symbol, batch.minute, batch.first_trade_id, batch.last_trade_id, output_format=fmt
-            )
+            key = self._key_for(batch)
             while True:
                 try:
                     entry = await asyncio.to_thread(self._encode_and_spool, batch, key)
@@ -307,12 +333,137 @@ class Collector:
                     # behind the full queue rather than dropping it.
                     self.log.error("collector.spool_failed", key=key, error=str(exc), retry_in_s=5)
                     await asyncio.sleep(5)
-            if entry is None:
-                await asyncio.to_thread(self._record_dropped, batch)
-            else:
-                self.spool_bytes += entry.size
-                self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_ns, batch.reason))
+            await asyncio.to_thread(self._save_state)
             self.journal.discard(batch.batch_id)
+            self._accept_spooled(batch, entry)
+
+    def _accept_spooled(self, batch: SealedBatch, entry: SpoolEntry | None) -> None:
+        if entry is None:
+            self._record_dropped(batch)
+        else:
+            self.spool_bytes += entry.size
+            self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_ns, batch.reason))
+
+    def _key_for(self, batch: SealedBatch) -> str:
+        return object_key(
+            batch.symbol,
+            batch.minute,
+            batch.first_trade_id,
+            batch.last_trade_id,
+            output_format=self.settings.output_format,
+            kind="backfill" if batch.source == "backfill" else "batch",
+        )
+
+    # ---- continuity and backfill -------------------------------------------------------------
+
+    def _save_state(self) -> None:
+        """The last accepted trade id per symbol, written before a batch's journal is discarded
+        (and so before it can be uploaded and leave the spool): a restart knows where it stopped."""
+        known = self.core.sequence.snapshot()
+        if known:
+            write_atomically(self.state_path, json.dumps(known, sort_keys=True).encode())
+
+    def _load_state(self) -> None:
+        try:
+            saved = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        except (OSError, ValueError) as exc:
+            self.log.warning("collector.state_unreadable", path=str(self.state_path), error=str(exc))
+            saved = {}
+        for symbol, last in saved.items():
+            if isinstance(last, int):
+                self.core.sequence.remember(symbol, last)
+
+    async def _restore_continuity(self) -> None:
+        """Where each symbol left off: the state file, spool and journal, else the landing zone."""
+        for symbol in self.settings.symbols:
+            if self.core.sequence.last_id(symbol) is None:
+                try:
+                    landed = await asyncio.to_thread(self.sink.latest_trade_id, symbol, time.time())
+                except Exception as exc:  # an unreachable destination must not stop capture
+                    self.log.warning("collector.landing_lookup_failed", symbol=symbol, error=str(exc))
+                    landed = None
+                if landed is not None:
+                    self.core.sequence.remember(symbol, landed)
+            self.log.info(
+                "collector.continuity", symbol=symbol, last_trade_id=self.core.sequence.last_id(symbol)
+            )
+        await asyncio.to_thread(self._save_state)
+
+    def _handover_ready(self, held: list[tuple[str | bytes, int]]) -> bool:
+        """A new connection may take over once the old one has delivered everything before it."""
+        seen_list, examined = self._held_seen
+        if seen_list != id(held):
+            self._held_first, examined = {}, 0
+        for raw, received_at_ns in held[examined:]:
+            frame = decode_frame(raw, received_at_ns)
+            if type(frame) is Trade and frame.symbol not in self._held_first:
+                self._held_first[frame.symbol] = frame.trade_id
+        self._held_seen = (id(held), len(held))
+        return all(
+            (self.core.sequence.last_id(s) or -1) >= first - 1 for s, first in self._held_first.items()
+        )
+
+    async def _backfill_gaps(self) -> None:
+        while True:
+            if not self.gaps.open:
+                self._gap_wakeup.clear()
+                await self._gap_wakeup.wait()
+                continue
+            gap = self.gaps.open[0]
+            if gap.size > self.settings.backfill_max_trades:
+                unfilled = [
+                    Unfilled(
+                        gap.symbol,
+                        gap.next_id,
+                        gap.last_missing,
+                        "too_large",
+                        f"{gap.size} trades exceed COLLECTOR_BACKFILL_MAX_TRADES",
+                    )
+                ]
+            else:
+                self.log.info(
+                    "collector.backfill_started", symbol=gap.symbol, first=gap.next_id, last=gap.last_missing
+                )
+                unfilled = await self.backfiller.fill(gap, functools.partial(self._land_backfill, gap))
+            for hole in unfilled:
+                self.gaps.record_unfilled(hole)
+                self.log.error(
+                    "collector.gap_unfilled",
+                    symbol=hole.symbol,
+                    first_missing=hole.first_missing,
+                    last_missing=hole.last_missing,
+                    missing=hole.last_missing - hole.first_missing + 1,
+                    reason=hole.reason,
+                    detail=hole.detail,
+                    record=str(self.gaps.unfilled_path),
+                )
+            if not unfilled:
+                self.gaps_filled += 1
+                self.log.info(
+                    "collector.gap_filled", symbol=gap.symbol, first=gap.first_missing, last=gap.last_missing
+                )
+            self.gaps.close(gap)
+
+    async def _land_backfill(self, gap: OpenGap, trades: list[Trade], next_id: int) -> None:
+        """One page of backfilled trades: batched by minute, spooled, then the gap's progress saved."""
+        batcher = MinuteBatcher(
+            time_unit=self.settings.time_unit,
+            max_batch_bytes=self.settings.max_batch_bytes,
+            max_batch_age_s=float("inf"),
+            minute_grace_s=float("inf"),
+            max_open_minutes=2**31,
+            source="backfill",
+        )
+        sealed: list[SealedBatch] = []
+        for trade in trades:
+            sealed.extend(batcher.add(trade, 0.0))
+        sealed.extend(batcher.flush("backfill"))
+        for batch in sealed:
+            entry = await asyncio.to_thread(self._encode_and_spool, batch, self._key_for(batch))
+            self._accept_spooled(batch, entry)
+        self.backfilled_trades += len(trades)
+        gap.next_id = next_id
+        await asyncio.to_thread(self.gaps.save)
 
     def _enqueue_upload(self, pending: _Pending) -> None:
         self._uploads.append(pending)
@@ -381,18 +532,14 @@ class Collector:
                 if type(frame) is Trade:
                     batcher.add(frame, 0.0)
             for batch in batcher.flush("recovered"):
-                key = object_key(
-                    batch.symbol,
-                    batch.minute,
-                    batch.first_trade_id,
-                    batch.last_trade_id,
-                    output_format=self.settings.output_format,
-                )
+                key = self._key_for(batch)
+                self.core.sequence.remember(batch.symbol, batch.last_trade_id)
                 # Same trades, same encoder: the same key and bytes as the batch would have had,
                 # so a batch that was spooled (or landed) just before the crash is not doubled.
                 self.spool.put(key, encode_batch(batch, self.settings.output_format))
                 resealed += 1
                 self.log.info("collector.journal_resealed", key=key, rows=batch.rows)
+            self._save_state()
             self.journal.discard(leftover.batch_id)
         return resealed
 
@@ -518,7 +665,7 @@ class Collector:
             values = {
                 "LastLandedBatchAgeSeconds": (landed_age, "Seconds"),
                 "SpoolBytes": (float(snap.spool_bytes), "Bytes"),
-                "UnfilledGaps": (float(snap.open_gaps), "Count"),
+                "UnfilledGaps": (float(snap.unfilled_gaps), "Count"),
             }
             try:
                 await asyncio.to_thread(publisher.publish, values)
@@ -553,7 +700,7 @@ class Collector:
             duplicates=stats.duplicates,
             malformed=dict(stats.skipped),
             gaps_opened=stats.gaps,
-            gaps_filled=0,
+            gaps_filled=self.gaps_filled,
             missing_ids=stats.missing_ids,
             batches_landed=self.landed_batches,
             bytes_landed=self.landed_bytes,
@@ -564,6 +711,8 @@ class Collector:
             spool_bytes=self.spool_bytes,
             buffered_trades=self.core.batcher.buffered_trades,
             dropped_trades=self.dropped_trades,
+            backfilled_trades=self.backfilled_trades,
+            unfilled_gaps=self.gaps.unfilled_count,
         )
 
     def health_document(self) -> dict[str, Any]:

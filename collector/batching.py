@@ -22,7 +22,7 @@ from collector.binance import Trade
 __all__ = ["UNITS_PER_MINUTE", "MinuteBatcher", "SealReason", "SealedBatch", "TimeUnit"]
 
 TimeUnit = Literal["ms", "us"]
-SealReason = Literal["size", "age", "minute_closed", "crowded", "shutdown", "recovered"]
+SealReason = Literal["size", "age", "minute_closed", "crowded", "shutdown", "recovered", "backfill"]
 UNITS_PER_MINUTE: dict[str, int] = {"ms": 60_000, "us": 60_000_000}
 
 
@@ -89,8 +89,10 @@ class MinuteBatcher:
         max_batch_age_s: float,
         minute_grace_s: float,
         max_open_minutes: int = 4,
+        source: Literal["stream", "backfill"] = "stream",
     ) -> None:
         self.time_unit: TimeUnit = time_unit
+        self.source: Literal["stream", "backfill"] = source
         self._units_per_minute = UNITS_PER_MINUTE[time_unit]
         self.max_batch_bytes = max_batch_bytes
         self.max_batch_age_s = max_batch_age_s
@@ -172,4 +174,5 @@ class MinuteBatcher:
             raw_bytes=batch.raw_bytes,
             reason=reason,
             batch_id=batch.batch_id,
+            source=self.source,
         )

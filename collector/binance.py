@@ -21,6 +21,7 @@ __all__ = [
     "decode_frame",
     "format_scaled",
     "parse_scaled",
+    "trade_from_rest",
 ]
 
 DECIMAL_SCALE: Final = 8
@@ -155,3 +156,31 @@ def decode_frame(raw: str | bytes, received_at_ns: int) -> Frame:
     if "code" in data and "msg" in data:
         return Skipped("error_answer", f"exchange error {data['code']!r}: {str(data['msg'])[:200]}")
     return Skipped("unknown_event", f"object without an event type; keys {sorted(data)[:8]}")
+
+
+# A REST row stands for about as many bytes of WebSocket frame, for batch sizing.
+_REST_ROW_BYTES: Final = 150
+
+
+def trade_from_rest(row: dict[str, Any], symbol: str, received_at_ns: int) -> Trade | Skipped:
+    """A `historicalTrades` row as a Trade. REST has no event time: `event_time` is the trade time."""
+    try:
+        maker = row["isBuyerMaker"]
+        if type(maker) is not bool:
+            raise TypeError(f"field 'isBuyerMaker' must be a boolean, got {type(maker).__name__}")
+        trade_time = _int_field(row, "time")
+        return Trade(
+            symbol=symbol,
+            trade_id=_int_field(row, "id"),
+            price=parse_scaled(_str_field(row, "price")),
+            quantity=parse_scaled(_str_field(row, "qty")),
+            trade_time=trade_time,
+            event_time=trade_time,
+            is_buyer_maker=maker,
+            received_at_ns=received_at_ns,
+            raw_bytes=_REST_ROW_BYTES,
+        )
+    except KeyError as exc:
+        return Skipped("missing_field", f"REST row has no field {exc.args[0]!r}")
+    except (TypeError, ValueError) as exc:
+        return Skipped("bad_field", str(exc))

@@ -74,6 +74,16 @@ class Settings:
     # Capped so a long outage still retries twice a minute, far inside Binance's
     # 300 connection attempts per 5 minutes.
     reconnect_max_delay_s: float = 30.0
+    # Binance's REST API for backfill (historicalTrades is not served by data-api.binance.vision).
+    rest_url: str = "https://api.binance.com"
+    # Gaps larger than this are recorded, not fetched: at 1,000 trades a call and half the
+    # weight budget, 5 million trades take about 40 minutes of REST calls.
+    backfill_max_trades: int = 5_000_000
+    # Binance closes connections at 24 hours; rotate (make before break) before that.
+    connection_max_age_s: float = 23.5 * 3600
+    # No frame for this long and the connection is treated as dead (BTCUSDT trades every
+    # second; raise it for quiet symbols).
+    stream_silence_s: float = 60.0
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_sse: str = "AES256"
@@ -324,6 +334,10 @@ def load_settings(
         shutdown_timeout_s=r.positive_float("SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s),
         reconnect_initial_delay_s=initial,
         reconnect_max_delay_s=maximum,
+        rest_url=r.convert("REST_URL", defaults.rest_url, _parse_http_url, "http(s):// URL").rstrip("/"),
+        backfill_max_trades=r.bounded_int("BACKFILL_MAX_TRADES", defaults.backfill_max_trades, 0, 10**9),
+        connection_max_age_s=r.positive_float("CONNECTION_MAX_AGE_S", defaults.connection_max_age_s),
+        stream_silence_s=r.positive_float("STREAM_SILENCE_S", defaults.stream_silence_s),
         s3_endpoint_url=r.convert("S3_ENDPOINT_URL", None, _parse_http_url, "http(s):// URL"),
         s3_region=r.convert("S3_REGION", None, _parse_region, "an AWS region such as ap-northeast-1"),
         s3_sse=sse,
@@ -359,6 +373,10 @@ _KNOWN = (
     "shutdown_timeout_s",
     "reconnect_initial_delay_s",
     "reconnect_max_delay_s",
+    "rest_url",
+    "backfill_max_trades",
+    "connection_max_age_s",
+    "stream_silence_s",
     "s3_endpoint_url",
     "s3_region",
     "s3_sse",

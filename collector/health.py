@@ -55,6 +55,8 @@ class Snapshot:
     spool_bytes: int
     buffered_trades: int
     dropped_trades: int = 0
+    backfilled_trades: int = 0
+    unfilled_gaps: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,8 +77,10 @@ def verdict(s: Snapshot) -> tuple[str, list[str]]:
         return "failing", reasons
     if s.last_trade_age_s is not None and s.last_trade_age_s > STALE_TRADE_S:
         reasons.append(f"no trade for {s.last_trade_age_s:.0f}s")
-    if s.open_gaps:
-        reasons.append(f"{s.open_gaps} unfilled gap(s), {s.missing_ids} trade ids missing")
+    if s.unfilled_gaps:
+        reasons.append(f"{s.unfilled_gaps} gap(s) could not be filled (see gaps/unfilled.jsonl)")
+    elif s.open_gaps:
+        reasons.append(f"{s.open_gaps} gap(s) being filled, {s.missing_ids} trade ids detected missing")
     if s.dropped_trades:
         reasons.append(f"{s.dropped_trades} trades dropped because the spool was full (see dropped.jsonl)")
     if s.upload_errors.get("transient", 0) and s.spool_objects > 1:
@@ -105,6 +109,8 @@ def health_document(s: Snapshot) -> dict[str, Any]:
         "trades_landed": dict(s.trades_landed),
         "spool": {"objects": s.spool_objects, "bytes": s.spool_bytes, "dropped_trades": s.dropped_trades},
         "open_gaps": s.open_gaps,
+        "unfilled_gaps": s.unfilled_gaps,
+        "backfilled_trades": s.backfilled_trades,
         "missing_trade_ids": s.missing_ids,
         "destination": {"url": s.sink, "ok": s.sink_ok, "error": s.sink_error},
         **s.extra,
@@ -161,6 +167,13 @@ def render_metrics(s: Snapshot) -> str:
     metric("collector_gaps_opened_total", "counter", "Trade-id gaps detected.", s.gaps_opened)
     metric("collector_gaps_filled_total", "counter", "Trade-id gaps filled.", s.gaps_filled)
     metric("collector_missing_trade_ids_total", "counter", "Trade ids inside detected gaps.", s.missing_ids)
+    metric("collector_gaps_unfilled", "gauge", "Gap ranges recorded as unfillable.", s.unfilled_gaps)
+    metric(
+        "collector_backfilled_trades_total",
+        "counter",
+        "Trades filled in by REST backfill.",
+        s.backfilled_trades,
+    )
     metric("collector_batches_landed_total", "counter", "Objects landed.", s.batches_landed)
     metric("collector_bytes_landed_total", "counter", "Bytes landed.", s.bytes_landed)
     metric(

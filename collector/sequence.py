@@ -35,6 +35,9 @@ class SequenceTracker:
     def last_id(self, symbol: str) -> int | None:
         return self._last.get(symbol)
 
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._last)
+
     def remember(self, symbol: str, trade_id: int) -> None:
         """Ids up to `trade_id` are already held elsewhere (spool, journal): treat them as seen."""
         if trade_id > self._last.get(symbol, -1):

@@ -11,11 +11,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from collector.exceptions import LandingConflict, SinkPermanentError, SinkUnavailable
+from collector.layout import EXCHANGE
 from collector.spool import write_atomically
 
 if TYPE_CHECKING:
@@ -36,6 +40,9 @@ class Sink(Protocol):
     def probe(self) -> None:
         """Raise SinkPermanentError or SinkUnavailable unless the destination can take objects."""
 
+    def latest_trade_id(self, symbol: str, now_s: float, lookback_hours: int = 48) -> int | None:
+        """The highest trade id landed for `symbol` in the last `lookback_hours`, if any."""
+
     def describe(self, key: str = "") -> str: ...
 
 
@@ -47,6 +54,14 @@ class LocalSink:
 
     def describe(self, key: str = "") -> str:
         return str(self.root / key)
+
+    def latest_trade_id(self, symbol: str, now_s: float, lookback_hours: int = 48) -> int | None:
+        return _latest_in_hours(
+            symbol,
+            now_s,
+            lookback_hours,
+            lambda hour: [p.name for p in (self.root / hour).rglob("*") if p.is_file()],
+        )
 
     def probe(self) -> None:
         try:
@@ -148,6 +163,18 @@ class S3Sink:
 
     def describe(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    def latest_trade_id(self, symbol: str, now_s: float, lookback_hours: int = 48) -> int | None:
+        def names(hour: str) -> list[str]:
+            found: list[str] = []
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}{hour}"
+            )
+            for page in pages:
+                found.extend(obj["Key"].rsplit("/", 1)[-1] for obj in page.get("Contents", []))
+            return found
+
+        return _latest_in_hours(symbol, now_s, lookback_hours, names)
 
     def probe(self) -> None:
         """List one key under the trade prefix: proves the bucket exists and we may use it."""
@@ -272,6 +299,22 @@ class S3Sink:
                 "no AWS region configured; set COLLECTOR_S3_REGION or AWS_REGION", key=key
             )
         return SinkUnavailable(f"cannot reach S3 for {self.describe(key)}: {exc}; retrying", key=key)
+
+
+def _latest_in_hours(
+    symbol: str, now_s: float, lookback_hours: int, names_in: Callable[[str], list[str]]
+) -> int | None:
+    """Walk hour partitions back from now; the first hour with data objects holds the latest id."""
+    for back in range(lookback_hours + 1):
+        hour = time.gmtime(now_s - back * 3600)
+        prefix = f"{EXCHANGE}/{symbol}/{time.strftime('%Y/%m/%d/%H', hour)}/"
+        ids = [int(m.group(1)) for name in names_in(prefix) if (m := _LAST_ID_RE.fullmatch(name))]
+        if ids:
+            return max(ids)
+    return None
+
+
+_LAST_ID_RE = re.compile(r"(?:batch|backfill)-\d+-(\d+)\.(?:parquet|csv\.gz)")
 
 
 def _status(exc: Any) -> int | None:

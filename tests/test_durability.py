@@ -71,14 +71,14 @@ def test_chaos_repeated_sigkill_ends_with_every_trade_exactly_once_in_s3(
 ) -> None:
     """Twelve SIGKILLs at random moments of capture, sealing and upload, each followed by a restart.
 
-    The feed re-delivers its last 5,000 trades to each new connection, as REST backfill does for
+    The feed re-delivers its last 20,000 trades to each new connection, as REST backfill does for
     what was in flight when the process died; the journal, the spool, deterministic keys and
     conditional writes must turn that into exactly one copy of every trade.
     """
     client, bucket = s3_bucket
     count = 15_000
     _, url = start_emulator(
-        procs, "--symbols", "BTCUSDT,ETHUSDT", "--count", str(count), "--rate", "1500", "--redeliver", "5000"
+        procs, "--symbols", "BTCUSDT,ETHUSDT", "--count", str(count), "--rate", "1500", "--redeliver", "20000"
     )
     env = s3_env(
         url,
@@ -99,6 +99,7 @@ def test_chaos_repeated_sigkill_ends_with_every_trade_exactly_once_in_s3(
         proc.wait_event("collector.stats", lambda e: e.get("frames", 0) >= rng.randint(50, 1500))
         proc.send(signal.SIGKILL)
         proc.popen.wait(timeout=60)
+        (tmp_path / f"run-{kills}.log").write_text("".join(proc.lines))  # for a post-mortem
         kills += 1
     final = procs("run", env=env)
     first_btc, first_eth = 1_000_000, 10_001_000_000  # the generated tape's first ids

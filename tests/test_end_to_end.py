@@ -182,11 +182,14 @@ def test_malformed_frames_are_counted_and_skipped_while_valid_trades_land(
         frames.append(trade_frame(i, t0 + i))
         if i % 25 == 0:
             frames.extend(bad.values())
-    with ScriptedServer([Script(frames)]) as server:
+    # serverShutdown makes the collector open a second connection (make before break); this
+    # server sends nothing on it, so every frame above arrives exactly once, on the first.
+    with ScriptedServer([Script(frames), Script([])]) as server:
         collector = procs("run", env=collector_env(server.url, tmp_path))
         collector.wait_event("collector.stats", lambda e: e.get("frames", 0) >= len(frames))
         stopped = stop_cleanly(collector)
     assert stopped["skipped"] == dict.fromkeys(bad, 8)
+    assert collector.named("collector.rotating")[0]["reason"] == "server_shutdown"
     assert sorted(r.trade_id for r in read_landing(tmp_path / "landing")) == list(range(1, 201))
     reasons = Counter(e["reason"] for e in collector.named("collector.frame_skipped"))
     assert set(reasons) == set(bad) - {"server_shutdown"}

@@ -59,7 +59,12 @@ def test_verdict_rules() -> None:
     assert state == "failing" and 'bucket "x" does not exist' in reasons[0]
     state, reasons = verdict(snapshot(last_trade_age_s=900))
     assert state == "degraded" and "no trade for 900s" in reasons
-    assert verdict(snapshot(gaps_opened=2, missing_ids=7))[1] == ["2 unfilled gap(s), 7 trade ids missing"]
+    assert verdict(snapshot(gaps_opened=2, missing_ids=7))[1] == [
+        "2 gap(s) being filled, 7 trade ids detected missing"
+    ]
+    assert verdict(snapshot(gaps_opened=2, unfilled_gaps=1))[1] == [
+        "1 gap(s) could not be filled (see gaps/unfilled.jsonl)"
+    ]
 
 
 def test_metrics_are_valid_prometheus_text() -> None:
