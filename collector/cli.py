@@ -9,10 +9,12 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from collector import __version__
 from collector.config import Settings, load_settings, parse_destination
+from collector.emulator import Faults
 from collector.exceptions import ConfigError, SpoolError
 from collector.logs import configure_logging, get_logger
 
@@ -109,7 +111,26 @@ def _tape(args: argparse.Namespace) -> object:
     if args.replay:
         return load_replay(Path(args.replay))
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
-    return GeneratedTape(symbols, count=args.count, seed=args.seed)
+    # Ids continue from the clock, as a live exchange's do, so a second run into the same
+    # spool is not mistaken for a replay of the first.
+    first_id = args.first_id if args.first_id is not None else int(time.time()) * 1000
+    return GeneratedTape(symbols, count=args.count, seed=args.seed, first_id=first_id)
+
+
+def _faults(args: argparse.Namespace) -> Faults:
+    return Faults(
+        drop_every_s=args.drop_every_s,
+        stall_every_s=args.stall_every_s,
+        stall_for_s=args.stall_for_s,
+        shutdown_every_s=args.shutdown_every_s,
+        max_connection_age_s=args.max_connection_age_s,
+        skip_every=args.skip_every,
+        duplicate_every=args.duplicate_every,
+        rest_weight_limit=args.rest_weight_limit,
+        rest_oldest_id=args.rest_oldest_id,
+        rest_fail_first=args.rest_fail_first,
+        rest_down=args.rest_down,
+    )
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
@@ -125,10 +146,16 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             speed=args.speed,
             ping_interval_s=args.ping_interval_s,
             redeliver=args.redeliver,
+            faults=_faults(args),
             log=log,
         )
         url = await server.start(args.host, args.port)
-        log.info("emulator.listening", url=url, symbols=",".join(server.tape.symbols))
+        log.info(
+            "emulator.listening",
+            url=url,
+            rest_url=url.replace("ws://", "http://"),
+            symbols=",".join(server.tape.symbols),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -157,7 +184,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         tape = _tape(args)
         server = FeedServer(tape, rate=args.rate, speed=args.speed)  # type: ignore[arg-type]
         url = await server.start("127.0.0.1", 0)
-        demo_settings = dataclasses.replace(settings, ws_url=url, symbols=server.tape.symbols, health_port=0)
+        demo_settings = dataclasses.replace(
+            settings,
+            ws_url=url,
+            rest_url=url.replace("ws://", "http://"),
+            symbols=server.tape.symbols,
+            health_port=0,
+        )
         collector = Collector(demo_settings)
         asyncio.get_running_loop().call_later(args.seconds, collector.stop_requested.set)
         code = await collector.run()
@@ -217,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--count", type=int, default=None, help="generated tape: trades per symbol, then idle")
         p.add_argument("--seed", type=int, default=1, help="generated tape: random seed")
         p.add_argument(
+            "--first-id", type=int, default=None, help="generated tape: first id (default: from the clock)"
+        )
+        p.add_argument(
             "--rate", type=float, default=50.0, help="trades per second in all; 0 = as fast as read"
         )
         p.add_argument("--replay", help="replay the trade frames of a recording (.gz or plain)")
@@ -229,6 +265,28 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=9443)
     emulate.add_argument("--ping-interval-s", type=float, default=20.0)
+    faults = emulate.add_argument_group("scripted faults (all off by default)")
+    faults.add_argument(
+        "--drop-every-s", type=float, default=0.0, help="abort each connection after this long"
+    )
+    faults.add_argument(
+        "--stall-every-s", type=float, default=0.0, help="go silent on a connection after this long"
+    )
+    faults.add_argument("--stall-for-s", type=float, default=0.0, help="...for this long")
+    faults.add_argument(
+        "--shutdown-every-s", type=float, default=0.0, help="send serverShutdown after this long"
+    )
+    faults.add_argument(
+        "--max-connection-age-s", type=float, default=0.0, help="close connections at this age"
+    )
+    faults.add_argument("--skip-every", type=int, default=0, help="leave every Nth trade out of the stream")
+    faults.add_argument("--duplicate-every", type=int, default=0, help="send every Nth trade twice")
+    faults.add_argument("--rest-weight-limit", type=int, default=6000, help="REST weight per minute")
+    faults.add_argument("--rest-oldest-id", type=int, default=0, help="REST serves no id below this")
+    faults.add_argument(
+        "--rest-fail-first", type=int, default=0, help="answer the first N REST calls with 429"
+    )
+    faults.add_argument("--rest-down", action="store_true", help="answer every REST call with 503")
     emulate.add_argument(
         "--redeliver",
         type=int,

@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,7 +36,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-__all__ = ["FeedServer", "GeneratedTape", "ReplayTape", "TapeTrade", "load_replay"]
+__all__ = ["Faults", "FeedServer", "GeneratedTape", "ReplayTape", "TapeTrade", "load_replay"]
 
 _START_PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 550.0, "SOLUSDT": 150.0}
 _FRAME = '{{"e":"trade","E":{E},"s":"{s}","t":{t},"p":"{p}","q":"{q}","T":{T},"m":{m},"M":true}}'
@@ -50,6 +51,8 @@ class TapeTrade:
     payload_ms: str
     payload_us: str | None = None
     offset_s: float | None = None  # replay: seconds since the tape's first trade
+    rest_row: str = ""  # the same trade as a historicalTrades row (JSON, times in ms)
+    rest_row_us: str = ""
 
 
 @dataclass
@@ -112,9 +115,19 @@ class GeneratedTape:
                     trade_id,
                     _FRAME.format(E=e_us // 1000, T=t_us // 1000, **fields),
                     _FRAME.format(E=e_us, T=t_us, **fields),
+                    rest_row=_rest_row(trade_id, price, quantity, t_us // 1000, maker),
+                    rest_row_us=_rest_row(trade_id, price, quantity, t_us, maker),
                 )
             )
         return out
+
+
+def _rest_row(trade_id: int, price: int, quantity: int, time_value: int, maker: str) -> str:
+    quote = Decimal(price) * Decimal(quantity) / Decimal(10**16)
+    return (
+        f'{{"id":{trade_id},"price":"{_fmt8(price)}","qty":"{_fmt8(quantity)}","quoteQty":"{quote.normalize():f}",'
+        f'"time":{time_value},"isBuyerMaker":{maker},"isBestMatch":true}}'
+    )
 
 
 def _fmt8(scaled: int) -> str:
@@ -141,6 +154,10 @@ class ReplayTape:
         chunk = self.trades[self._pos : self._pos + n]
         self._pos += len(chunk)
         return chunk
+
+
+def _scaled(text: str) -> int:
+    return int(Decimal(text) * 10**8)
 
 
 def _open_text(path: Path) -> Iterator[str]:
@@ -172,10 +189,31 @@ def load_replay(path: Path) -> ReplayTape:
         if first_stamp is None:
             first_stamp = stamp
             first_s = stamp_s
-        trades.append(TapeTrade(str(data["s"]), int(data["t"]), payload, None, stamp_s - first_s))
+        maker = "true" if data.get("m") else "false"
+        row = _rest_row(
+            int(data["t"]), _scaled(str(data["p"])), _scaled(str(data["q"])), int(data["T"]), maker
+        )
+        trades.append(TapeTrade(str(data["s"]), int(data["t"]), payload, None, stamp_s - first_s, row, row))
     if not trades:
         raise ValueError(f"{path} holds no trade frames")
     return ReplayTape(trades)
+
+
+@dataclass
+class Faults:
+    """Scripted misbehaviour, all off by default. Times are seconds of a connection's life."""
+
+    drop_every_s: float = 0.0  # abort each connection (no close frame) after this long
+    stall_every_s: float = 0.0  # stop sending to a connection this long after it opened...
+    stall_for_s: float = 0.0  # ...for this long, keeping it open
+    shutdown_every_s: float = 0.0  # send serverShutdown this long after opening, close 2 s later
+    max_connection_age_s: float = 0.0  # close each connection at this age (Binance: 24 h)
+    skip_every: int = 0  # leave every Nth trade out of the stream (REST still has it)
+    duplicate_every: int = 0  # send every Nth trade twice
+    rest_weight_limit: int = 6000  # per minute, like Binance; past it 429, and 418 if ignored
+    rest_oldest_id: int = 0  # ids below this are "older than the exchange keeps"
+    rest_fail_first: int = 0  # answer the first N REST calls with 429 (Retry-After: 1)
+    rest_down: bool = False  # answer every REST call with 503
 
 
 @dataclass(eq=False)
@@ -185,6 +223,8 @@ class _Client:
     combined: bool
     micro: bool
     queue: asyncio.Queue[str]
+    opened: float = field(default_factory=time.monotonic)
+    stalled: bool = False
 
 
 class FeedServer:
@@ -202,9 +242,19 @@ class FeedServer:
         speed: float = 0.0,
         ping_interval_s: float = 20.0,
         redeliver: int = 0,
+        faults: Faults | None = None,
         log: Any = None,
     ) -> None:
         self.tape = tape
+        self.faults = faults or Faults()
+        self.history: dict[str, list[TapeTrade]] = {}
+        self.rest_calls = 0
+        self.rest_throttled = 0
+        self.rest_banned = 0
+        self._weight_minute = 0
+        self._weight_used = 0
+        self._retry_after_until = 0.0
+        self._published = 0
         # Test aid: a new connection first receives up to this many recent trades again, the way
         # a REST backfill re-delivers what a collector lost in flight when it died.
         self.redeliver = redeliver
@@ -264,11 +314,74 @@ class FeedServer:
         return frozenset(symbols), combined, micro
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.startswith("/api/"):
+            return self._rest(request)
         parsed = self._parse(request.path)
         if isinstance(parsed, str):
             body = json.dumps({"code": -1121, "msg": parsed}).encode()
             return Response(400, "Bad Request", Headers([("Content-Type", "application/json")]), body)
         return None
+
+    def _rest(self, request: Request) -> Response:
+        """GET /api/v3/historicalTrades, with Binance's weight accounting, 429 and 418."""
+        faults = self.faults
+        self.rest_calls += 1
+        now = time.time()
+        minute = int(now // 60)
+        if minute != self._weight_minute:
+            self._weight_minute, self._weight_used = minute, 0
+
+        def answer(status: int, body: Any, **headers: str) -> Response:
+            head = Headers(
+                [("Content-Type", "application/json"), ("X-MBX-USED-WEIGHT-1M", str(self._weight_used))]
+            )
+            for name, value in headers.items():
+                head[name.replace("_", "-")] = value
+            text = body if isinstance(body, str) else json.dumps(body)
+            return Response(
+                status,
+                {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error"),
+                head,
+                text.encode(),
+            )
+
+        if now < self._retry_after_until:  # asked to wait and did not: Binance bans
+            self.rest_banned += 1
+            return answer(418, {"code": -1003, "msg": "IP banned"}, Retry_After="120")
+        if faults.rest_down:
+            return answer(503, {"code": -1001, "msg": "Service unavailable"})
+        if self.rest_calls <= faults.rest_fail_first:
+            self.rest_throttled += 1
+            self._retry_after_until = now + 1
+            return answer(429, {"code": -1003, "msg": "Too many requests"}, Retry_After="1")
+        self._weight_used += 25
+        if self._weight_used > faults.rest_weight_limit:
+            self.rest_throttled += 1
+            wait = 60 - now % 60
+            self._retry_after_until = now + wait
+            return answer(
+                429, {"code": -1003, "msg": "Too much request weight used"}, Retry_After=f"{wait:.0f}"
+            )
+        parts = urlsplit(request.path)
+        if parts.path != "/api/v3/historicalTrades":
+            return answer(404, {"code": -1000, "msg": f"not served here: {parts.path}"})
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        symbol = query.get("symbol", "").upper()
+        if symbol not in self.tape.symbols:
+            return answer(400, {"code": -1121, "msg": "Invalid symbol."})
+        try:
+            limit = min(1000, int(query.get("limit", "500")))
+            from_id = int(query["fromId"]) if "fromId" in query else None
+        except ValueError:
+            return answer(400, {"code": -1100, "msg": "Illegal characters found in a parameter."})
+        micro = request.headers.get("X-MBX-TIME-UNIT", "").upper() == "MICROSECOND"
+        trades = self.history.get(symbol, [])
+        if not trades:
+            return answer(200, "[]")
+        first = trades[0].trade_id
+        start = len(trades) - limit if from_id is None else max(from_id, faults.rest_oldest_id, first) - first
+        rows = trades[max(0, start) : max(0, start) + limit]
+        return answer(200, "[" + ",".join(t.rest_row_us if micro else t.rest_row for t in rows) + "]")
 
     async def _handle(self, ws: ServerConnection) -> None:
         parsed = self._parse(ws.request.path if ws.request else "")
@@ -283,11 +396,13 @@ class FeedServer:
         self.connections += 1
         self._has_clients.set()
         sender = asyncio.create_task(self._send(client))
+        faults = asyncio.create_task(self._misbehave(client))
         try:
             await ws.wait_closed()
         finally:
             sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            faults.cancel()
+            await asyncio.gather(sender, faults, return_exceptions=True)
             self.clients.discard(client)
             if not self.clients:
                 self._has_clients.clear()
@@ -298,10 +413,35 @@ class FeedServer:
         try:
             while True:
                 frame = await client.queue.get()
+                stall_at = self.faults.stall_every_s
+                if stall_at and not client.stalled and time.monotonic() - client.opened >= stall_at:
+                    client.stalled = True
+                    await asyncio.sleep(self.faults.stall_for_s)  # open, pinged, silent
                 await client.ws.send(frame)
                 self.sent += 1
         except ConnectionClosed:
             pass
+
+    async def _misbehave(self, client: _Client) -> None:
+        """Scripted faults for one connection: the first one due happens."""
+        f = self.faults
+        plans = [(f.drop_every_s, "drop"), (f.shutdown_every_s, "shutdown"), (f.max_connection_age_s, "age")]
+        due = [(after, what) for after, what in plans if after > 0]
+        if not due:
+            return
+        after, what = min(due)
+        await asyncio.sleep(after)
+        if what == "drop":
+            client.ws.transport.abort()  # no close frame: a broken connection
+        elif what == "shutdown":
+            notice = json.dumps({"e": "serverShutdown", "E": int(time.time() * 1000)}, separators=(",", ":"))
+            await client.ws.send(
+                f'{{"stream":"!serverShutdown","data":{notice}}}' if client.combined else notice
+            )
+            await asyncio.sleep(2.0)
+            await client.ws.close(1001, "server shutdown")
+        else:
+            await client.ws.close(1000, "connection lifetime reached")
 
     def _frame_for(self, client: _Client, trade: TapeTrade) -> str:
         payload = trade.payload_us if client.micro and trade.payload_us else trade.payload_ms
@@ -310,8 +450,21 @@ class FeedServer:
         return payload
 
     async def _publish(self, trades: list[TapeTrade], *, block: bool) -> None:
+        for trade in trades:
+            self.history.setdefault(trade.symbol, []).append(trade)
         if self.redeliver:
             self._recent.extend(trades)
+        f = self.faults
+        if f.skip_every or f.duplicate_every:
+            shaped: list[TapeTrade] = []
+            for trade in trades:
+                self._published += 1
+                if f.skip_every and self._published % f.skip_every == 0:
+                    continue
+                shaped.append(trade)
+                if f.duplicate_every and self._published % f.duplicate_every == 0:
+                    shaped.append(trade)
+            trades = shaped
         for client in list(self.clients):
             for trade in trades:
                 if trade.symbol not in client.symbols:

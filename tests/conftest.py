@@ -141,6 +141,8 @@ def procs() -> Iterator[Callable[..., Proc]]:
 
 def start_emulator(procs: Callable[..., Proc], *args: str) -> tuple[Proc, str]:
     """A `collector emulate` subprocess on a free loopback port; returns it and its ws:// URL."""
+    if "--replay" not in args and "--first-id" not in args:
+        args = (*args, "--first-id", "1000000")  # tests know the tape's ids
     proc = procs("emulate", "--port", "0", *args)
     url = proc.wait_event("emulator.listening")["url"]
     return proc, str(url)
@@ -149,6 +151,8 @@ def start_emulator(procs: Callable[..., Proc], *args: str) -> tuple[Proc, str]:
 def collector_env(url: str, tmp: Path, **extra: str) -> dict[str, str]:
     env = {
         "COLLECTOR_WS_URL": url,
+        # The local feed serves historicalTrades on the same port; never reach for Binance.
+        "COLLECTOR_REST_URL": url.replace("ws://", "http://", 1) if url.startswith("ws://") else "http://127.0.0.1:9",
         "COLLECTOR_DESTINATION": str(tmp / "landing"),
         "COLLECTOR_SPOOL_DIR": str(tmp / "spool"),
         # Short timers so a test's data lands in seconds; the logic is the same as the defaults'.
