@@ -146,6 +146,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             speed=args.speed,
             ping_interval_s=args.ping_interval_s,
             redeliver=args.redeliver,
+            live=args.live,
             faults=_faults(args),
             log=log,
         )
@@ -162,7 +163,14 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await server.close()
-        log.info("emulator.stopped", sent=server.sent, connections=server.connections)
+        log.info(
+            "emulator.stopped",
+            sent=server.sent,
+            connections=server.connections,
+            rest_calls=server.rest_calls,
+            rest_throttled=server.rest_throttled,
+            rest_banned=server.rest_banned,
+        )
         return 0
 
     return asyncio.run(main())
@@ -265,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=9443)
     emulate.add_argument("--ping-interval-s", type=float, default=20.0)
-    faults = emulate.add_argument_group("scripted faults (all off by default)")
+    emulate.add_argument(
+        "--live", action="store_true", help="keep producing while no client is connected, like an exchange"
+    )
+    faults = emulate.add_argument_group(
+        "scripted faults (all off by default; connection k gets the k-th, in turn)"
+    )
     faults.add_argument(
         "--drop-every-s", type=float, default=0.0, help="abort each connection after this long"
     )

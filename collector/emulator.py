@@ -206,7 +206,7 @@ class Faults:
     drop_every_s: float = 0.0  # abort each connection (no close frame) after this long
     stall_every_s: float = 0.0  # stop sending to a connection this long after it opened...
     stall_for_s: float = 0.0  # ...for this long, keeping it open
-    shutdown_every_s: float = 0.0  # send serverShutdown this long after opening, close 2 s later
+    shutdown_every_s: float = 0.0  # send serverShutdown this long after opening, close 5 s after sending it
     max_connection_age_s: float = 0.0  # close each connection at this age (Binance: 24 h)
     skip_every: int = 0  # leave every Nth trade out of the stream (REST still has it)
     duplicate_every: int = 0  # send every Nth trade twice
@@ -224,7 +224,13 @@ class _Client:
     micro: bool
     queue: asyncio.Queue[str]
     opened: float = field(default_factory=time.monotonic)
-    stalled: bool = False
+    number: int = 0
+    flowing: asyncio.Event = field(default_factory=asyncio.Event)
+    notice: str | None = None  # a queued serverShutdown frame
+    notice_sent: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.flowing.set()
 
 
 class FeedServer:
@@ -242,11 +248,14 @@ class FeedServer:
         speed: float = 0.0,
         ping_interval_s: float = 20.0,
         redeliver: int = 0,
+        live: bool = False,
         faults: Faults | None = None,
         log: Any = None,
     ) -> None:
         self.tape = tape
         self.faults = faults or Faults()
+        # live: keep producing with nobody connected, as an exchange does (downtime makes a hole)
+        self.live = live
         self.history: dict[str, list[TapeTrade]] = {}
         self.rest_calls = 0
         self.rest_throttled = 0
@@ -387,13 +396,13 @@ class FeedServer:
         parsed = self._parse(ws.request.path if ws.request else "")
         assert not isinstance(parsed, str)  # _check_request rejected those
         symbols, combined, micro = parsed
-        client = _Client(ws, symbols, combined, micro, asyncio.Queue(maxsize=50_000))
+        self.connections += 1
+        client = _Client(ws, symbols, combined, micro, asyncio.Queue(maxsize=50_000), number=self.connections)
         if self.redeliver:
             for trade in list(self._recent):
                 if trade.symbol in symbols:
                     client.queue.put_nowait(self._frame_for(client, trade))
         self.clients.add(client)
-        self.connections += 1
         self._has_clients.set()
         sender = asyncio.create_task(self._send(client))
         faults = asyncio.create_task(self._misbehave(client))
@@ -413,32 +422,45 @@ class FeedServer:
         try:
             while True:
                 frame = await client.queue.get()
-                stall_at = self.faults.stall_every_s
-                if stall_at and not client.stalled and time.monotonic() - client.opened >= stall_at:
-                    client.stalled = True
-                    await asyncio.sleep(self.faults.stall_for_s)  # open, pinged, silent
+                await client.flowing.wait()
                 await client.ws.send(frame)
                 self.sent += 1
+                if frame is client.notice:
+                    client.notice_sent.set()
         except ConnectionClosed:
             pass
 
     async def _misbehave(self, client: _Client) -> None:
-        """Scripted faults for one connection: the first one due happens."""
+        """The fault schedule: connection k suffers the k-th configured fault, in turn."""
         f = self.faults
-        plans = [(f.drop_every_s, "drop"), (f.shutdown_every_s, "shutdown"), (f.max_connection_age_s, "age")]
-        due = [(after, what) for after, what in plans if after > 0]
-        if not due:
+        plans = [
+            (what, after)
+            for what, after in (
+                ("drop", f.drop_every_s),
+                ("stall", f.stall_every_s),
+                ("shutdown", f.shutdown_every_s),
+                ("age", f.max_connection_age_s),
+            )
+            if after > 0
+        ]
+        if not plans:
             return
-        after, what = min(due)
+        what, after = plans[(client.number - 1) % len(plans)]
         await asyncio.sleep(after)
+        if self.log:
+            self.log.info("emulator.fault", fault=what, connection=client.number)
         if what == "drop":
             client.ws.transport.abort()  # no close frame: a broken connection
+        elif what == "stall":
+            client.flowing.clear()  # the sender goes quiet; pings are still answered
+            await asyncio.sleep(f.stall_for_s)
+            client.flowing.set()
         elif what == "shutdown":
             notice = json.dumps({"e": "serverShutdown", "E": int(time.time() * 1000)}, separators=(",", ":"))
-            await client.ws.send(
-                f'{{"stream":"!serverShutdown","data":{notice}}}' if client.combined else notice
-            )
-            await asyncio.sleep(2.0)
+            client.notice = f'{{"stream":"!serverShutdown","data":{notice}}}' if client.combined else notice
+            await client.queue.put(client.notice)
+            await client.notice_sent.wait()  # in order, behind what was already queued
+            await asyncio.sleep(5.0)  # trades keep flowing for a grace period, then the close
             await client.ws.close(1001, "server shutdown")
         else:
             await client.ws.close(1000, "connection lifetime reached")
@@ -486,7 +508,8 @@ class FeedServer:
         started: float | None = None
         produced = 0
         while not self.tape.exhausted:
-            await self._has_clients.wait()
+            if not self.live:
+                await self._has_clients.wait()
             loop_now = time.monotonic()
             if started is None:
                 started = loop_now

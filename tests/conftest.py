@@ -152,7 +152,9 @@ def collector_env(url: str, tmp: Path, **extra: str) -> dict[str, str]:
     env = {
         "COLLECTOR_WS_URL": url,
         # The local feed serves historicalTrades on the same port; never reach for Binance.
-        "COLLECTOR_REST_URL": url.replace("ws://", "http://", 1) if url.startswith("ws://") else "http://127.0.0.1:9",
+        "COLLECTOR_REST_URL": url.replace("ws://", "http://", 1)
+        if url.startswith("ws://")
+        else "http://127.0.0.1:9",
         "COLLECTOR_DESTINATION": str(tmp / "landing"),
         "COLLECTOR_SPOOL_DIR": str(tmp / "spool"),
         # Short timers so a test's data lands in seconds; the logic is the same as the defaults'.
