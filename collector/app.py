@@ -665,7 +665,8 @@ class Collector:
             values = {
                 "LastLandedBatchAgeSeconds": (landed_age, "Seconds"),
                 "SpoolBytes": (float(snap.spool_bytes), "Bytes"),
-                "UnfilledGaps": (float(snap.unfilled_gaps), "Count"),
+                # Recorded in the last day: the alarm clears a day after the last unfillable gap.
+                "UnfilledGaps": (float(self.gaps.unfilled_since(86_400)), "Count"),
             }
             try:
                 await asyncio.to_thread(publisher.publish, values)

@@ -255,7 +255,16 @@ class GapLedger:
         self.open: list[OpenGap] = []
         if self.open_path.exists():
             self.open = [OpenGap(**g) for g in json.loads(self.open_path.read_text())]
-        self.unfilled_count = sum(1 for _ in self._unfilled_lines())
+        self._recorded_at = [float(json.loads(line).get("recorded_at", 0)) for line in self._unfilled_lines()]
+
+    @property
+    def unfilled_count(self) -> int:
+        return len(self._recorded_at)
+
+    def unfilled_since(self, seconds: float) -> int:
+        """Ranges recorded in the last `seconds`: what an alarm should still be about."""
+        cutoff = time.time() - seconds
+        return sum(1 for t in self._recorded_at if t >= cutoff)
 
     def _unfilled_lines(self) -> list[str]:
         return self.unfilled_path.read_text().splitlines() if self.unfilled_path.exists() else []
@@ -272,10 +281,11 @@ class GapLedger:
         self.save()
 
     def record_unfilled(self, unfilled: Unfilled) -> None:
-        line = json.dumps({**asdict(unfilled), "recorded_at": time.time()}) + "\n"
+        now = time.time()
+        line = json.dumps({**asdict(unfilled), "recorded_at": now}) + "\n"
         with open(self.unfilled_path, "a", encoding="utf-8") as handle:
             handle.write(line)
-        self.unfilled_count += 1
+        self._recorded_at.append(now)
 
     def unfilled(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self._unfilled_lines()]
