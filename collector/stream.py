@@ -137,7 +137,10 @@ class TradeStream:
             conn, message, received_at_ns = self._queue.get_nowait()  # the hot path: no timer
         except asyncio.QueueEmpty:
             try:
-                conn, message, received_at_ns = await asyncio.wait_for(self._queue.get(), timeout=1.0)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # arrives as the queue yields an item, and the collector would never stop.
+                async with asyncio.timeout(1.0):
+                    conn, message, received_at_ns = await self._queue.get()
             except TimeoutError:
                 await self._maybe_hand_over()
                 return
@@ -274,7 +277,8 @@ class TradeStream:
         if conn.reader is not None:
             conn.reader.cancel()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.ws.close(), timeout=5)
+            async with asyncio.timeout(5):
+                await conn.ws.close()
 
     async def _respect_attempt_limit(self) -> None:
         window_s = 300.0

@@ -179,6 +179,11 @@ def stop_cleanly(proc: Proc) -> dict[str, Any]:
     return stopped
 
 
+def reached(last_ids: dict[str, int]) -> Callable[[dict[str, Any]], bool]:
+    """A collector.stats predicate: every symbol has accepted at least up to its id."""
+    return lambda e: all((e.get("last_ids") or {}).get(s, -1) >= i for s, i in last_ids.items())
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     import socket

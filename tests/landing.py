@@ -89,3 +89,11 @@ def trade_frame(trade_id: int, t_ms: int, symbol: str = "BTCUSDT", price: str = 
         },
         separators=(",", ":"),
     )
+
+
+def ids_by_symbol(root: Path) -> dict[str, list[int]]:
+    """Sorted trade ids per symbol of everything landed under `root`."""
+    found: dict[str, list[int]] = {}
+    for row in read_landing(root):
+        found.setdefault(row.symbol, []).append(row.trade_id)
+    return {symbol: sorted(ids) for symbol, ids in found.items()}

@@ -16,21 +16,10 @@ from typing import Any
 
 from collector.backfill import Backfiller, OpenGap, RestPage
 from collector.binance import Trade
-from tests.conftest import Proc, collector_env, start_emulator, stop_cleanly, wait_for
-from tests.landing import read_landing
+from tests.conftest import Proc, collector_env, reached, start_emulator, stop_cleanly, wait_for
+from tests.landing import ids_by_symbol
 
 BTC, ETH = 1_000_000, 10_001_000_000  # first ids of the generated tape
-
-
-def ids_by_symbol(root: Path) -> dict[str, list[int]]:
-    found: dict[str, list[int]] = {}
-    for row in read_landing(root):
-        found.setdefault(row.symbol, []).append(row.trade_id)
-    return {s: sorted(v) for s, v in found.items()}
-
-
-def reached(last_ids: dict[str, int]) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: all((e.get("last_ids") or {}).get(s, -1) >= i for s, i in last_ids.items())
 
 
 def quiet(e: dict[str, Any]) -> bool:

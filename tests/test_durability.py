@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Proc, collector_env, free_port, start_emulator, stop_cleanly
-from tests.landing import download_bucket, read_landing, trade_frame
+from tests.conftest import Proc, collector_env, free_port, reached, start_emulator, stop_cleanly
+from tests.landing import download_bucket, ids_by_symbol, read_landing, trade_frame
 from tests.scripted_server import Script, ScriptedServer
 from tests.tcp_proxy import FaultProxy
 
@@ -25,17 +25,6 @@ def s3_env(
     env = collector_env(url, tmp, destination=f"s3://{bucket}", s3_endpoint_url=endpoint, **extra)
     env.update(aws_env)
     return env
-
-
-def ids_by_symbol(rows: list[Any]) -> dict[str, list[int]]:
-    found: dict[str, list[int]] = {}
-    for row in rows:
-        found.setdefault(row.symbol, []).append(row.trade_id)
-    return {symbol: sorted(ids) for symbol, ids in found.items()}
-
-
-def reached(last_ids: dict[str, int]) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: all((e.get("last_ids") or {}).get(s) == i for s, i in last_ids.items())
 
 
 def spooled(tmp: Path) -> list[Path]:
@@ -109,7 +98,7 @@ def test_chaos_repeated_sigkill_ends_with_every_trade_exactly_once_in_s3(
     stop_cleanly(final)
 
     download_bucket(client, bucket, tmp_path / "bucket")
-    found = ids_by_symbol(read_landing(tmp_path / "bucket"))
+    found = ids_by_symbol(tmp_path / "bucket")
     assert found["BTCUSDT"] == list(range(first_btc, first_btc + count))
     assert found["ETHUSDT"] == list(range(first_eth, first_eth + count))
     assert spooled(tmp_path) == []
@@ -144,9 +133,7 @@ def test_an_s3_outage_spools_and_drains_by_itself(
     finally:
         proxy.close()
     download_bucket(client, bucket, tmp_path / "bucket")
-    assert ids_by_symbol(read_landing(tmp_path / "bucket"))["BTCUSDT"] == list(
-        range(1_000_000, 1_000_000 + count)
-    )
+    assert ids_by_symbol(tmp_path / "bucket")["BTCUSDT"] == list(range(1_000_000, 1_000_000 + count))
     assert spooled(tmp_path) == []
 
 
