@@ -251,6 +251,16 @@ class Collector:
     async def _on_frame(self, raw: str | bytes, received_at_ns: int) -> None:
         result = self.core.feed(raw, received_at_ns, time.monotonic())
         frame = result.frame
+        if self.core.sequence.resets:
+            for symbol, remembered, seen in self.core.sequence.resets:
+                self.log.error(
+                    "collector.sequence_reset",
+                    symbol=symbol,
+                    remembered_last_id=remembered,
+                    new_id=seen,
+                    note="the remembered id is from another series (a demo's spool?); following the stream",
+                )
+            self.core.sequence.resets.clear()
         if type(frame) is Skipped:
             count = self.core.stats.skipped[frame.reason]
             if count <= _SKIP_LOG_FIRST or count % _SKIP_LOG_EVERY == 0:

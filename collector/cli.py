@@ -180,7 +180,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     destination = parse_destination(args.destination)
     settings = dataclasses.replace(
-        settings, destination=destination, max_batch_age_s=min(settings.max_batch_age_s, 10)
+        settings,
+        destination=destination,
+        spool_dir=Path(args.spool_dir),
+        max_batch_age_s=min(settings.max_batch_age_s, 10),
     )
     if settings.is_s3:
         raise ConfigError(["collector demo writes to a local directory; give --destination a path"])
@@ -310,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = with_env(with_tape(sub.add_parser("demo", help="run the local feed and the collector together")))
     demo.add_argument("--seconds", type=float, default=30.0, help="how long to capture")
-    demo.add_argument("--destination", default="landing", help="local landing directory")
+    # Its own directories: a demo's made-up trade ids must never meet a real run's state.
+    demo.add_argument("--destination", default="demo-landing", help="local landing directory")
+    demo.add_argument("--spool-dir", default="demo-spool", help="spool directory")
     demo.add_argument("--quiet", action="store_true", help="only warnings and the summary")
     demo.set_defaults(func=cmd_demo, symbols="BTCUSDT,ETHUSDT", rate=200.0)
     return parser

@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Gap", "SequenceTracker"]
+__all__ = ["RESET_DISTANCE", "Gap", "SequenceTracker"]
+
+# A reconnect repeats at most a few thousand recent trades. An id this far below the last one
+# is not a duplicate: the remembered id belongs to another series (a demo's state, a restored
+# backup), and dropping every live trade as a "duplicate" would be the worst possible failure.
+RESET_DISTANCE = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,7 @@ class SequenceTracker:
 
     def __init__(self, last_ids: Mapping[str, int] | None = None) -> None:
         self._last: dict[str, int] = dict(last_ids or {})
+        self.resets: list[tuple[str, int, int]] = []  # (symbol, remembered id, new id), for the log
 
     def last_id(self, symbol: str) -> int | None:
         return self._last.get(symbol)
@@ -46,7 +52,9 @@ class SequenceTracker:
     def observe(self, symbol: str, trade_id: int) -> tuple[bool, Gap | None]:
         """Record `trade_id`. Returns (accepted, gap): accepted is False for a duplicate."""
         last = self._last.get(symbol)
-        if last is None:
+        if last is None or trade_id < last - RESET_DISTANCE:
+            if last is not None:
+                self.resets.append((symbol, last, trade_id))
             self._last[symbol] = trade_id
             return True, None
         if trade_id <= last:

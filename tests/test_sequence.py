@@ -31,3 +31,12 @@ def test_symbols_are_tracked_independently() -> None:
     tracker.observe("BTCUSDT", 100)
     assert tracker.observe("ETHUSDT", 5) == (True, None)
     assert tracker.observe("BTCUSDT", 101) == (True, None)
+
+
+def test_an_id_far_below_the_remembered_one_starts_a_new_series() -> None:
+    """State from another series (a demo's ids) must not turn every live trade into a duplicate."""
+    tracker = SequenceTracker({"BTCUSDT": 1_795_393_030_305})
+    assert tracker.observe("BTCUSDT", 5_012_345_678) == (True, None)
+    assert tracker.resets == [("BTCUSDT", 1_795_393_030_305, 5_012_345_678)]
+    assert tracker.observe("BTCUSDT", 5_012_345_678) == (False, None)
+    assert tracker.observe("BTCUSDT", 5_012_345_679) == (True, None)
