@@ -57,6 +57,14 @@ def test_s3_destination_splits_bucket_and_prefix() -> None:
         ("S3_REGION", "tokyo", "not an AWS region name"),
         ("LOG_LEVEL", "loud", "accepted: debug | info | warning | error"),
         ("SPOOLDIR", "/tmp/x", "COLLECTOR_SPOOLDIR is not a setting of this collector"),
+        ("REST_URL", "ftp://api.binance.com", "must be an http:// or https:// URL"),
+        ("BACKFILL_MAX_TRADES", "-1", "must be between 0 and 1,000,000,000"),
+        ("STREAM_SILENCE_S", "0", "must be a positive number of seconds"),
+        ("CONNECTION_MAX_AGE_S", "forever", "COLLECTOR_CONNECTION_MAX_AGE_S='forever' is invalid"),
+        ("SPOOL_MAX_BYTES", "5", "must be between 10,000"),
+        ("HEALTH_PORT", "70000", "must be between 0 and 65,535"),
+        ("CLOUDWATCH_NAMESPACE", "AWS/EC2", "not a custom CloudWatch namespace"),
+        ("SSM_PARAMETER", "bad name!", "not an SSM parameter name"),
     ],
 )
 def test_a_bad_setting_is_named_with_the_accepted_values(name: str, value: str, message: str) -> None:

@@ -84,3 +84,36 @@ def test_a_recording_without_trades_is_a_clear_error(tmp_path: object) -> None:
     path.write_text('1 {"stream":"btcusdt@bookTicker","data":{"u":1}}\n')
     with pytest.raises(ValueError, match="holds no trade frames"):
         load_replay(path)
+
+
+def test_rest_historical_trades_rejects_garbage_and_pages_from_an_id() -> None:
+    import urllib.error
+    import urllib.request
+
+    async def scenario() -> tuple[list[dict[str, object]], int, int]:
+        server = FeedServer(GeneratedTape(("BTCUSDT",), count=50))
+        url = (await server.start()).replace("ws://", "http://")
+        async with connect(url.replace("http://", "ws://") + "/ws/btcusdt@trade", compression=None) as ws:
+            for _ in range(50):
+                await asyncio.wait_for(ws.recv(), 60)
+
+        def get(path: str) -> tuple[int, bytes]:
+            try:
+                with urllib.request.urlopen(url + path, timeout=10) as response:  # noqa: S310 (loopback http)
+                    return response.status, response.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+        status, body = await asyncio.to_thread(
+            get, "/api/v3/historicalTrades?symbol=BTCUSDT&fromId=1000010&limit=5"
+        )
+        bad_id, _ = await asyncio.to_thread(get, "/api/v3/historicalTrades?symbol=BTCUSDT&fromId=abc")
+        bad_symbol, _ = await asyncio.to_thread(get, "/api/v3/historicalTrades?symbol=NOPE&fromId=1")
+        await server.close()
+        assert status == 200
+        return json.loads(body), bad_id, bad_symbol
+
+    rows, bad_id, bad_symbol = asyncio.run(scenario())
+    assert [r["id"] for r in rows] == [1000010, 1000011, 1000012, 1000013, 1000014]
+    assert set(rows[0]) == {"id", "price", "qty", "quoteQty", "time", "isBuyerMaker", "isBestMatch"}
+    assert (bad_id, bad_symbol) == (400, 400)
