@@ -170,7 +170,11 @@ def test_fault_schedule_over_100k_trades_lands_every_id_exactly_once(
         "ETHUSDT": list(range(ETH, ETH + count)),
     }
     faults = {e["fault"] for e in emulator.named("emulator.fault")}
-    assert faults == {"drop", "stall", "shutdown", "age"}
+    assert {"drop", "stall", "shutdown"} <= faults
+    # The lifetime limit: either the feed cut a connection at its age, or (the intended case)
+    # the collector rotated to a new one first.
+    aged_out = {e["reason"] for e in collector.named("collector.rotating")} & {"connection_age"}
+    assert "age" in faults or aged_out
     assert stopped["backfilled_trades"] > 0  # drops and stalls lose frames in flight; REST brings them back
     assert stopped["unfilled_gaps"] == 0
 
