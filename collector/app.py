@@ -34,7 +34,7 @@ from collector.exceptions import (
     SinkUnavailable,
     SpoolError,
 )
-from collector.health import HealthServer, Snapshot, health_document
+from collector.health import HealthServer, Snapshot
 from collector.journal import Journal
 from collector.layout import object_key, parse_object_key
 from collector.logs import get_logger
@@ -44,7 +44,7 @@ from collector.spool import Spool, SpoolEntry, write_atomically
 from collector.stream import TradeStream
 from collector.systemd import Notifier, watchdog_interval_s
 
-__all__ = ["Collector", "make_sink", "run_collector"]
+__all__ = ["Collector", "make_sink"]
 
 # An operator needs minutes to fix a bucket policy; asking S3 every minute is enough.
 PERMANENT_ERROR_RETRY_S = 60.0
@@ -726,9 +726,6 @@ class Collector:
             unfilled_gaps=self.gaps.unfilled_count,
         )
 
-    def health_document(self) -> dict[str, Any]:
-        return health_document(self.snapshot())
-
     async def _drained(self) -> None:
         await self._uploads_idle.wait()
 
@@ -742,7 +739,3 @@ def _id_ranges(ids: Any) -> list[list[int]]:
         elif not ranges or trade_id > ranges[-1][1]:
             ranges.append([trade_id, trade_id])
     return ranges
-
-
-async def run_collector(settings: Settings, *, sink: Sink | None = None) -> int:
-    return await Collector(settings, sink=sink).run()

@@ -286,6 +286,3 @@ class GapLedger:
         with open(self.unfilled_path, "a", encoding="utf-8") as handle:
             handle.write(line)
         self._recorded_at.append(now)
-
-    def unfilled(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self._unfilled_lines()]
