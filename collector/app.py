@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -26,7 +28,7 @@ from collector.backfill import Backfiller, BinanceRest, GapLedger, OpenGap, Unfi
 from collector.batching import MinuteBatcher, SealedBatch
 from collector.binance import ServerShutdown, Skipped, Trade, decode_frame
 from collector.config import S3Destination, Settings
-from collector.core import CaptureCore
+from collector.core import CaptureCore, FeedResult
 from collector.exceptions import (
     ExchangeRefused,
     LandingConflict,
@@ -38,8 +40,9 @@ from collector.health import HealthServer, Snapshot
 from collector.journal import Journal
 from collector.layout import object_key, parse_object_key
 from collector.logs import get_logger
+from collector.markers import MarkerBook, MarkerWriter
 from collector.parquet import count_rows, encode_batch
-from collector.sinks import LocalSink, S3Sink, Sink
+from collector.sinks import LocalSink, S3Sink, Sink, sha256_b64
 from collector.spool import Spool, SpoolEntry, write_atomically
 from collector.stream import TradeStream
 from collector.systemd import Notifier, watchdog_interval_s
@@ -51,6 +54,7 @@ PERMANENT_ERROR_RETRY_S = 60.0
 # The alarms evaluate 5-minute periods; once a minute is plenty and costs little.
 CLOUDWATCH_INTERVAL_S = 60.0
 TICK_S = 0.5  # how often age and minute-close deadlines are checked
+MARK_EVERY_S = 1.0  # how often final minutes are looked for
 # A flood of bad frames must not flood the journal: the first 100 of each reason, then every 1000th.
 _SKIP_LOG_FIRST = 100
 _SKIP_LOG_EVERY = 1000
@@ -106,6 +110,15 @@ class Collector:
             BinanceRest(settings.rest_url, time_unit=settings.time_unit), log=self.log
         )
         self.state_path = settings.spool_dir / "state.json"
+        book = MarkerBook(settings.spool_dir / "markers")
+        self.markers = MarkerWriter(book, self.sink, grace_s=settings.marker_grace_s, log=self.log)
+        self._units_per_s = 1_000 if settings.time_unit == "ms" else 1_000_000
+        # Per symbol: (trade time in s, monotonic receive time, stream outages then) of the last trade.
+        self._last_seen: dict[str, tuple[float, float, int]] = {}
+        # Batches sealed but not landed yet, per (symbol, minute): their minute is not final.
+        self._unlanded: collections.Counter[tuple[str, int]] = collections.Counter()
+        self._dropped = self._load_dropped()
+        self._gap_refreshes: list[tuple[str, range]] = []  # retried gaps closed: markers to update
         self.gaps_filled = 0
         self.backfilled_trades = 0
         self._gap_wakeup = asyncio.Event()
@@ -153,6 +166,7 @@ class Collector:
             name = parse_object_key(entry.key)
             if name:  # the stream must not hand us these trades a second time
                 self.core.sequence.remember(name.symbol, name.last_trade_id)
+                self._unlanded[(name.symbol, name.minute)] += 1
         await self._restore_continuity()
         health_port = None
         if self.health:
@@ -183,6 +197,7 @@ class Collector:
         helpers = {
             asyncio.create_task(self._announce_ready(), name="ready"),
             asyncio.create_task(self._backfill_gaps(), name="backfill"),
+            asyncio.create_task(self._mark_minutes(), name="markers"),
         }
         interval = watchdog_interval_s()
         if interval and self.notifier.enabled:
@@ -211,7 +226,7 @@ class Collector:
         await asyncio.gather(*others, return_exceptions=True)
         self.core.flush()
         for batch in self.core.take_sealed():
-            await self._sealed.put(batch)
+            await self._queue_sealed(batch)
         await self._sealed.put(None)  # the sealer's end-of-input
         try:
             await asyncio.wait_for(sealer, timeout=max(0.1, deadline - time.monotonic()))
@@ -270,10 +285,27 @@ class Collector:
         elif type(frame) is ServerShutdown:
             self.log.info("collector.server_shutdown", event_time=frame.event_time)
             self.stream.request_rotation("server_shutdown")
-        elif result.gap is not None or not result.duplicate:
-            self.last_trade_mono = time.monotonic()
+        elif type(frame) is Trade and not result.duplicate:
+            self._trade_accepted(frame, result)
+        if result.batch_id is not None:
+            self.journal.append(result.batch_id, received_at_ns, raw)
+        for batch in self.core.take_sealed():
+            await self._queue_sealed(batch)
+
+    def _trade_accepted(self, trade: Trade, result: FeedResult) -> None:
+        now = time.monotonic()
+        self.last_trade_mono = now
+        trade_s = trade.trade_time / self._units_per_s
+        symbol = trade.symbol
+        previous = self._last_seen.get(symbol)
+        if previous is None:
+            self.markers.book.begin(symbol, int(trade_s // 60))
+        self._last_seen[symbol] = (trade_s, now, self.stream.outages)
         if result.gap is not None:
             gap = result.gap
+            # The missing trades happened after the last trade we have (or, after a restart,
+            # no earlier than the first minute not yet marked) and before this one.
+            window_start = previous[0] if previous else self.markers.book.cursor[symbol] * 60.0
             self.log.warning(
                 "collector.gap_detected",
                 symbol=gap.symbol,
@@ -282,13 +314,29 @@ class Collector:
                 missing=gap.size,
             )
             self.gaps.add(
-                OpenGap(gap.symbol, gap.first_missing, gap.last_missing, gap.first_missing, received_at_ns)
+                OpenGap(
+                    gap.symbol,
+                    gap.first_missing,
+                    gap.last_missing,
+                    gap.first_missing,
+                    trade.received_at_ns,
+                    window_start_s=window_start,
+                    window_end_s=trade_s,
+                )
             )
             self._gap_wakeup.set()
-        if result.batch_id is not None:
-            self.journal.append(result.batch_id, received_at_ns, raw)
-        for batch in self.core.take_sealed():
-            await self._sealed.put(batch)
+
+    async def _queue_sealed(self, batch: SealedBatch) -> None:
+        self._unlanded[(batch.symbol, batch.minute)] += 1
+        await self._sealed.put(batch)
+
+    def _landed_or_lost(self, key: str) -> None:
+        name = parse_object_key(key)
+        if name is not None:
+            slot = (name.symbol, name.minute)
+            self._unlanded[slot] -= 1
+            if self._unlanded[slot] <= 0:
+                del self._unlanded[slot]
 
     async def _ticker(self) -> None:
         next_stats = time.monotonic() + self.settings.stats_interval_s
@@ -297,7 +345,7 @@ class Collector:
             now = time.monotonic()
             self.core.tick(now)
             for batch in self.core.take_sealed():
-                await self._sealed.put(batch)
+                await self._queue_sealed(batch)
             if now >= next_stats:
                 next_stats = now + self.settings.stats_interval_s
                 self._log_stats("collector.stats")
@@ -350,6 +398,7 @@ class Collector:
     def _accept_spooled(self, batch: SealedBatch, entry: SpoolEntry | None) -> None:
         if entry is None:
             self._record_dropped(batch)
+            self._landed_or_lost(self._key_for(batch))
         else:
             self.spool_bytes += entry.size
             self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_ns, batch.reason))
@@ -416,8 +465,21 @@ class Collector:
     async def _backfill_gaps(self) -> None:
         while True:
             if not self.gaps.open:
+                for record in self.gaps.due_for_retry(time.time(), self.settings.backfill_retry_s):
+                    retry = self.gaps.reopen(record)
+                    self.log.info(
+                        "collector.backfill_retry",
+                        symbol=retry.symbol,
+                        first=retry.first_missing,
+                        last=retry.last_missing,
+                        attempt=retry.attempt,
+                        last_reason=record["reason"],
+                    )
+            if not self.gaps.open:
                 self._gap_wakeup.clear()
-                await self._gap_wakeup.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(self.settings.backfill_retry_s, 60.0)):
+                        await self._gap_wakeup.wait()
                 continue
             gap = self.gaps.open[0]
             if gap.size > self.settings.backfill_max_trades:
@@ -435,7 +497,14 @@ class Collector:
                     "collector.backfill_started", symbol=gap.symbol, first=gap.next_id, last=gap.last_missing
                 )
                 unfilled = await self.backfiller.fill(gap, functools.partial(self._land_backfill, gap))
-            for hole in unfilled:
+            for found in unfilled:
+                hole = dataclasses.replace(
+                    found,
+                    window_start_s=gap.window_start_s,
+                    window_end_s=gap.window_end_s,
+                    detected_at_ns=gap.detected_at_ns,
+                    attempt=gap.attempt,
+                )
                 self.gaps.record_unfilled(hole)
                 self.log.error(
                     "collector.gap_unfilled",
@@ -453,6 +522,12 @@ class Collector:
                     "collector.gap_filled", symbol=gap.symbol, first=gap.first_missing, last=gap.last_missing
                 )
             self.gaps.close(gap)
+            if gap.attempt > 1 and gap.window_start_s is not None and gap.window_end_s is not None:
+                # A retried range: the markers of its minutes listed it as unfilled. They are updated
+                # once its files have landed (the marker task checks), so no marker ever drops the
+                # gap before it lists the trades that filled it.
+                minutes = range(int(gap.window_start_s // 60), int(gap.window_end_s // 60) + 1)
+                self._gap_refreshes.append((gap.symbol, minutes))
 
     async def _land_backfill(self, gap: OpenGap, trades: list[Trade], next_id: int) -> None:
         """One page of backfilled trades: batched by minute, spooled, then the gap's progress saved."""
@@ -469,6 +544,7 @@ class Collector:
             sealed.extend(batcher.add(trade, 0.0))
         sealed.extend(batcher.flush("backfill"))
         for batch in sealed:
+            self._unlanded[(batch.symbol, batch.minute)] += 1
             entry = await asyncio.to_thread(self._encode_and_spool, batch, self._key_for(batch))
             self._accept_spooled(batch, entry)
         self.backfilled_trades += len(trades)
@@ -515,6 +591,7 @@ class Collector:
         except OSError as exc:
             self.log.error("collector.dropped_record_failed", path=str(path), error=str(exc))
         self.dropped_trades += batch.rows
+        self._dropped.append(record)
         self.log.error(
             "collector.spool_full",
             symbol=batch.symbol,
@@ -589,10 +666,12 @@ class Collector:
                 self.spool_bytes -= pending.entry.size
                 self.log.error("collector.spool_corrupt", key=pending.entry.key, error=str(exc))
             self._uploads.popleft()
+            self._landed_or_lost(pending.entry.key)
 
     async def _land(self, pending: _Pending) -> None:
         entry = pending.entry
         data = await asyncio.to_thread(self.spool.read, entry)
+        rows = pending.rows if pending.rows is not None else count_rows(data, self.settings.output_format)
         async for attempt in AsyncRetrying(
             wait=wait_random_exponential(multiplier=0.5, max=30),
             retry=retry_if_exception_type(SinkUnavailable),
@@ -601,9 +680,12 @@ class Collector:
             with attempt:
                 started = time.perf_counter()
                 outcome = await asyncio.to_thread(self.sink.put, entry.key, data)
-        upload_s = time.perf_counter() - started
+                upload_s = time.perf_counter() - started
+                # Noted for the minute's marker (or its marker rewritten) before the spool lets go.
+                await asyncio.to_thread(
+                    self.markers.after_landing, entry.key, len(data), sha256_b64(data), rows, self._gaps_in
+                )
         await asyncio.to_thread(self.spool.remove, entry)
-        rows = pending.rows if pending.rows is not None else count_rows(data, self.settings.output_format)
         name = parse_object_key(entry.key)
         self.sink_ok, self.sink_error = True, None
         self.spool_bytes -= entry.size
@@ -646,6 +728,86 @@ class Collector:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(entry.path, target)
         return str(target)
+
+    # ---- completion markers -------------------------------------------------------------------
+
+    async def _mark_minutes(self) -> None:
+        while True:
+            await asyncio.sleep(MARK_EVERY_S)
+            for refresh in list(self._gap_refreshes):
+                symbol, minutes = refresh
+                if any((symbol, m) in self._unlanded for m in minutes):
+                    continue  # the retry's files are still on their way
+                gaps_in = functools.partial(self._gaps_in, symbol)
+                try:
+                    await asyncio.to_thread(self.markers.refresh_gaps, symbol, minutes, gaps_in)
+                    self._gap_refreshes.remove(refresh)
+                except (SinkPermanentError, SinkUnavailable) as exc:
+                    self.log.warning("collector.marker_failed", symbol=symbol, error=str(exc), retry_in_s=1)
+            for symbol in list(self.markers.book.cursor):
+                try:
+                    await asyncio.to_thread(
+                        self.markers.mark_due,
+                        symbol,
+                        time.time(),
+                        proven_until_s=self._proven_until(symbol),
+                        open_gap_from_s=min(
+                            (
+                                g.window_start_s if g.window_start_s is not None else float("-inf")
+                                for g in self.gaps.open
+                                if g.symbol == symbol
+                            ),
+                            default=float("inf"),
+                        ),
+                        pending={m for (s, m) in self._unlanded if s == symbol}
+                        | self.core.batcher.open_minutes(symbol),
+                        gaps_in=functools.partial(self._gaps_in, symbol),
+                    )
+                except (SinkPermanentError, SinkUnavailable) as exc:
+                    self.log.warning("collector.marker_failed", symbol=symbol, error=str(exc), retry_in_s=1)
+
+    def _proven_until(self, symbol: str) -> float | None:
+        """Trade time up to which every trade of `symbol` is received, pending or a known gap."""
+        seen = self._last_seen.get(symbol)
+        if seen is None:
+            return None
+        trade_s, received_mono, outages = seen
+        if self.stream.connected.is_set() and outages == self.stream.outages:
+            # Connected ever since that trade: a quiet market, not a hole. The exchange's clock,
+            # extrapolated from the trade, says how far.
+            return trade_s + (time.monotonic() - received_mono)
+        return trade_s
+
+    def _gaps_in(self, symbol: str, minute: int) -> list[dict[str, Any]]:
+        """Trades of the minute that will not land: unfilled gaps and what a full spool dropped."""
+        start = minute * 60.0
+        found = [
+            {
+                "first_missing": r["first_missing"],
+                "last_missing": r["last_missing"],
+                "reason": r["reason"],
+                "detail": r.get("detail", ""),
+            }
+            for r in self.gaps.unfilled_between(symbol, start, start + 60.0)
+        ]
+        for record in self._dropped:
+            if record.get("symbol") == symbol and record.get("minute") == minute:
+                found.extend(
+                    {"first_missing": lo, "last_missing": hi, "reason": "spool_full", "detail": ""}
+                    for lo, hi in record.get("trade_id_ranges", [])
+                )
+        return found
+
+    def _load_dropped(self) -> list[dict[str, Any]]:
+        path = self.settings.spool_dir / "dropped.jsonl"
+        records = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+        return records
 
     # ---- readiness, health, metrics ----------------------------------------------------------
 

@@ -45,6 +45,11 @@ class OpenGap:
     last_missing: int
     next_id: int
     detected_at_ns: int
+    # The missing trades happened between these trade times (epoch seconds): after the last trade
+    # accepted before the gap (or the first minute not yet marked) and at or before the one after.
+    window_start_s: float | None = None
+    window_end_s: float | None = None
+    attempt: int = 1  # 2 and up: a retry of a range recorded unfilled for a passing reason
 
     @property
     def size(self) -> int:
@@ -58,6 +63,10 @@ class Unfilled:
     last_missing: int
     reason: str
     detail: str = ""
+    window_start_s: float | None = None
+    window_end_s: float | None = None
+    detected_at_ns: int = 0
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -244,6 +253,11 @@ class Backfiller:
             self.log.warning("collector.backfill_paused", seconds=round(seconds, 1), why=why)
 
 
+# Reasons that may pass: the range is tried again later, up to MAX_ATTEMPTS times in all.
+RETRYABLE = frozenset({"rest_unavailable", "banned"})
+MAX_ATTEMPTS = 5
+
+
 class GapLedger:
     """Open gaps on disk (so a restart resumes them), and the record of what could not be filled."""
 
@@ -255,7 +269,13 @@ class GapLedger:
         self.open: list[OpenGap] = []
         if self.open_path.exists():
             self.open = [OpenGap(**g) for g in json.loads(self.open_path.read_text())]
-        self._recorded_at = [float(json.loads(line).get("recorded_at", 0)) for line in self._unfilled_lines()]
+        self.unfilled_records: list[dict[str, Any]] = []
+        for line in self._unfilled_lines():
+            try:
+                self.unfilled_records.append(json.loads(line))
+            except ValueError:
+                continue  # a line torn by a crash
+        self._recorded_at = [float(r.get("recorded_at", 0)) for r in self.unfilled_records]
 
     @property
     def unfilled_count(self) -> int:
@@ -282,7 +302,50 @@ class GapLedger:
 
     def record_unfilled(self, unfilled: Unfilled) -> None:
         now = time.time()
-        line = json.dumps({**asdict(unfilled), "recorded_at": now}) + "\n"
+        record = {**asdict(unfilled), "recorded_at": now}
         with open(self.unfilled_path, "a", encoding="utf-8") as handle:
-            handle.write(line)
+            handle.write(json.dumps(record) + "\n")
         self._recorded_at.append(now)
+        self.unfilled_records.append(record)
+
+    def unfilled_between(self, symbol: str, start_s: float, end_s: float) -> list[dict[str, Any]]:
+        """Unfilled ranges whose trades may have happened in [start_s, end_s)."""
+        found = []
+        for r in self.unfilled_records:
+            lo, hi = r.get("window_start_s"), r.get("window_end_s")
+            if r.get("symbol") != symbol or lo is None or hi is None or r.get("retried"):
+                continue  # recorded before gaps had time windows: not placed in any minute
+            if lo < end_s and hi >= start_s:
+                found.append(r)
+        return found
+
+    def due_for_retry(self, now_s: float, after_s: float) -> list[dict[str, Any]]:
+        """Unfilled ranges whose reason may have passed, recorded at least `after_s` ago."""
+        return [
+            r
+            for r in self.unfilled_records
+            if r.get("reason") in RETRYABLE
+            and not r.get("retried")
+            and int(r.get("attempt", 1)) < MAX_ATTEMPTS
+            and float(r.get("recorded_at", 0)) + after_s <= now_s
+            and r.get("window_start_s") is not None
+        ]
+
+    def reopen(self, record: dict[str, Any]) -> OpenGap:
+        """Try a recorded range again: it becomes an open gap, the record is marked as retried."""
+        record["retried"] = True
+        write_atomically(
+            self.unfilled_path, "".join(json.dumps(r) + "\n" for r in self.unfilled_records).encode()
+        )
+        gap = OpenGap(
+            record["symbol"],
+            record["first_missing"],
+            record["last_missing"],
+            record["first_missing"],
+            int(record.get("detected_at_ns") or time.time_ns()),
+            window_start_s=record.get("window_start_s"),
+            window_end_s=record.get("window_end_s"),
+            attempt=int(record.get("attempt", 1)) + 1,
+        )
+        self.add(gap)
+        return gap

@@ -140,6 +140,9 @@ class MinuteBatcher:
             sealed.append(self._seal(key, "size"))
         return sealed
 
+    def open_minutes(self, symbol: str) -> set[int]:
+        return {minute for (s, minute) in self._open if s == symbol}
+
     def batch_id_for(self, trade: Trade) -> str:
         """`{symbol}-{minute}-{first_trade_id}` of the batch `add(trade)` will put the trade in."""
         minute = trade.trade_time // self._units_per_minute

@@ -1,4 +1,4 @@
-"""`collector run | check-config | status | fetch-env | emulate | demo`."""
+"""`collector run | check-config | status | fetch-env | audit | emulate | demo`."""
 
 from __future__ import annotations
 
@@ -114,7 +114,17 @@ def _tape(args: argparse.Namespace) -> object:
     # Ids continue from the clock, as a live exchange's do, so a second run into the same
     # spool is not mistaken for a replay of the first.
     first_id = args.first_id if args.first_id is not None else int(time.time()) * 1000
-    return GeneratedTape(symbols, count=args.count, seed=args.seed, first_id=first_id)
+    clock_start_ms = int((time.time() - args.clock_from_s) * 1000) if args.clock_from_s is not None else None
+    return GeneratedTape(
+        symbols,
+        count=args.count,
+        seed=args.seed,
+        first_id=first_id,
+        clock_start_ms=clock_start_ms,
+        clock_step_ms=args.clock_step_ms,
+        clock_jump_every=args.clock_jump_every,
+        clock_jump_s=args.clock_jump_s,
+    )
 
 
 def _faults(args: argparse.Namespace) -> Faults:
@@ -130,7 +140,70 @@ def _faults(args: argparse.Namespace) -> Faults:
         rest_oldest_id=args.rest_oldest_id,
         rest_fail_first=args.rest_fail_first,
         rest_down=args.rest_down,
+        rest_unavailable_first=args.rest_unavailable_first,
     )
+
+
+def _utc_minute(text: str) -> int:
+    """Minutes since the epoch for 2026-11-22, 2026-11-22T10:15 or 2026-11-22T10:15Z (UTC)."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a UTC time such as 2026-11-22 or 2026-11-22T10:15") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() // 60)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Check a landing zone's markers, files and trade-id continuity; exit 1 on any defect."""
+    from collector.audit import audit, data_range, render
+    from collector.config import S3Destination
+    from collector.exceptions import SinkPermanentError, SinkUnavailable
+    from collector.sinks import LocalSink, S3Sink, Sink
+
+    settings = _settings(args)
+    destination = parse_destination(args.destination) if args.destination else settings.destination
+    sink: Sink
+    if isinstance(destination, S3Destination):
+        sink = S3Sink(destination, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+    else:
+        if not destination.is_dir():
+            print(f"collector audit: {destination} is not a directory; pass a landing directory "
+                  "or s3://bucket/prefix", file=sys.stderr)  # fmt: skip
+            return 2
+        sink = LocalSink(destination)
+    symbols = (
+        [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+        if args.symbols
+        else list(settings.symbols)
+    )
+    try:
+        if args.day:
+            start = _utc_minute(args.day)
+            end = start + 1440
+        elif args.start:
+            start = _utc_minute(args.start)
+            end = _utc_minute(args.end) if args.end else int(time.time() // 60) - 1
+        else:
+            spans = [r for s in symbols if (r := data_range(sink, s))]
+            if not spans:
+                print(
+                    f"collector audit: nothing for {', '.join(symbols)} in {sink.describe()}", file=sys.stderr
+                )
+                return 1
+            start, end = min(r[0] for r in spans), max(r[1] for r in spans)
+        if end <= start:
+            print("collector audit: --to must be after --from", file=sys.stderr)
+            return 2
+        report = audit(sink, symbols, start, end)
+    except (SinkPermanentError, SinkUnavailable) as exc:
+        print(f"collector audit: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.as_dict(), indent=1) if args.json else render(report))
+    return 0 if report.ok else 1
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
@@ -229,6 +302,45 @@ def _print_inventory(root: Path) -> None:
         print("  nothing")
 
 
+def _with_tape(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--symbols", default="BTCUSDT", help="generated tape: comma-separated symbols")
+    p.add_argument("--count", type=int, default=None, help="generated tape: trades per symbol, then idle")
+    p.add_argument("--seed", type=int, default=1, help="generated tape: random seed")
+    p.add_argument(
+        "--first-id", type=int, default=None, help="generated tape: first id (default: from the clock)"
+    )
+    p.add_argument("--rate", type=float, default=50.0, help="trades per second in all; 0 = as fast as read")
+    clock = p.add_argument_group("emulated clock (generated tape; default: trade times are now)")
+    clock.add_argument(
+        "--clock-from-s", type=float, default=None, help="first trade time this many seconds ago"
+    )
+    clock.add_argument("--clock-step-ms", type=float, default=100.0, help="trade time step per trade")
+    clock.add_argument(
+        "--clock-jump-every", type=int, default=0, help="after every N trades, jump the clock..."
+    )
+    clock.add_argument("--clock-jump-s", type=float, default=0.0, help="...by this many seconds")
+    p.add_argument("--replay", help="replay the trade frames of a recording (.gz or plain)")
+    p.add_argument(
+        "--speed", type=float, default=0.0, help="replay pace: 1 = as recorded, 0 = as fast as read"
+    )
+    return p
+
+
+def _add_audit(audit: argparse.ArgumentParser) -> None:
+    audit.add_argument(
+        "destination",
+        nargs="?",
+        help="landing directory or s3://bucket/prefix (default: COLLECTOR_DESTINATION)",
+    )
+    audit.add_argument("--symbols", help="comma-separated (default: COLLECTOR_SYMBOLS)")
+    audit.add_argument("--day", help="one UTC day, e.g. 2026-11-22")
+    audit.add_argument("--from", dest="start", help="first UTC minute, e.g. 2026-11-22T10:00")
+    audit.add_argument("--to", dest="end", help="end UTC minute, excluded (default: the last full minute)")
+    audit.add_argument("--json", action="store_true", help="print the report as JSON")
+    audit.add_argument("--env-file", type=Path, help="settings file (default: ./.env when present)")
+    audit.set_defaults(func=cmd_audit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collector", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -256,23 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--region", default=None, help="AWS region (default: the AWS default chain)")
     fetch.set_defaults(func=cmd_fetch_env)
 
-    def with_tape(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--symbols", default="BTCUSDT", help="generated tape: comma-separated symbols")
-        p.add_argument("--count", type=int, default=None, help="generated tape: trades per symbol, then idle")
-        p.add_argument("--seed", type=int, default=1, help="generated tape: random seed")
-        p.add_argument(
-            "--first-id", type=int, default=None, help="generated tape: first id (default: from the clock)"
-        )
-        p.add_argument(
-            "--rate", type=float, default=50.0, help="trades per second in all; 0 = as fast as read"
-        )
-        p.add_argument("--replay", help="replay the trade frames of a recording (.gz or plain)")
-        p.add_argument(
-            "--speed", type=float, default=0.0, help="replay pace: 1 = as recorded, 0 = as fast as read"
-        )
-        return p
-
-    emulate = with_tape(sub.add_parser("emulate", help="serve a local Binance-compatible trade feed"))
+    _add_audit(sub.add_parser("audit", help="check a landing zone's markers, files and continuity"))
+    emulate = _with_tape(sub.add_parser("emulate", help="serve a local Binance-compatible trade feed"))
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=9443)
     emulate.add_argument("--ping-interval-s", type=float, default=20.0)
@@ -303,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rest-fail-first", type=int, default=0, help="answer the first N REST calls with 429"
     )
     faults.add_argument("--rest-down", action="store_true", help="answer every REST call with 503")
+    faults.add_argument(
+        "--rest-unavailable-first", type=int, default=0, help="answer the first N REST calls with 503"
+    )
     emulate.add_argument(
         "--redeliver",
         type=int,
@@ -311,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulate.set_defaults(func=cmd_emulate)
 
-    demo = with_env(with_tape(sub.add_parser("demo", help="run the local feed and the collector together")))
+    demo = with_env(_with_tape(sub.add_parser("demo", help="run the local feed and the collector together")))
     demo.add_argument("--seconds", type=float, default=30.0, help="how long to capture")
     # Its own directories: a demo's made-up trade ids must never meet a real run's state.
     demo.add_argument("--destination", default="demo-landing", help="local landing directory")
@@ -332,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"collector: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
-        if args.command not in ("emulate", "demo"):
+        if args.command not in ("emulate", "demo", "audit"):
             raise
         print(f"collector {args.command}: {exc}", file=sys.stderr)
         return 2

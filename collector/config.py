@@ -63,6 +63,9 @@ class Settings:
     # Trades of a minute keep arriving for a moment after the next minute's first trade
     # (several connections, clock skew between matching engine shards): wait this long.
     minute_grace_s: float = 5.0
+    # A minute's `_SUCCESS` marker waits at least this long past the minute's end, for trades the
+    # exchange delivers late on a quiet stream; continuity and landing are checked as well.
+    marker_grace_s: float = 10.0
     spool_dir: Path = Path("spool")
     # Disk the spool may use while the destination is unreachable: at BTCUSDT's ~10 kB a minute
     # of Parquet, 5 GB is years; for a whole market it is days. Beyond it new batches are
@@ -79,6 +82,9 @@ class Settings:
     # Gaps larger than this are recorded, not fetched: at 1,000 trades a call and half the
     # weight budget, 5 million trades take about 40 minutes of REST calls.
     backfill_max_trades: int = 5_000_000
+    # A range left unfilled for a reason that passes (REST down, a ban) is tried again this long
+    # after, up to 5 attempts; the minutes' markers are rewritten when it fills.
+    backfill_retry_s: float = 900.0
     # Binance closes connections at 24 hours; rotate (make before break) before that.
     connection_max_age_s: float = 23.5 * 3600
     # No frame for this long and the connection is treated as dead (BTCUSDT trades every
@@ -329,6 +335,7 @@ def load_settings(
         max_batch_bytes=r.bounded_int("MAX_BATCH_BYTES", defaults.max_batch_bytes, 65_536, 64_000_000),
         max_batch_age_s=r.positive_float("MAX_BATCH_AGE_S", defaults.max_batch_age_s),
         minute_grace_s=r.positive_float("MINUTE_GRACE_S", defaults.minute_grace_s),
+        marker_grace_s=r.positive_float("MARKER_GRACE_S", defaults.marker_grace_s),
         spool_dir=Path(r.raw("SPOOL_DIR") or defaults.spool_dir),
         spool_max_bytes=r.bounded_int("SPOOL_MAX_BYTES", defaults.spool_max_bytes, 10_000, 10**15),
         shutdown_timeout_s=r.positive_float("SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s),
@@ -336,6 +343,7 @@ def load_settings(
         reconnect_max_delay_s=maximum,
         rest_url=r.convert("REST_URL", defaults.rest_url, _parse_http_url, "http(s):// URL").rstrip("/"),
         backfill_max_trades=r.bounded_int("BACKFILL_MAX_TRADES", defaults.backfill_max_trades, 0, 10**9),
+        backfill_retry_s=r.positive_float("BACKFILL_RETRY_S", defaults.backfill_retry_s),
         connection_max_age_s=r.positive_float("CONNECTION_MAX_AGE_S", defaults.connection_max_age_s),
         stream_silence_s=r.positive_float("STREAM_SILENCE_S", defaults.stream_silence_s),
         s3_endpoint_url=r.convert("S3_ENDPOINT_URL", None, _parse_http_url, "http(s):// URL"),
@@ -368,6 +376,7 @@ _KNOWN = (
     "max_batch_bytes",
     "max_batch_age_s",
     "minute_grace_s",
+    "marker_grace_s",
     "spool_dir",
     "spool_max_bytes",
     "shutdown_timeout_s",
@@ -375,6 +384,7 @@ _KNOWN = (
     "reconnect_max_delay_s",
     "rest_url",
     "backfill_max_trades",
+    "backfill_retry_s",
     "connection_max_age_s",
     "stream_silence_s",
     "s3_endpoint_url",

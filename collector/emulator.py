@@ -63,6 +63,13 @@ class GeneratedTape:
     count: int | None = None
     seed: int = 1
     first_id: int = 1_000_000
+    # An emulated clock (for tests of minute markers without waiting for minutes to pass): trade
+    # times start at clock_start_ms and advance clock_step_ms per trade, jumping clock_jump_s
+    # after every clock_jump_every trades (quiet minutes). None: trade times are the wall clock.
+    clock_start_ms: int | None = None
+    clock_step_ms: float = 0.0
+    clock_jump_every: int = 0
+    clock_jump_s: float = 0.0
     _rng: random.Random = field(init=False)
     _state: dict[str, tuple[int, int, int]] = field(init=False)  # next id, price scaled, tick scaled
     _emitted: dict[str, int] = field(init=False)
@@ -71,6 +78,8 @@ class GeneratedTape:
         self._rng = random.Random(self.seed)
         self._state = {}
         self._emitted = dict.fromkeys(self.symbols, 0)
+        self._clock_us = (self.clock_start_ms or 0) * 1000.0
+        self._total = 0
         for i, symbol in enumerate(self.symbols):
             start = _START_PRICES.get(symbol, 100.0)
             tick = 10 ** max(0, round(math.log10(start)) - 6 + 8)  # ~1e-6 of the price, in 1e-8 units
@@ -106,7 +115,14 @@ class GeneratedTape:
             self._emitted[symbol] += 1
             if self.count is not None and self._emitted[symbol] >= self.count:
                 live.remove(symbol)
-            t_us = now_ns // 1000
+            if self.clock_start_ms is None:
+                t_us = now_ns // 1000
+            else:
+                t_us = int(self._clock_us)
+                self._total += 1
+                self._clock_us += self.clock_step_ms * 1000
+                if self.clock_jump_every and self._total % self.clock_jump_every == 0:
+                    self._clock_us += self.clock_jump_s * 1_000_000
             e_us = t_us + rng.randrange(0, 2000)
             fields = {"s": symbol, "t": trade_id, "p": _fmt8(price), "q": _fmt8(quantity), "m": maker}
             out.append(
@@ -214,6 +230,7 @@ class Faults:
     rest_oldest_id: int = 0  # ids below this are "older than the exchange keeps"
     rest_fail_first: int = 0  # answer the first N REST calls with 429 (Retry-After: 1)
     rest_down: bool = False  # answer every REST call with 503
+    rest_unavailable_first: int = 0  # answer the first N REST calls with 503
 
 
 @dataclass(eq=False)
@@ -357,7 +374,7 @@ class FeedServer:
         if now < self._retry_after_until:  # asked to wait and did not: Binance bans
             self.rest_banned += 1
             return answer(418, {"code": -1003, "msg": "IP banned"}, Retry_After="120")
-        if faults.rest_down:
+        if faults.rest_down or self.rest_calls <= faults.rest_unavailable_first:
             return answer(503, {"code": -1001, "msg": "Service unavailable"})
         if self.rest_calls <= faults.rest_fail_first:
             self.rest_throttled += 1

@@ -43,6 +43,15 @@ class Sink(Protocol):
     def latest_trade_id(self, symbol: str, now_s: float, lookback_hours: int = 48) -> int | None:
         """The highest trade id landed for `symbol` in the last `lookback_hours`, if any."""
 
+    def put_marker(self, key: str, data: bytes) -> None:
+        """Write a completion marker, replacing any earlier one (markers are rewritten on backfill)."""
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None if there is no such key."""
+
+    def list_keys(self, prefix: str) -> list[tuple[str, int]]:
+        """(key, size) of every object under `prefix`, keys relative to the sink's root, sorted."""
+
     def describe(self, key: str = "") -> str: ...
 
 
@@ -75,6 +84,33 @@ class LocalSink:
                 "fix its permissions or set COLLECTOR_DESTINATION",
                 key="",
             ) from exc
+
+    def put_marker(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        try:
+            write_atomically(path, data, replace=True)
+        except OSError as exc:
+            raise SinkPermanentError(
+                f"cannot write {path}: {exc.strerror}; "
+                f"make {self.root} writable or set COLLECTOR_DESTINATION",
+                key=key,
+            ) from exc
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def list_keys(self, prefix: str) -> list[tuple[str, int]]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        found = []
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):  # dot files are writes in flight
+                found.append((path.relative_to(self.root).as_posix(), path.stat().st_size))
+        return sorted(found)
 
     def put(self, key: str, data: bytes) -> PutOutcome:
         path = self.root / key
@@ -220,6 +256,58 @@ class S3Sink:
                 key=key,
             )
         return "created"
+
+    def put_marker(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        extra: dict[str, str] = {"ServerSideEncryption": self.sse}
+        if self.kms_key_id:
+            extra["SSEKMSKeyId"] = self.kms_key_id
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.prefix + key,
+                Body=data,
+                ContentType="application/json",
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=sha256_b64(data),
+                **extra,
+            )
+        except ClientError as exc:
+            raise self._classify(exc, key) from exc
+        except BotoCoreError as exc:
+            raise self._classify_botocore(exc, key) from exc
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404") or _status(exc) == 404:
+                return None
+            raise self._classify(exc, key) from exc
+        except BotoCoreError as exc:
+            raise self._classify_botocore(exc, key) from exc
+        return body
+
+    def list_keys(self, prefix: str) -> list[tuple[str, int]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found: list[tuple[str, int]] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                found.extend(
+                    (obj["Key"][len(self.prefix) :], int(obj["Size"])) for obj in page.get("Contents", [])
+                )
+        except ClientError as exc:
+            raise self._classify(exc, prefix) from exc
+        except BotoCoreError as exc:
+            raise self._classify_botocore(exc, prefix) from exc
+        return sorted(found)
 
     def _compare_existing(self, full_key: str, key: str, checksum: str) -> PutOutcome:
         from botocore.exceptions import BotoCoreError, ClientError

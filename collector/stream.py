@@ -87,6 +87,8 @@ class TradeStream:
         self.connections = 0
         self.reconnects = 0
         self.rotations = 0
+        # Times continuity was lost (no connection at all); a planned rotation does not count.
+        self.outages = 0
         self.disconnected_since: float | None = time.monotonic()
         self._attempts: collections.deque[float] = collections.deque()
         self._queue: asyncio.Queue[tuple[_Connection, Any, int]] = asyncio.Queue(maxsize=10_000)
@@ -304,6 +306,8 @@ class TradeStream:
                 self.request_rotation("silence")
 
     def _mark_disconnected(self) -> None:
+        if self.connected.is_set():
+            self.outages += 1
         if self.connected.is_set() or self.disconnected_since is None:
             self.disconnected_since = time.monotonic()
         self.connected.clear()

@@ -1,0 +1,335 @@
+"""`collector audit`: check a landing zone against its own contract, as a downstream user would.
+
+Over a range of minutes and symbols, on a local directory or an S3 prefix, it reads every
+marker and data file and reports:
+
+- missing_minute: no marker and no data;           missing_marker: data but no `_SUCCESS`;
+- bad_marker: a marker that is not a valid manifest;
+- missing_file / unlisted_file / size_mismatch / checksum_mismatch / row_count_mismatch:
+  the marker and the files disagree;
+- unreadable_file, schema_drift, name_mismatch (the ids inside differ from the name),
+  misplaced_trades (trades of another minute);
+- duplicate_trades and gap: trade-id continuity across files and minutes. A gap that a marker
+  declares as unfilled is listed as known, not counted as a defect.
+
+It exits 1 when it found a defect, 0 when the zone is clean.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from collector.layout import EXCHANGE, parse_object_key, partition_prefix
+from collector.markers import parse_manifest
+from collector.parquet import landing_schema
+from collector.sinks import Sink
+
+__all__ = ["AuditReport", "Problem", "audit", "render"]
+
+# The trades a problem's list keeps in full; the counts are always complete.
+_SAMPLES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: str
+    symbol: str
+    minute: str | None
+    detail: str
+
+
+@dataclass
+class AuditReport:
+    destination: str
+    symbols: list[str]
+    start: str
+    end: str
+    minutes: int = 0
+    markers: int = 0
+    files: int = 0
+    rows: int = 0
+    bytes: int = 0
+    max_files_per_minute: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    known_gaps: list[Problem] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return not self.counts
+
+    def add(self, kind: str, symbol: str, minute: int | None, detail: str) -> None:
+        self.counts[kind] += 1
+        if sum(1 for p in self.problems if p.kind == kind) < _SAMPLES:
+            self.problems.append(Problem(kind, symbol, _label(minute), detail))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "destination": self.destination,
+            "symbols": self.symbols,
+            "from": self.start,
+            "to": self.end,
+            "minutes": self.minutes,
+            "markers": self.markers,
+            "files": self.files,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "bytes_per_trade": round(self.bytes / self.rows, 3) if self.rows else None,
+            "files_per_minute": round(self.files / self.minutes, 3) if self.minutes else None,
+            "max_files_per_minute": self.max_files_per_minute,
+            "problem_counts": dict(sorted(self.counts.items())),
+            "problems": [asdict(p) for p in self.problems],
+            "known_gaps": [asdict(p) for p in self.known_gaps],
+        }
+
+
+def _label(minute: int | None) -> str | None:
+    if minute is None:
+        return None
+    return datetime.fromtimestamp(minute * 60, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+@dataclass
+class _File:
+    key: str
+    minute: int
+    first: int
+    last: int
+    size: int
+    extension: str
+    data: bytes = b""
+    ids: pa.Array | None = None
+
+
+def _days(start_minute: int, end_minute: int) -> Iterable[str]:
+    day = datetime.fromtimestamp(start_minute * 60, tz=UTC).date()
+    last = datetime.fromtimestamp((end_minute - 1) * 60, tz=UTC).date()
+    while day <= last:
+        yield day.strftime("%Y/%m/%d/")
+        day += timedelta(days=1)
+
+
+def data_range(sink: Sink, symbol: str) -> tuple[int, int] | None:
+    """From the first minute holding anything for `symbol` to the last marked one (or, with no
+    marker yet, the last with data): minutes still being written are not audited by default."""
+    data: list[int] = []
+    marked: list[int] = []
+    for key, _ in sink.list_keys(f"{EXCHANGE}/{symbol}/"):
+        is_marker = key.endswith("/_SUCCESS")
+        name = parse_object_key(key[: -len("_SUCCESS")] + "batch-0-0.parquet" if is_marker else key)
+        if name is not None:
+            (marked if is_marker else data).append(name.minute)
+    if not data and not marked:
+        return None
+    return min(data + marked), max(marked or data) + 1
+
+
+def audit(
+    sink: Sink, symbols: list[str], start_minute: int, end_minute: int, *, workers: int = 8
+) -> AuditReport:
+    """Audit minutes [start_minute, end_minute) of each symbol."""
+    report = AuditReport(sink.describe(), symbols, _label(start_minute) or "", _label(end_minute) or "")
+    for symbol in symbols:
+        _audit_symbol(sink, symbol, start_minute, end_minute, report, workers=workers)
+    return report
+
+
+def _audit_symbol(
+    sink: Sink, symbol: str, start: int, end: int, report: AuditReport, *, workers: int
+) -> None:
+    listed: list[tuple[str, int]] = []
+    for day in _days(start, end):
+        listed.extend(sink.list_keys(f"{EXCHANGE}/{symbol}/{day}"))
+    files_by_minute: dict[int, list[_File]] = defaultdict(list)
+    markers: dict[int, str] = {}
+    for key, size in listed:
+        if key.endswith("/_SUCCESS"):
+            name = parse_object_key(key[: -len("_SUCCESS")] + "batch-0-0.parquet")
+            if name and start <= name.minute < end:
+                markers[name.minute] = key
+            continue
+        name = parse_object_key(key)
+        if name is None:
+            report.add("unexpected_object", symbol, None, key)
+            continue
+        if start <= name.minute < end and name.symbol == symbol:
+            files_by_minute[name.minute].append(
+                _File(key, name.minute, name.first_trade_id, name.last_trade_id, size, name.extension)
+            )
+    all_files = [f for files in files_by_minute.values() for f in files]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        marker_docs = dict(zip(markers, pool.map(sink.get, markers.values()), strict=True))
+        findings = list(pool.map(lambda f: _read_file(sink, f), all_files))
+    for f, found in zip(all_files, findings, strict=True):
+        if f.data:
+            report.files += 1
+            report.bytes += len(f.data)
+        if f.ids is not None:
+            report.rows += len(f.ids)
+        for kind, detail in found:
+            report.add(kind, symbol, f.minute, detail)
+    declared: list[tuple[int, int, int]] = []  # (first, last, minute) of gaps markers declare
+    for minute in range(start, end):
+        report.minutes += 1
+        files = files_by_minute.get(minute, [])
+        report.max_files_per_minute = max(report.max_files_per_minute, len(files))
+        raw = marker_docs.get(minute)
+        if raw is None:
+            report.add(
+                "missing_marker" if files else "missing_minute",
+                symbol,
+                minute,
+                partition_prefix(symbol, minute),
+            )
+            continue
+        report.markers += 1
+        try:
+            doc = parse_manifest(raw)
+        except ValueError as exc:
+            report.add("bad_marker", symbol, minute, f"{markers[minute]}: {exc}")
+            continue
+        declared.extend((g["first_missing"], g["last_missing"], minute) for g in doc["unfilled_gaps"])
+        _check_marker(doc, files, report, symbol, minute)
+    _check_continuity(all_files, declared, report, symbol)
+
+
+def _read_file(sink: Sink, f: _File) -> list[tuple[str, str]]:
+    """Fetch and parse one data file (in a worker thread); the findings, for the caller to add."""
+    data = sink.get(f.key)
+    if data is None:
+        return [("missing_file", f"{f.key} was listed but could not be read")]
+    f.data = data
+    findings: list[tuple[str, str]] = []
+    try:
+        if f.extension == ".parquet":
+            parquet = pq.ParquetFile(io.BytesIO(data))
+            schema = parquet.schema_arrow
+            if not any(schema.equals(landing_schema(u), check_metadata=False) for u in ("ms", "us")):
+                findings.append(("schema_drift", f"{f.key}: {schema}"))
+            table = parquet.read(columns=["trade_id", "trade_time"])
+        else:
+            table = pacsv.read_csv(io.BytesIO(gzip.decompress(data))).select(["trade_id", "trade_time"])
+        ids = table.column("trade_id").combine_chunks().cast(pa.int64())
+        times = table.column("trade_time").combine_chunks().cast(pa.timestamp("us", tz="UTC"), safe=False)
+    except Exception as exc:  # whatever the reader says is the finding
+        return [("unreadable_file", f"{f.key}: {exc}")]
+    f.ids = ids
+    if len(ids) and (pc.min(ids).as_py(), pc.max(ids).as_py()) != (f.first, f.last):
+        findings.append(("name_mismatch", f"{f.key} holds ids {pc.min(ids).as_py()}..{pc.max(ids).as_py()}"))
+    minutes = pc.divide(times.cast(pa.int64()), 60_000_000)
+    wrong = pc.sum(pc.not_equal(minutes, f.minute)).as_py() or 0
+    if wrong:
+        findings.append(("misplaced_trades", f"{f.key}: {wrong} trades of another minute"))
+    return findings
+
+
+def _check_marker(
+    doc: dict[str, Any], files: list[_File], report: AuditReport, symbol: str, minute: int
+) -> None:
+    present = {f.key.rsplit("/", 1)[-1]: f for f in files}
+    listed = {entry["name"]: entry for entry in doc["files"]}
+    for name in sorted(set(listed) - set(present)):
+        report.add("missing_file", symbol, minute, f"the marker lists {name}, which is not there")
+    for name in sorted(set(present) - set(listed)):
+        report.add("unlisted_file", symbol, minute, f"{name} is not in the minute's marker")
+    for name in sorted(set(listed) & set(present)):
+        entry, f = listed[name], present[name]
+        if not f.data:
+            continue
+        if entry["bytes"] != len(f.data):
+            report.add(
+                "size_mismatch", symbol, minute, f"{name}: {len(f.data)} bytes, marker says {entry['bytes']}"
+            )
+        digest = base64.b64encode(hashlib.sha256(f.data).digest()).decode()
+        if entry["sha256"] != digest:
+            report.add(
+                "checksum_mismatch", symbol, minute, f"{name}: sha256 {digest}, marker says {entry['sha256']}"
+            )
+        if f.ids is not None and entry["rows"] != len(f.ids):
+            report.add(
+                "row_count_mismatch",
+                symbol,
+                minute,
+                f"{name}: {len(f.ids)} rows, marker says {entry['rows']}",
+            )
+    if doc["rows"] != sum(entry["rows"] for entry in doc["files"]):
+        report.add("row_count_mismatch", symbol, minute, "the marker's rows are not the sum of its files'")
+
+
+def _check_continuity(
+    files: list[_File], declared: list[tuple[int, int, int]], report: AuditReport, symbol: str
+) -> None:
+    arrays = [f.ids for f in files if f.ids is not None and len(f.ids)]
+    if not arrays:
+        return
+    combined = pa.chunked_array(arrays).combine_chunks()
+    ordered = combined.take(pc.sort_indices(combined))
+    step = pc.subtract(ordered[1:], ordered[:-1])
+    duplicates = pc.sum(pc.equal(step, 0)).as_py() or 0
+    if duplicates:
+        owners = Counter(f.key.rsplit("/", 1)[-1] for f in files if f.ids is not None)
+        detail = f"{duplicates} trade ids appear more than once"
+        if any(n > 1 for n in owners.values()):
+            detail += f"; files with the same name: {[k for k, n in owners.items() if n > 1]}"
+        overlapping = _overlapping_files(files)
+        if overlapping:
+            detail += f"; overlapping files: {overlapping[:5]}"
+        report.add("duplicate_trades", symbol, None, detail)
+    jumps = pc.indices_nonzero(pc.greater(step, 1))
+    for index in jumps.to_pylist():
+        before, after = ordered[index].as_py(), ordered[index + 1].as_py()
+        first, last = before + 1, after - 1
+        known = [d for d in declared if d[0] <= first and last <= d[1]]
+        if known:
+            report.known_gaps.append(
+                Problem(
+                    "declared_gap", symbol, _label(known[0][2]), f"ids {first}..{last} ({last - first + 1})"
+                )
+            )
+        else:
+            report.add("gap", symbol, None, f"ids {first}..{last} missing ({last - first + 1} trades)")
+
+
+def _overlapping_files(files: list[_File]) -> list[str]:
+    ordered = sorted(files, key=lambda f: (f.first, f.last))
+    return [
+        f"{a.key.rsplit('/', 1)[-1]} & {b.key.rsplit('/', 1)[-1]}"
+        for a, b in itertools.pairwise(ordered)
+        if b.first <= a.last
+    ]
+
+
+def render(report: AuditReport) -> str:
+    """The human summary."""
+    d = report.as_dict()
+    lines = [
+        f"audit of {d['destination']} for {', '.join(d['symbols'])}, {d['from']} to {d['to']} (end excluded)",
+        f"  minutes {d['minutes']:,}, markers {d['markers']:,}, files {d['files']:,} "
+        f"({d['files_per_minute']} per minute, at most {d['max_files_per_minute']}), "
+        f"trades {d['rows']:,}, bytes {d['bytes']:,} ({d['bytes_per_trade']} per trade)",
+    ]
+    if report.known_gaps:
+        lines.append(f"  known gaps (declared unfilled in markers): {len(report.known_gaps)}")
+        lines.extend(f"    {p.minute} {p.symbol}: {p.detail}" for p in report.known_gaps[:_SAMPLES])
+    if report.ok:
+        lines.append("OK: no defects found")
+    else:
+        lines.append("DEFECTS: " + ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts.items())))
+        lines.extend(f"  {p.kind} {p.symbol} {p.minute or ''}: {p.detail}" for p in report.problems)
+    return "\n".join(lines)

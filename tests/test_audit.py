@@ -1,0 +1,192 @@
+"""`collector audit` passes what the collector wrote and finds each planted defect, locally and on S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.markers import parse_manifest
+from tests.conftest import REPO, Proc, collector_env, start_emulator, stop_cleanly, wait_for
+
+SYMBOL = "BTCUSDT"
+# 3,000 trades 100 ms apart from 20 minutes ago (about 5 minutes of trade time), a 150 s jump
+# after the first 1,500 (a quiet minute or two): the collector marks all but the last minute.
+TAPE = ("--count", "3000", "--rate", "600", "--clock-from-s", "1200", "--clock-step-ms", "100",
+        "--clock-jump-every", "1500", "--clock-jump-s", "150")  # fmt: skip
+
+
+def _markers(root: Path) -> list[Path]:
+    return sorted(root.glob(f"Binance/{SYMBOL}/*/*/*/*/*/_SUCCESS"))
+
+
+def _capture(start: Callable[..., Proc], tmp: Path, **extra: str) -> Proc:
+    _, url = start_emulator(start, *TAPE)
+    collector = start("run", env=collector_env(url, tmp, **extra))
+    collector.wait_event("collector.stats", lambda e: e["last_ids"].get(SYMBOL) == 1_002_999)
+    # Five-plus minutes of trade time: at least four minutes are final once the last trade is in.
+    wait_for(lambda: len(collector.named("collector.minute_marked")) >= 4, what="four minutes marked")
+    return collector
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One landing zone written by the real collector; each test plants its defect in a copy."""
+    tmp = tmp_path_factory.mktemp("audit")
+    started: list[Proc] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Proc:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+        full_env.update(env or {}, PYTHONUNBUFFERED="1")
+        proc = Proc([sys.executable, "-m", "collector.cli", *args], full_env, REPO)
+        started.append(proc)
+        return proc
+
+    try:
+        stop_cleanly(_capture(start, tmp))
+    finally:
+        for proc in started:
+            proc.kill()
+    yield tmp / "landing"
+
+
+def _audit(target: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    full_env.update(env or {})
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "audit", target, "--symbols", SYMBOL, "--json", *args],
+        capture_output=True, text=True, env=full_env, cwd=REPO, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+@pytest.fixture
+def zone(landed: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "landing"
+    shutil.copytree(landed, copy)
+    return copy
+
+
+def _data_files(root: Path) -> list[Path]:
+    return sorted(root.glob(f"Binance/{SYMBOL}/*/*/*/*/*/*.parquet"))
+
+
+def _marked_file(root: Path) -> Path:
+    """A data file in a marked minute, not the first one (so a gap it leaves is inside the range)."""
+    marked = [p for p in _data_files(root) if (p.parent / "_SUCCESS").exists()]
+    return marked[len(marked) // 2]
+
+
+def test_a_clean_landing_zone_passes_with_its_figures(zone: Path) -> None:
+    code, report = _audit(str(zone))
+    assert code == 0 and report["ok"], report["problems"]
+    markers = _markers(zone)
+    assert report["markers"] == report["minutes"] == len(markers)
+    rows = sum(parse_manifest(m.read_bytes())["rows"] for m in markers)
+    assert report["rows"] == rows > 0
+    assert report["bytes_per_trade"] == round(report["bytes"] / rows, 3)
+    assert report["files_per_minute"] > 0
+
+
+def test_a_deleted_file_is_found(zone: Path) -> None:
+    victim = _marked_file(zone)
+    victim.unlink()
+    code, report = _audit(str(zone))
+    assert code == 1
+    assert report["problem_counts"]["missing_file"] == 1
+    assert report["problem_counts"]["gap"] == 1
+    assert victim.name in json.dumps(report["problems"])
+
+
+def test_a_gap_is_found_even_when_the_marker_agrees(zone: Path) -> None:
+    victim = _marked_file(zone)
+    marker = victim.parent / "_SUCCESS"
+    doc = parse_manifest(marker.read_bytes())
+    doc["files"] = [f for f in doc["files"] if f["name"] != victim.name]
+    doc["rows"] = sum(f["rows"] for f in doc["files"])
+    marker.write_text(json.dumps(doc))
+    victim.unlink()
+    code, report = _audit(str(zone))
+    assert code == 1 and set(report["problem_counts"]) == {"gap"}
+    first, last = (int(x) for x in victim.stem.split("-")[1:])
+    assert f"ids {first}..{last} missing" in report["problems"][0]["detail"]
+
+
+def test_a_duplicated_file_is_found(zone: Path) -> None:
+    original = _marked_file(zone)
+    shutil.copy(original, original.with_name(original.name.replace("batch-", "backfill-")))
+    code, report = _audit(str(zone))
+    assert code == 1
+    assert report["problem_counts"]["duplicate_trades"] == 1
+    assert report["problem_counts"]["unlisted_file"] == 1
+
+
+def test_a_corrupted_object_is_found(zone: Path) -> None:
+    victim = _marked_file(zone)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    code, report = _audit(str(zone))
+    assert code == 1 and report["problem_counts"]["checksum_mismatch"] == 1
+
+
+def test_a_missing_marker_is_found(zone: Path) -> None:
+    marker = _marked_file(zone).parent / "_SUCCESS"
+    marker.unlink()
+    code, report = _audit(str(zone))
+    assert code == 1 and report["problem_counts"] == {"missing_marker": 1}
+
+
+def test_a_broken_marker_and_a_range_without_anything_are_found(zone: Path) -> None:
+    (_marked_file(zone).parent / "_SUCCESS").write_text("{not json")
+    code, report = _audit(str(zone))
+    assert code == 1 and report["problem_counts"] == {"bad_marker": 1}
+    code, report = _audit(str(zone), "--from", "2001-01-01T00:00", "--to", "2001-01-01T00:03")
+    assert code == 1 and report["problem_counts"] == {"missing_minute": 3}
+
+
+def test_bad_arguments_say_what_to_do(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "audit", str(tmp_path / "nowhere")],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "is not a directory" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "audit", str(tmp_path), "--from", "yesterday"],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "not a UTC time" in done.stderr
+
+
+def test_the_collector_marks_minutes_in_s3_and_the_audit_reads_them_there(
+    procs: Callable[..., Proc], tmp_path: Path, s3_bucket: tuple[Any, str], moto_endpoint: str
+) -> None:
+    client, bucket = s3_bucket
+    extra = {
+        "destination": f"s3://{bucket}/lake/",
+        "s3_endpoint_url": moto_endpoint,
+        "s3_region": "ap-northeast-1",
+    }
+    stop_cleanly(_capture(procs, tmp_path, **extra))
+    env = {"COLLECTOR_S3_ENDPOINT_URL": moto_endpoint, "COLLECTOR_S3_REGION": "ap-northeast-1"}
+    code, report = _audit(f"s3://{bucket}/lake/", env=env)
+    assert code == 0 and report["ok"] and report["markers"] >= 4, report["problems"]
+
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="lake/")["Contents"]]
+    marker = next(k for k in keys if k.endswith("_SUCCESS"))
+    head = client.head_object(Bucket=bucket, Key=marker)
+    assert head["ServerSideEncryption"] == "AES256" and head["ContentType"] == "application/json"
+    victim = next(
+        k for k in keys if k.endswith(".parquet") and f"{k.rsplit('/', 1)[0]}/_SUCCESS" in keys and k > marker
+    )
+    client.delete_object(Bucket=bucket, Key=victim)
+    code, report = wait_for(lambda: _audit(f"s3://{bucket}/lake/", env=env), what="audit")
+    assert code == 1 and report["problem_counts"]["missing_file"] == 1
