@@ -43,7 +43,7 @@ from collector.logs import get_logger
 from collector.markers import MarkerBook, MarkerWriter
 from collector.parquet import count_rows, encode_batch
 from collector.sinks import LocalSink, S3Sink, Sink, sha256_b64
-from collector.spool import Spool, SpoolEntry, write_atomically
+from collector.spool import Spool, SpoolEntry, read_jsonl, write_atomically
 from collector.stream import TradeStream
 from collector.systemd import Notifier, watchdog_interval_s
 
@@ -117,7 +117,7 @@ class Collector:
         self._last_seen: dict[str, tuple[float, float, int]] = {}
         # Batches sealed but not landed yet, per (symbol, minute): their minute is not final.
         self._unlanded: collections.Counter[tuple[str, int]] = collections.Counter()
-        self._dropped = self._load_dropped()
+        self._dropped = read_jsonl(settings.spool_dir / "dropped.jsonl")
         self._gap_refreshes: list[tuple[str, range]] = []  # retried gaps closed: markers to update
         self.gaps_filled = 0
         self.backfilled_trades = 0
@@ -180,6 +180,8 @@ class Collector:
                     fix="free the port or set COLLECTOR_HEALTH_PORT",
                 )
                 self.health = None
+        if self.markers.book.problem:
+            self.log.error("collector.marker_cursor_unreadable", problem=self.markers.book.problem)
         self.log.info(
             "collector.started",
             destination=self.sink.describe(),
@@ -745,12 +747,15 @@ class Collector:
                 except (SinkPermanentError, SinkUnavailable) as exc:
                     self.log.warning("collector.marker_failed", symbol=symbol, error=str(exc), retry_in_s=1)
             for symbol in list(self.markers.book.cursor):
+                now, proven = time.time(), self._proven_until(symbol)
+                if not self.markers.may_be_due(symbol, now, proven):
+                    continue  # most seconds of a minute: no thread, no I/O
                 try:
                     await asyncio.to_thread(
                         self.markers.mark_due,
                         symbol,
-                        time.time(),
-                        proven_until_s=self._proven_until(symbol),
+                        now,
+                        proven_until_s=proven,
                         open_gap_from_s=min(
                             (
                                 g.window_start_s if g.window_start_s is not None else float("-inf")
@@ -797,17 +802,6 @@ class Collector:
                     for lo, hi in record.get("trade_id_ranges", [])
                 )
         return found
-
-    def _load_dropped(self) -> list[dict[str, Any]]:
-        path = self.settings.spool_dir / "dropped.jsonl"
-        records = []
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    continue
-        return records
 
     # ---- readiness, health, metrics ----------------------------------------------------------
 

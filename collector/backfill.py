@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.binance import Trade, trade_from_rest
-from collector.spool import write_atomically
+from collector.spool import read_jsonl, write_atomically
 
 __all__ = ["Backfiller", "BinanceRest", "GapLedger", "OpenGap", "RestPage", "Unfilled"]
 
@@ -269,12 +269,7 @@ class GapLedger:
         self.open: list[OpenGap] = []
         if self.open_path.exists():
             self.open = [OpenGap(**g) for g in json.loads(self.open_path.read_text())]
-        self.unfilled_records: list[dict[str, Any]] = []
-        for line in self._unfilled_lines():
-            try:
-                self.unfilled_records.append(json.loads(line))
-            except ValueError:
-                continue  # a line torn by a crash
+        self.unfilled_records: list[dict[str, Any]] = read_jsonl(self.unfilled_path)
         self._recorded_at = [float(r.get("recorded_at", 0)) for r in self.unfilled_records]
 
     @property
@@ -285,9 +280,6 @@ class GapLedger:
         """Ranges recorded in the last `seconds`: what an alarm should still be about."""
         cutoff = time.time() - seconds
         return sum(1 for t in self._recorded_at if t >= cutoff)
-
-    def _unfilled_lines(self) -> list[str]:
-        return self.unfilled_path.read_text().splitlines() if self.unfilled_path.exists() else []
 
     def add(self, gap: OpenGap) -> None:
         self.open.append(gap)

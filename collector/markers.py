@@ -36,7 +36,7 @@ from typing import Any
 
 from collector.layout import EXCHANGE, marker_key, parse_object_key
 from collector.sinks import Sink
-from collector.spool import write_atomically
+from collector.spool import read_jsonl, write_atomically
 
 __all__ = [
     "MANIFEST_VERSION",
@@ -157,18 +157,26 @@ class MarkerBook:
         self.cursor_path = root / "cursor.json"
         self.landed_path = root / "landed.jsonl"
         self.cursor: dict[str, int] = {}
+        self.problem: str | None = None  # what was wrong with the saved cursor, for the caller to log
         if self.cursor_path.exists():
-            saved = json.loads(self.cursor_path.read_text())
-            self.cursor = {s: int(m) for s, m in saved.items()}
+            try:
+                saved = json.loads(self.cursor_path.read_text())
+                self.cursor = {str(s): int(m) for s, m in saved.items()}
+            except (ValueError, AttributeError, TypeError) as exc:
+                aside = self.cursor_path.with_name(f"cursor.json.unreadable-{int(time.time())}")
+                os.replace(self.cursor_path, aside)
+                self.problem = (
+                    f"{self.cursor_path} is unreadable ({exc}); it was moved to {aside}. Markers start "
+                    "again at the next trade's minute; minutes before it get none (`collector audit` "
+                    "lists them as missing_marker)"
+                )
         self.files: dict[tuple[str, int], dict[str, LandedFile]] = {}
-        if self.landed_path.exists():
-            for line in self.landed_path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                    landed = LandedFile(**record["file"])
-                    self.files.setdefault((record["symbol"], int(record["minute"])), {})[landed.name] = landed
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line torn by a crash: its file lands again from the spool
+        for record in read_jsonl(self.landed_path):
+            try:
+                landed = LandedFile(**record["file"])
+                self.files.setdefault((record["symbol"], int(record["minute"])), {})[landed.name] = landed
+            except (ValueError, KeyError, TypeError):
+                continue  # not a record of ours; a torn one's file lands again from the spool
 
     def begin(self, symbol: str, minute: int) -> None:
         """Mark from `minute` on, unless this symbol already has a cursor."""
@@ -329,6 +337,14 @@ class MarkerWriter:
                     rows=updated["rows"],
                     revision=updated["revision"],
                 )
+
+    def may_be_due(self, symbol: str, now_s: float, proven_until_s: float | None) -> bool:
+        """A cheap first look (no I/O): could the symbol's next minute be final now?"""
+        cursor = self.book.cursor.get(symbol)
+        if cursor is None or proven_until_s is None:
+            return False
+        end_s = (cursor + 1) * 60
+        return now_s >= end_s + self.grace_s and proven_until_s >= end_s
 
     def mark_due(
         self,

@@ -85,16 +85,18 @@ class LocalSink:
                 key="",
             ) from exc
 
+    def _unwritable(self, path: Path, key: str, exc: OSError) -> SinkPermanentError:
+        return SinkPermanentError(
+            f"cannot write {path}: {exc.strerror}; make {self.root} writable or set COLLECTOR_DESTINATION",
+            key=key,
+        )
+
     def put_marker(self, key: str, data: bytes) -> None:
         path = self.root / key
         try:
             write_atomically(path, data, replace=True)
         except OSError as exc:
-            raise SinkPermanentError(
-                f"cannot write {path}: {exc.strerror}; "
-                f"make {self.root} writable or set COLLECTOR_DESTINATION",
-                key=key,
-            ) from exc
+            raise self._unwritable(path, key, exc) from exc
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -119,11 +121,7 @@ class LocalSink:
                 return "created"
             existing = path.read_bytes()
         except OSError as exc:
-            raise SinkPermanentError(
-                f"cannot write {path}: {exc.strerror}; "
-                f"make {self.root} writable or set COLLECTOR_DESTINATION",
-                key=key,
-            ) from exc
+            raise self._unwritable(path, key, exc) from exc
         if existing == data:
             return "already_present"
         raise LandingConflict(

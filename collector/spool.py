@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from collector.exceptions import SpoolError
 from collector.layout import parse_object_key
 
-__all__ = ["Spool", "SpoolEntry", "fsync_directory", "write_atomically"]
+__all__ = ["Spool", "SpoolEntry", "fsync_directory", "read_jsonl", "write_atomically"]
 
 _SEP = "~"
 _TMP_SUFFIX = ".tmp"
@@ -30,6 +32,22 @@ class SpoolEntry:
     sha256_hex: str
     path: Path
     size: int
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of an append-only record, one per line. A line that is not a JSON object
+    (a crash mid-append tears at most the last one) is skipped, so one bad line never stops a start."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def fsync_directory(path: Path) -> None:
