@@ -153,6 +153,13 @@ def test_a_broken_marker_and_a_range_without_anything_are_found(zone: Path) -> N
     assert code == 1 and report["problem_counts"] == {"missing_minute": 3}
 
 
+def test_a_stray_object_in_a_partition_is_found(zone: Path) -> None:
+    (_marked_file(zone).parent / "notes.txt").write_text("not data")
+    code, report = _audit(str(zone))
+    assert code == 1 and report["problem_counts"] == {"unexpected_object": 1}
+    assert "notes.txt" in report["problems"][0]["detail"]
+
+
 def test_bad_arguments_say_what_to_do(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "collector.cli", "audit", str(tmp_path / "nowhere")],

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collector.backfill import Backfiller, OpenGap, RestPage
+from collector.backfill import Backfiller, GapLedger, OpenGap, RestPage, Unfilled
 from collector.binance import Trade
 from tests.conftest import Proc, collector_env, reached, start_emulator, stop_cleanly, wait_for
 from tests.landing import ids_by_symbol
@@ -307,3 +307,20 @@ def test_rate_limit_answers_slow_the_backfill_without_a_ban(
     assert emulator.popen.wait(timeout=60) == 0
     (done,) = emulator.named("emulator.stopped")
     assert done["rest_throttled"] == 3 and done["rest_banned"] == 0
+
+
+def test_the_unfilled_record_survives_a_torn_line_and_places_gaps_by_their_window(tmp_path: Path) -> None:
+    ledger = GapLedger(tmp_path)
+    ledger.record_unfilled(
+        Unfilled("BTCUSDT", 10, 12, "rest_unavailable", window_start_s=600.0, window_end_s=610.0)
+    )
+    with open(ledger.unfilled_path, "a") as handle:
+        handle.write('{"symbol": "BTCUSDT", "first_mis')  # a crash mid-append
+    again = GapLedger(tmp_path)
+    assert again.unfilled_count == 1
+    assert [r["first_missing"] for r in again.unfilled_between("BTCUSDT", 600.0, 660.0)] == [10]
+    assert again.unfilled_between("BTCUSDT", 660.0, 720.0) == []  # after its window
+    (retry,) = again.due_for_retry(now_s=10**10, after_s=900)
+    gap = again.reopen(retry)
+    assert (gap.first_missing, gap.attempt, gap.window_start_s) == (10, 2, 600.0)
+    assert GapLedger(tmp_path).unfilled_between("BTCUSDT", 600.0, 660.0) == []  # being retried

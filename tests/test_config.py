@@ -65,6 +65,9 @@ def test_s3_destination_splits_bucket_and_prefix() -> None:
         ("HEALTH_PORT", "70000", "must be between 0 and 65,535"),
         ("CLOUDWATCH_NAMESPACE", "AWS/EC2", "not a custom CloudWatch namespace"),
         ("SSM_PARAMETER", "bad name!", "not an SSM parameter name"),
+        ("MARKER_GRACE_S", "soon", "COLLECTOR_MARKER_GRACE_S='soon' is invalid"),
+        ("MARKER_GRACE_S", "-10", "must be a positive number of seconds"),
+        ("BACKFILL_RETRY_S", "0", "COLLECTOR_BACKFILL_RETRY_S='0' is invalid"),
     ],
 )
 def test_a_bad_setting_is_named_with_the_accepted_values(name: str, value: str, message: str) -> None:

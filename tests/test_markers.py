@@ -135,6 +135,43 @@ def test_landed_files_go_into_the_marker_and_late_ones_rewrite_it(tmp_path: Path
     assert final["revision"] == 3 and writer.rewritten == 2
 
 
+# ---- garbage on disk and in the landing zone ----------------------------------------------------
+
+
+def test_an_unreadable_cursor_is_moved_aside_and_said_so(tmp_path: Path) -> None:
+    (tmp_path / "markers").mkdir()
+    (tmp_path / "markers" / "cursor.json").write_text('{"BTCUSDT": "soon"')
+    book = MarkerBook(tmp_path / "markers")
+    assert book.cursor == {}
+    assert book.problem is not None and "is unreadable" in book.problem and "missing_marker" in book.problem
+    assert [p.name.startswith("cursor.json.unreadable-") for p in (tmp_path / "markers").iterdir()] == [True]
+    book.begin("BTCUSDT", MINUTE)
+    assert MarkerBook(tmp_path / "markers").cursor == {"BTCUSDT": MINUTE}  # and it works again
+
+
+def test_torn_and_foreign_lines_of_the_landed_record_are_skipped(tmp_path: Path) -> None:
+    writer, _ = _writer(tmp_path)
+    writer.after_landing("Binance/BTCUSDT/2025/02/19/21/20/batch-1-10.parquet", 123, "AAAA", 10)
+    with open(tmp_path / "markers" / "landed.jsonl", "a") as handle:
+        handle.write('[1, 2]\n{"symbol": "BTCUSDT", "minute": 5}\n{"symbol": "BTCUSDT", "minu')
+    book = MarkerBook(tmp_path / "markers")
+    assert [f.name for f in book.files_of("BTCUSDT", MINUTE)] == ["batch-1-10.parquet"]
+
+
+def test_a_marker_that_is_not_a_manifest_is_reported_and_left_alone(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    writer, sink = _writer(tmp_path)
+    assert _due(writer, END + 11) == 1
+    key = marker_key("BTCUSDT", MINUTE)
+    sink.put_marker(key, b"not a manifest")
+    with capture_logs() as logs:
+        writer.after_landing("Binance/BTCUSDT/2025/02/19/21/20/backfill-1-1.parquet", 50, "BBBB", 1)
+    (event,) = [e for e in logs if e["event"] == "collector.marker_unreadable"]
+    assert "not JSON" in event["error"] and "collector audit" in event["fix"]
+    assert sink.get(key) == b"not a manifest"
+
+
 # ---- the collector, end to end ----------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from collector.exceptions import SpoolError
-from collector.spool import Spool
+from collector.spool import Spool, read_jsonl
 
 
 def test_put_then_pending_returns_the_object_with_its_checksum(tmp_path: Path) -> None:
@@ -83,3 +83,10 @@ def test_a_spool_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(SpoolError, match="cannot create spool directory"):
         Spool(tmp_path / "file")
+
+
+def test_a_record_with_a_torn_or_foreign_line_keeps_its_other_lines(tmp_path: Path) -> None:
+    path = tmp_path / "record.jsonl"
+    assert read_jsonl(path) == []  # none yet
+    path.write_bytes(b'{"a": 1}\n[2]\n\xff\xfe\n{"b": 2}\n{"c": ')
+    assert read_jsonl(path) == [{"a": 1}, {"b": 2}]
