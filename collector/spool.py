@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,12 +103,17 @@ class Spool:
                 f"spool directory {str(self.objects)!r} is not writable; "
                 "fix its permissions or set COLLECTOR_SPOOL_DIR"
             )
+        # The sealer puts and the uploader removes from worker threads at the same time. A
+        # remove prunes directories it emptied; a put must not see its minute's directory
+        # vanish between creating it and writing into it.
+        self._layout = threading.Lock()
 
     def put(self, key: str, data: bytes) -> SpoolEntry:
         digest = hashlib.sha256(data).hexdigest()
         path = self.objects / f"{key}{_SEP}{digest}"
         try:
-            write_atomically(path, data)
+            with self._layout:
+                write_atomically(path, data)
         except OSError as exc:
             hint = "free disk space" if exc.errno == errno.ENOSPC else "check the spool directory"
             raise SpoolError(
@@ -128,14 +134,15 @@ class Spool:
         return data
 
     def remove(self, entry: SpoolEntry) -> None:
-        entry.path.unlink(missing_ok=True)
-        parent = entry.path.parent
-        while parent != self.objects:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
+        with self._layout:
+            entry.path.unlink(missing_ok=True)
+            parent = entry.path.parent
+            while parent != self.objects:
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+                parent = parent.parent
 
     def pending(self) -> list[SpoolEntry]:
         """Every spooled object, oldest minute first, then by trade id. Removes stale temp files."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from pathlib import Path
 
 import pytest
 
 from collector.exceptions import SpoolError
-from collector.spool import Spool, read_jsonl
+from collector.spool import Spool, SpoolEntry, read_jsonl
 
 
 def test_put_then_pending_returns_the_object_with_its_checksum(tmp_path: Path) -> None:
@@ -67,6 +69,33 @@ def test_remove_cleans_empty_partition_directories(tmp_path: Path) -> None:
     entry = spool.put("Binance/BTCUSDT/2024/08/08/23/54/batch-1-2.parquet", b"x")
     spool.remove(entry)
     assert list((tmp_path / "objects").iterdir()) == []
+
+
+def test_puts_and_removes_in_one_minute_from_two_threads_never_fail(tmp_path: Path) -> None:
+    """The sealer spools a minute's next batch while the uploader removes its last one (which
+    prunes the minute's directory once empty): the put must never lose its directory."""
+    spool = Spool(tmp_path)
+    minute = "Binance/BTCUSDT/2024/08/08/23/54"
+    entries: queue.Queue[SpoolEntry | None] = queue.Queue()
+    failures: list[BaseException] = []
+
+    def remover() -> None:
+        while (entry := entries.get()) is not None:
+            try:
+                spool.remove(entry)
+            except BaseException as exc:  # pragma: no cover - what the test is looking for
+                failures.append(exc)
+
+    thread = threading.Thread(target=remover)
+    thread.start()
+    try:
+        for i in range(1000):
+            entries.put(spool.put(f"{minute}/batch-{i}-{i}.parquet", b"x"))
+    finally:
+        entries.put(None)
+        thread.join(60)
+    assert failures == []
+    assert spool.pending() == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
