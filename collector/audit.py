@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from collector.layout import EXCHANGE, parse_object_key, partition_prefix
 from collector.markers import parse_manifest
-from collector.parquet import landing_schema
+from collector.parquet import landing_parquet_schema
 from collector.sinks import Sink
 
 __all__ = ["AuditReport", "Problem", "audit", "render"]
@@ -219,9 +219,9 @@ def _read_file(sink: Sink, f: _File) -> list[tuple[str, str]]:
     try:
         if f.extension == ".parquet":
             parquet = pq.ParquetFile(io.BytesIO(data))
-            schema = parquet.schema_arrow
-            if not any(schema.equals(landing_schema(u), check_metadata=False) for u in ("ms", "us")):
-                findings.append(("schema_drift", f"{f.key}: {schema}"))
+            schema = parquet.schema
+            if not any(schema.equals(landing_parquet_schema(u)) for u in ("ms", "us")):
+                findings.append(("schema_drift", f"{f.key}: {parquet.schema_arrow}"))
             table = parquet.read(columns=["trade_id", "trade_time"])
         else:
             table = pacsv.read_csv(io.BytesIO(gzip.decompress(data))).select(["trade_id", "trade_time"])

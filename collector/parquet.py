@@ -5,13 +5,18 @@ with 8 decimals. A float cannot hold "61837.63000000" exactly; DECIMAL(18, 8) ho
 value Binance sends below 10**10 exactly, is read as an exact decimal by Athena, Spark,
 DuckDB and pyarrow, and as a 64-bit integer it compresses like one.
 
-Why these encodings: trade ids and times rise by small steps, so DELTA_BINARY_PACKED stores
-them in a few bits each; zstd squeezes what is left. Measured on the 2024 BTCUSDT recording
-(see the README's performance section) this is far below the default encoding's size.
+Why these encodings: trade ids, times and prices move by small steps, so DELTA_BINARY_PACKED
+stores them in a few bits each; zstd squeezes what is left. A minute's file holds a few
+thousand trades, so what every file carries matters too: the Parquet schema is the contract
+(Athena, Spark and DuckDB read only it), so pyarrow's own copy of it (ARROW:schema, about a
+kilobyte) is not stored, and min/max statistics are kept for the columns a reader prunes on
+(ids and times), not for prices, sizes or flags. bench/landed_size.py measures the result on
+the recorded BTCUSDT trades; the README's performance section has the figures.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 from datetime import UTC, datetime
@@ -23,7 +28,15 @@ import pyarrow.parquet as pq
 from collector.batching import SealedBatch, TimeUnit
 from collector.binance import DECIMAL_PRECISION, DECIMAL_SCALE, format_scaled
 
-__all__ = ["COLUMNS", "count_rows", "encode_batch", "encode_csv_gz", "encode_parquet", "landing_schema"]
+__all__ = [
+    "COLUMNS",
+    "count_rows",
+    "encode_batch",
+    "encode_csv_gz",
+    "encode_parquet",
+    "landing_parquet_schema",
+    "landing_schema",
+]
 
 COLUMNS = (
     "symbol",
@@ -36,9 +49,11 @@ COLUMNS = (
     "received_at",
 )
 
-# Prices move by a few ticks per trade: delta. Quantities repeat a few round lots: dictionary.
+# Prices move by a few ticks per trade: delta. Quantities are plain: zstd finds their repeats
+# (a dictionary page per file cost more than it saved on the recording).
 _DELTA_COLUMNS = ("trade_id", "price", "trade_time", "event_time", "received_at")
-_DICTIONARY_COLUMNS = ["symbol", "quantity"]
+_DICTIONARY_COLUMNS = ["symbol"]
+_STATISTICS_COLUMNS = ["trade_id", "trade_time", "event_time", "received_at"]
 _DECIMAL = pa.decimal64(DECIMAL_PRECISION, DECIMAL_SCALE)
 
 
@@ -53,7 +68,8 @@ def landing_schema(time_unit: TimeUnit) -> pa.Schema:
             pa.field("trade_time", pa.timestamp(time_unit, tz="UTC"), nullable=False),
             pa.field("event_time", pa.timestamp(time_unit, tz="UTC"), nullable=False),
             pa.field("is_buyer_maker", pa.bool_(), nullable=False),
-            pa.field("received_at", pa.timestamp("ns", tz="UTC"), nullable=False),
+            # Microseconds: a host clock is not better than that, and Spark reads no nanoseconds.
+            pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
         ]
     )
 
@@ -77,7 +93,10 @@ def _table(batch: SealedBatch) -> pa.Table:
         _int64_view(cols.trade_time, schema.field("trade_time").type),
         _int64_view(cols.event_time, schema.field("event_time").type),
         pa.array(cols.is_buyer_maker, pa.int8()).cast(pa.bool_()),
-        _int64_view(cols.received_at_ns, schema.field("received_at").type),
+        _int64_view(cols.received_at_ns, pa.timestamp("ns", tz="UTC")).cast(
+            schema.field("received_at").type,
+            safe=False,  # truncated to the microsecond
+        ),
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -92,9 +111,19 @@ def encode_parquet(batch: SealedBatch) -> bytes:
         use_dictionary=_DICTIONARY_COLUMNS,
         column_encoding={name: "DELTA_BINARY_PACKED" for name in _DELTA_COLUMNS},
         store_decimal_as_integer=True,
-        write_statistics=True,
+        write_statistics=_STATISTICS_COLUMNS,
+        store_schema=False,
     )
     return sink.getvalue()
+
+
+@functools.cache
+def landing_parquet_schema(time_unit: TimeUnit) -> pq.ParquetSchema:
+    """The Parquet schema (physical and logical types) of every landed file: the contract."""
+    empty = pa.Table.from_pylist([], schema=landing_schema(time_unit))
+    sink = io.BytesIO()
+    pq.write_table(empty, sink, store_decimal_as_integer=True, store_schema=False)
+    return pq.read_metadata(io.BytesIO(sink.getvalue())).schema
 
 
 def _iso(value: int, time_unit: str) -> str:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from collector.batching import MinuteBatcher, SealedBatch
 from collector.binance import Trade, parse_scaled
-from collector.parquet import COLUMNS, count_rows, encode_csv_gz, encode_parquet, landing_schema
+from collector.parquet import COLUMNS, count_rows, encode_csv_gz, encode_parquet, landing_parquet_schema
 
 PRICES = ["61837.63000000", "0.00000001", "9999999999.99999999", "28165.47000000"]
 QTYS = ["0.02000000", "12.00000000", "0.00056000", "1000.10000000"]
@@ -52,7 +52,7 @@ def test_parquet_carries_the_landing_schema_with_exact_types() -> None:
     table = pq.read_table(io.BytesIO(data))
     assert table.schema.names == list(COLUMNS)
     assert table.schema.field("trade_time").type == pa.timestamp("ms", tz="UTC")
-    assert table.schema.field("received_at").type == pa.timestamp("ns", tz="UTC")
+    assert table.schema.field("received_at").type == pa.timestamp("us", tz="UTC")
     parquet_schema = pq.read_metadata(io.BytesIO(data)).schema
     price = parquet_schema.column(2)
     assert price.physical_type == "INT64"
@@ -74,8 +74,10 @@ def test_monotonic_integer_columns_use_delta_encoding_and_zstd() -> None:
 
 
 def test_microsecond_streams_land_microsecond_timestamps() -> None:
-    table = pq.read_table(io.BytesIO(encode_parquet(sealed("us"))))
-    assert table.schema == landing_schema("us")
+    data = encode_parquet(sealed("us"))
+    table = pq.read_table(io.BytesIO(data))
+    assert pq.read_metadata(io.BytesIO(data)).schema.equals(landing_parquet_schema("us"))
+    assert table.schema.field("trade_time").type == pa.timestamp("us", tz="UTC")
     assert table.column("trade_time").to_pylist()[0].microsecond == 0
     assert table.column("trade_time").type.unit == "us"
 
@@ -96,3 +98,18 @@ def test_encoding_is_deterministic_for_the_same_batch() -> None:
     assert encode_parquet(batch) == encode_parquet(batch)
     assert encode_csv_gz(batch) == encode_csv_gz(batch)
     assert count_rows(encode_parquet(batch), "parquet") == 4
+
+
+def test_ids_and_times_carry_min_max_statistics_for_pruning() -> None:
+    batch = sealed()
+    metadata = pq.read_metadata(io.BytesIO(encode_parquet(batch)))
+    row_group = metadata.row_group(0)
+    stats = {row_group.column(i).path_in_schema: row_group.column(i).statistics for i in range(len(COLUMNS))}
+    ids = batch.columns.trade_id
+    assert (stats["trade_id"].min, stats["trade_id"].max) == (min(ids), max(ids))
+    for name in ("trade_time", "event_time", "received_at"):
+        assert stats[name] is not None and stats[name].has_min_max, name
+    # Prices, sizes and flags are not pruned on; their statistics would only cost bytes per file.
+    assert stats["price"] is None or not stats["price"].has_min_max
+    # The Parquet schema is the contract; pyarrow's private copy of it is not stored.
+    assert b"ARROW:schema" not in (metadata.metadata or {})

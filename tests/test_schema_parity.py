@@ -46,7 +46,7 @@ def test_readme_schema_table_matches_the_parquet_schema() -> None:
     assert [name for name, _ in documented] == [name for name, _ in arrow_columns()]
     for (name, kind), (_, doc) in zip(arrow_columns(), documented, strict=True):
         if kind == "timestamp":
-            unit = "ns" if name == "received_at" else "ms or µs"
+            unit = "µs" if name == "received_at" else "ms or µs"
             assert doc == f"timestamp({unit}, UTC)", name
         elif name == "symbol":
             assert doc.startswith(README[kind]), name
