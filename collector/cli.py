@@ -36,6 +36,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from collector import lean
+
+    lean.apply()
     settings = _settings(args)
     configure_logging(settings.log_level)
     from collector.app import Collector

@@ -1,0 +1,34 @@
+"""The daemon's process-wide memory settings take effect, and an operator's own settings win."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pyarrow
+import pytest
+
+_PROBE = (
+    "import collector.lean, os; collector.lean.apply(); import pyarrow; "
+    "print(pyarrow.default_memory_pool().backend_name)"
+)
+
+
+def _backend_after_apply(**env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_arrow_allocates_from_the_system_allocator() -> None:
+    assert _backend_after_apply() == "system"
+
+
+def test_an_operators_memory_pool_choice_wins() -> None:
+    others = [b for b in pyarrow.supported_memory_backends() if b != "system"]
+    if not others:
+        pytest.skip("this pyarrow build has only the system allocator")
+    assert _backend_after_apply(ARROW_DEFAULT_MEMORY_POOL=others[0]) == others[0]
