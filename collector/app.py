@@ -26,9 +26,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from collector.aws import CloudWatchPublisher
 from collector.backfill import Backfiller, BinanceRest, GapLedger, OpenGap, Unfilled
 from collector.batching import MinuteBatcher, SealedBatch
-from collector.binance import ServerShutdown, Skipped, Trade, decode_frame
+from collector.binance import Trade, decode_frame
 from collector.config import S3Destination, Settings
-from collector.core import CaptureCore, FeedResult
+from collector.core import CaptureCore, ChunkResult
 from collector.exceptions import (
     ExchangeRefused,
     LandingConflict,
@@ -44,7 +44,7 @@ from collector.markers import MarkerBook, MarkerWriter
 from collector.parquet import count_rows, encode_batch
 from collector.sinks import LocalSink, S3Sink, Sink, sha256_b64
 from collector.spool import Spool, SpoolEntry, read_jsonl, write_atomically
-from collector.stream import TradeStream
+from collector.stream import Chunk, TradeStream
 from collector.systemd import Notifier, watchdog_interval_s
 
 __all__ = ["Collector", "make_sink"]
@@ -54,6 +54,8 @@ PERMANENT_ERROR_RETRY_S = 60.0
 # The alarms evaluate 5-minute periods; once a minute is plenty and costs little.
 CLOUDWATCH_INTERVAL_S = 60.0
 TICK_S = 0.5  # how often age and minute-close deadlines are checked
+SEALED_HIGH = 8  # sealed batches waiting for the sealer before the stream holds back
+SEALED_LOW = 2
 MARK_EVERY_S = 1.0  # how often final minutes are looked for
 # A flood of bad frames must not flood the journal: the first 100 of each reason, then every 1000th.
 _SKIP_LOG_FIRST = 100
@@ -94,10 +96,11 @@ class Collector:
             max_batch_bytes=settings.max_batch_bytes,
             max_batch_age_s=settings.max_batch_age_s,
             minute_grace_s=settings.minute_grace_s,
+            combined=len(settings.symbols) > 1,
         )
         self.stream = TradeStream(
             settings.stream_url(),
-            self._on_frame,
+            self._on_chunk,
             log=self.log,
             initial_delay_s=settings.reconnect_initial_delay_s,
             max_delay_s=settings.reconnect_max_delay_s,
@@ -145,7 +148,9 @@ class Collector:
         self.conflicts = 0
         self.dropped_trades = 0
         self._spool_full = False
-        self._sealed: asyncio.Queue[SealedBatch | None] = asyncio.Queue(maxsize=64)
+        # Sealed batches waiting for the sealer. Past SEALED_HIGH the stream holds back (stops
+        # reading; TCP pushes back on the exchange) until the sealer is down to SEALED_LOW.
+        self._sealed: asyncio.Queue[SealedBatch | None] = asyncio.Queue()
         self._uploads: collections.deque[_Pending] = collections.deque()
         self._upload_wakeup = asyncio.Event()
         self._uploads_idle = asyncio.Event()  # set while nothing waits for upload
@@ -228,8 +233,8 @@ class Collector:
         await asyncio.gather(*others, return_exceptions=True)
         self.core.flush()
         for batch in self.core.take_sealed():
-            await self._queue_sealed(batch)
-        await self._sealed.put(None)  # the sealer's end-of-input
+            self._queue_sealed(batch)
+        self._sealed.put_nowait(None)  # the sealer's end-of-input
         try:
             await asyncio.wait_for(sealer, timeout=max(0.1, deadline - time.monotonic()))
             await asyncio.wait_for(self._drained(), timeout=max(0.1, deadline - time.monotonic()))
@@ -265,9 +270,11 @@ class Collector:
 
     # ---- capture ----------------------------------------------------------------------------
 
-    async def _on_frame(self, raw: str | bytes, received_at_ns: int) -> None:
-        result = self.core.feed(raw, received_at_ns, time.monotonic())
-        frame = result.frame
+    def _on_chunk(self, frames: list[bytes], received_at_ns: int) -> None:
+        """The frames of one read: capture them, journal them, then act on what they were."""
+        result = self.core.feed_chunk(frames, received_at_ns, time.monotonic())
+        for batch_id, journaled in result.journal:
+            self.journal.append(batch_id, received_at_ns, journaled)
         if self.core.sequence.resets:
             for symbol, remembered, seen in self.core.sequence.resets:
                 self.log.error(
@@ -278,36 +285,33 @@ class Collector:
                     note="the remembered id is from another series (a demo's spool?); following the stream",
                 )
             self.core.sequence.resets.clear()
-        if type(frame) is Skipped:
-            count = self.core.stats.skipped[frame.reason]
+        for skipped in result.skipped:
+            count = self.core.stats.skipped[skipped.reason]
             if count <= _SKIP_LOG_FIRST or count % _SKIP_LOG_EVERY == 0:
                 self.log.warning(
-                    "collector.frame_skipped", reason=frame.reason, detail=frame.detail, count=count
+                    "collector.frame_skipped", reason=skipped.reason, detail=skipped.detail, count=count
                 )
-        elif type(frame) is ServerShutdown:
-            self.log.info("collector.server_shutdown", event_time=frame.event_time)
+        for shutdown in result.shutdowns:
+            self.log.info("collector.server_shutdown", event_time=shutdown.event_time)
             self.stream.request_rotation("server_shutdown")
-        elif type(frame) is Trade and not result.duplicate:
-            self._trade_accepted(frame, result)
-        if result.batch_id is not None:
-            self.journal.append(result.batch_id, received_at_ns, raw)
+        if result.last_trade_time:
+            self._trades_accepted(result)
         for batch in self.core.take_sealed():
-            await self._queue_sealed(batch)
+            self._queue_sealed(batch)
 
-    def _trade_accepted(self, trade: Trade, result: FeedResult) -> None:
+    def _trades_accepted(self, result: ChunkResult) -> None:
         now = time.monotonic()
         self.last_trade_mono = now
-        trade_s = trade.trade_time / self._units_per_s
-        symbol = trade.symbol
-        previous = self._last_seen.get(symbol)
-        if previous is None:
-            self.markers.book.begin(symbol, int(trade_s // 60))
-        self._last_seen[symbol] = (trade_s, now, self.stream.outages)
-        if result.gap is not None:
-            gap = result.gap
+        units = self._units_per_s
+        for found in result.gaps:
+            gap = found.gap
             # The missing trades happened after the last trade we have (or, after a restart,
             # no earlier than the first minute not yet marked) and before this one.
-            window_start = previous[0] if previous else self.markers.book.cursor[symbol] * 60.0
+            if found.previous_trade_time is not None:
+                window_start = found.previous_trade_time / units
+            else:
+                self.markers.book.begin(gap.symbol, found.trade_time // units // 60)
+                window_start = self.markers.book.cursor[gap.symbol] * 60.0
             self.log.warning(
                 "collector.gap_detected",
                 symbol=gap.symbol,
@@ -321,16 +325,24 @@ class Collector:
                     gap.first_missing,
                     gap.last_missing,
                     gap.first_missing,
-                    trade.received_at_ns,
+                    found.received_at_ns,
                     window_start_s=window_start,
-                    window_end_s=trade_s,
+                    window_end_s=found.trade_time / units,
                 )
             )
             self._gap_wakeup.set()
+        outages = self.stream.outages
+        for symbol, trade_time in result.last_trade_time.items():
+            trade_s = trade_time / units
+            if symbol not in self._last_seen:
+                self.markers.book.begin(symbol, int(trade_s // 60))
+            self._last_seen[symbol] = (trade_s, now, outages)
 
-    async def _queue_sealed(self, batch: SealedBatch) -> None:
+    def _queue_sealed(self, batch: SealedBatch) -> None:
         self._unlanded[(batch.symbol, batch.minute)] += 1
-        await self._sealed.put(batch)
+        self._sealed.put_nowait(batch)
+        if self._sealed.qsize() >= SEALED_HIGH:
+            self.stream.hold_back(True)
 
     def _landed_or_lost(self, key: str) -> None:
         name = parse_object_key(key)
@@ -347,7 +359,7 @@ class Collector:
             now = time.monotonic()
             self.core.tick(now)
             for batch in self.core.take_sealed():
-                await self._queue_sealed(batch)
+                self._queue_sealed(batch)
             if now >= next_stats:
                 next_stats = now + self.settings.stats_interval_s
                 self._log_stats("collector.stats")
@@ -383,17 +395,18 @@ class Collector:
     async def _sealer(self) -> None:
         """Encode and spool each sealed batch; the uploader takes it from there."""
         while (batch := await self._sealed.get()) is not None:
+            if self._sealed.qsize() <= SEALED_LOW:
+                self.stream.hold_back(False)
             key = self._key_for(batch)
             while True:
                 try:
-                    entry = await asyncio.to_thread(self._encode_and_spool, batch, key)
+                    entry = await asyncio.to_thread(self._spool_batch, batch, key)
                     break
                 except SpoolError as exc:
                     # The batch stays in memory and in the journal; capture slows to a stop
                     # behind the full queue rather than dropping it.
                     self.log.error("collector.spool_failed", key=key, error=str(exc), retry_in_s=5)
                     await asyncio.sleep(5)
-            await asyncio.to_thread(self._save_state)
             self.journal.discard(batch.batch_id)
             self._accept_spooled(batch, entry)
 
@@ -450,15 +463,16 @@ class Collector:
             )
         await asyncio.to_thread(self._save_state)
 
-    def _handover_ready(self, held: list[tuple[str | bytes, int]]) -> bool:
+    def _handover_ready(self, held: list[Chunk]) -> bool:
         """A new connection may take over once the old one has delivered everything before it."""
         seen_list, examined = self._held_seen
         if seen_list != id(held):
             self._held_first, examined = {}, 0
-        for raw, received_at_ns in held[examined:]:
-            frame = decode_frame(raw, received_at_ns)
-            if type(frame) is Trade and frame.symbol not in self._held_first:
-                self._held_first[frame.symbol] = frame.trade_id
+        for frames, received_at_ns in held[examined:]:
+            for raw in frames:
+                frame = decode_frame(raw, received_at_ns)
+                if type(frame) is Trade and frame.symbol not in self._held_first:
+                    self._held_first[frame.symbol] = frame.trade_id
         self._held_seen = (id(held), len(held))
         return all(
             (self.core.sequence.last_id(s) or -1) >= first - 1 for s, first in self._held_first.items()
@@ -557,6 +571,12 @@ class Collector:
         self._uploads.append(pending)
         self._uploads_idle.clear()
         self._upload_wakeup.set()
+
+    def _spool_batch(self, batch: SealedBatch, key: str) -> SpoolEntry | None:
+        """Encode and spool a sealed batch, then record how far each symbol got (one thread hop)."""
+        entry = self._encode_and_spool(batch, key)
+        self._save_state()
+        return entry
 
     def _encode_and_spool(self, batch: SealedBatch, key: str) -> SpoolEntry | None:
         """Encode and spool; None when the spool is full (the caller records the loss)."""
@@ -680,13 +700,7 @@ class Collector:
             before_sleep=self._log_upload_retry,
         ):
             with attempt:
-                started = time.perf_counter()
-                outcome = await asyncio.to_thread(self.sink.put, entry.key, data)
-                upload_s = time.perf_counter() - started
-                # Noted for the minute's marker (or its marker rewritten) before the spool lets go.
-                await asyncio.to_thread(
-                    self.markers.after_landing, entry.key, len(data), sha256_b64(data), rows, self._gaps_in
-                )
+                outcome, upload_s = await asyncio.to_thread(self._put_and_note, entry.key, data, rows)
         await asyncio.to_thread(self.spool.remove, entry)
         name = parse_object_key(entry.key)
         self.sink_ok, self.sink_error = True, None
@@ -716,6 +730,15 @@ class Collector:
             sealed_by=pending.reason,
             outcome=outcome,
         )
+
+    def _put_and_note(self, key: str, data: bytes, rows: int) -> tuple[str, float]:
+        """Land an object, then note it for its minute's marker (or rewrite the marker) before the
+        spool lets go of it. One thread hop; retried whole (the put is idempotent)."""
+        started = time.perf_counter()
+        outcome = self.sink.put(key, data)
+        upload_s = time.perf_counter() - started
+        self.markers.after_landing(key, len(data), sha256_b64(data), rows, self._gaps_in)
+        return outcome, upload_s
 
     def _log_upload_retry(self, state: RetryCallState) -> None:
         self.upload_errors["transient"] += 1

@@ -14,7 +14,10 @@ Rules:
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Literal
 
 from collector.binance import Trade
@@ -112,21 +115,8 @@ class MinuteBatcher:
     def add(self, trade: Trade, now_s: float) -> list[SealedBatch]:
         """Buffer one trade; return the batches this sealed (by size or crowding)."""
         minute = trade.trade_time // self._units_per_minute
-        key = (trade.symbol, minute)
-        batch = self._open.get(key)
         sealed: list[SealedBatch] = []
-        if batch is None:
-            batch = _OpenBatch(trade.symbol, minute, now_s, f"{trade.symbol}-{minute}-{trade.trade_id}")
-            self._open[key] = batch
-            watermark = self._watermark.get(trade.symbol)
-            if watermark is None or minute > watermark:
-                self._watermark[trade.symbol] = minute
-                for other in self._open.values():
-                    if other.symbol == trade.symbol and other.minute < minute and other.close_at_s is None:
-                        other.close_at_s = now_s + self.minute_grace_s
-            else:
-                batch.close_at_s = now_s + self.minute_grace_s  # a late trade of a past minute
-            sealed.extend(self._seal_crowded(trade.symbol))
+        batch = self._batch_for(trade.symbol, minute, trade.trade_id, now_s, sealed)
         cols = batch.columns
         cols.trade_id.append(trade.trade_id)
         cols.price.append(trade.price)
@@ -137,8 +127,71 @@ class MinuteBatcher:
         cols.received_at_ns.append(trade.received_at_ns)
         batch.raw_bytes += trade.raw_bytes
         if batch.raw_bytes >= self.max_batch_bytes:
-            sealed.append(self._seal(key, "size"))
+            sealed.append(self._seal((trade.symbol, minute), "size"))
         return sealed
+
+    def extend(
+        self,
+        symbol: str,
+        minute: int,
+        columns: tuple[Sequence[int], ...],
+        *,
+        received_at_ns: int,
+        frame_bytes: Sequence[int],
+        now_s: float,
+    ) -> tuple[list[tuple[str, int, int]], list[SealedBatch]]:
+        """Buffer a run of trades of one symbol and one minute, as `add` would one at a time.
+
+        `columns` is (trade_id, price, quantity, trade_time, event_time, is_buyer_maker);
+        `frame_bytes` the size of each trade's frame. Returns which batch took which slice of
+        the run, as (batch_id, start, stop), and the batches sealed: a batch that reaches
+        `max_batch_bytes` is sealed after exactly the trade that took it there, as with `add`.
+        """
+        sealed: list[SealedBatch] = []
+        placed: list[tuple[str, int, int]] = []
+        ids = columns[0]
+        start, count = 0, len(ids)
+        cumulative = list(accumulate(frame_bytes))
+        while start < count:
+            batch = self._batch_for(symbol, minute, ids[start], now_s, sealed)
+            base = cumulative[start - 1] if start else 0
+            # The first trade at which the batch reaches its size limit, if within this run.
+            stop = bisect_left(cumulative, self.max_batch_bytes - batch.raw_bytes + base, lo=start) + 1
+            stop = min(stop, count)
+            cols = batch.columns
+            for column, values in zip(
+                (cols.trade_id, cols.price, cols.quantity, cols.trade_time, cols.event_time,
+                 cols.is_buyer_maker), columns, strict=True,
+            ):  # fmt: skip
+                # Extending by an array is a memcpy; by a list, a conversion per item.
+                column.extend(array(column.typecode, values[start:stop]))
+            cols.received_at_ns.extend(array("q", [received_at_ns]) * (stop - start))
+            batch.raw_bytes += cumulative[stop - 1] - base
+            placed.append((batch.batch_id, start, stop))
+            if batch.raw_bytes >= self.max_batch_bytes:
+                sealed.append(self._seal((symbol, minute), "size"))
+            start = stop
+        return placed, sealed
+
+    def _batch_for(
+        self, symbol: str, minute: int, first_trade_id: int, now_s: float, sealed: list[SealedBatch]
+    ) -> _OpenBatch:
+        """The open batch of (symbol, minute), opened if need be (which may seal crowded ones)."""
+        key = (symbol, minute)
+        batch = self._open.get(key)
+        if batch is None:
+            batch = _OpenBatch(symbol, minute, now_s, f"{symbol}-{minute}-{first_trade_id}")
+            self._open[key] = batch
+            watermark = self._watermark.get(symbol)
+            if watermark is None or minute > watermark:
+                self._watermark[symbol] = minute
+                for other in self._open.values():
+                    if other.symbol == symbol and other.minute < minute and other.close_at_s is None:
+                        other.close_at_s = now_s + self.minute_grace_s
+            else:
+                batch.close_at_s = now_s + self.minute_grace_s  # a late trade of a past minute
+            sealed.extend(self._seal_crowded(symbol))
+        return batch
 
     def open_minutes(self, symbol: str) -> set[int]:
         return {minute for (s, minute) in self._open if s == symbol}

@@ -3,13 +3,24 @@
 Pure: no I/O, no asyncio. Prices and quantities become exact integers scaled by 10**8
 (Binance quotes at most 8 decimals), so "61837.63000000" is 6183763000000 and nothing is
 ever a float. Unknown extra fields are ignored (2023 frames carry `b` and `a`).
+
+Two decoders, one meaning. `decode_frame` classifies any single frame and says exactly what
+was wrong with a bad one. `decode_trades` is the fast path for a whole read of frames: when
+every frame is a well-formed trade in Binance's usual shape (prices with exactly 8 decimals),
+it returns the chunk as columns: one msgspec call decodes every frame into typed structs, and
+each distinct price and quantity text is checked and converted once;
+for anything else it returns None and the caller takes `decode_frame`, frame by frame. Where
+both accept a trade they agree field for field (tests/test_binance.py holds them to it).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
+
+import msgspec
 
 __all__ = [
     "DECIMAL_PRECISION",
@@ -18,7 +29,9 @@ __all__ = [
     "ServerShutdown",
     "Skipped",
     "Trade",
+    "TradeColumns",
     "decode_frame",
+    "decode_trades",
     "format_scaled",
     "parse_scaled",
     "trade_from_rest",
@@ -184,3 +197,95 @@ def trade_from_rest(row: dict[str, Any], symbol: str, received_at_ns: int) -> Tr
         return Skipped("missing_field", f"REST row has no field {exc.args[0]!r}")
     except (TypeError, ValueError) as exc:
         return Skipped("bad_field", str(exc))
+
+
+# ---- the fast path: a whole read of trade frames to columns -----------------------------------
+
+
+class _WireTrade(msgspec.Struct, gc=False):
+    e: Literal["trade"]
+    E: int
+    s: str
+    t: int
+    p: str
+    q: str
+    T: int
+    m: bool
+
+
+class _WireCombined(msgspec.Struct, gc=False):
+    data: _WireTrade
+
+
+_RAW_CHUNK = msgspec.json.Decoder(list[_WireTrade])
+_COMBINED_CHUNK = msgspec.json.Decoder(list[_WireCombined])
+# Binance's usual decimal: at most 10 integer digits and exactly 8 decimals.
+_DECIMAL = re.compile(r"[0-9]{1,10}\.[0-9]{8}")
+_valid_symbols: set[str] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class TradeColumns:
+    """A chunk of trades as columns, in frame order; prices and quantities scaled by 10**8."""
+
+    symbols: list[str]
+    trade_ids: list[int]
+    prices: list[int]
+    quantities: list[int]
+    trade_times: list[int]
+    event_times: list[int]
+    is_buyer_maker: list[bool]
+
+
+def _scaled_all(texts: list[str]) -> list[int] | None:
+    """Each decimal string scaled by 10**8, or None if any is not in the usual shape.
+
+    A chunk repeats a few prices and round lots many times: each distinct text is checked and
+    converted once, and the column is filled by lookup.
+    """
+    scaled = {}
+    for text in set(texts):
+        if _DECIMAL.fullmatch(text) is None:
+            return None
+        scaled[text] = int(text.replace(".", ""))
+    return [scaled[text] for text in texts]
+
+
+def decode_trades(frames: list[bytes], *, combined: bool) -> TradeColumns | None:
+    """Every frame a well-formed trade: the chunk as columns. Otherwise None (use decode_frame).
+
+    `combined` says which form to try first (`/stream` wraps each trade in {"stream","data"});
+    the other is tried too, so a wrong guess costs time, never a result.
+    """
+    body = b"[" + b",".join(frames) + b"]"
+    for form in (combined, not combined):
+        try:
+            rows = [row.data for row in _COMBINED_CHUNK.decode(body)] if form else _RAW_CHUNK.decode(body)
+            break
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            continue
+    else:
+        return None
+    if len(rows) != len(frames):  # a frame that was itself several JSON values
+        return None
+    symbols = [row.s for row in rows]
+    for symbol in set(symbols) - _valid_symbols:
+        if not (symbol.isascii() and symbol.isalnum() and symbol.isupper()):
+            return None
+        _valid_symbols.add(symbol)
+    ids = [row.t for row in rows]
+    if min(ids) < 0:
+        return None
+    prices = _scaled_all([row.p for row in rows])
+    quantities = _scaled_all([row.q for row in rows])
+    if prices is None or quantities is None:
+        return None
+    return TradeColumns(
+        symbols,
+        ids,
+        prices,
+        quantities,
+        [row.T for row in rows],
+        [row.E for row in rows],
+        [row.m for row in rows],
+    )

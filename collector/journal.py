@@ -1,9 +1,10 @@
 """The frame journal: every trade of an open batch, on disk, until that batch is spooled.
 
 One append-only file per open batch, `{root}/{symbol}-{minute}-{first_trade_id}.frames`, one
-line per trade: `<received_at_ns> <raw frame>`. Each line is written with one unbuffered
-write(2), so it sits in the kernel's page cache the moment the trade is accepted: a process
-crash or `kill -9` cannot lose it. (A power loss can lose what the kernel had not yet written
+line per trade: `<received_at_ns> <raw frame>`. The lines a chunk (one read of the socket)
+adds to a batch are written with one unbuffered write(2), before anything else is done with
+those trades, so they sit in the kernel's page cache as soon as they are accepted: a process
+crash or `kill -9` cannot lose them. (A power loss can lose what the kernel had not yet written
 back, a few seconds at most; the trade-id gap check and REST backfill cover that.)
 
 When the batch has been encoded and written to the spool, its journal file is removed. On
@@ -55,14 +56,21 @@ class Journal:
             ) from exc
         self._fds: dict[str, int] = {}
 
-    def append(self, batch_id: str, received_at_ns: int, raw: str | bytes) -> None:
+    def append(self, batch_id: str, received_at_ns: int, frames: list[bytes]) -> None:
+        """Journal frames that arrived together (one stamp) and went into one batch: one write."""
         fd = self._fds.get(batch_id)
         if fd is None:
             path = self.root / f"{batch_id}{_SUFFIX}"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._fds[batch_id] = fd
-        data = raw.encode() if isinstance(raw, str) else raw
-        os.write(fd, b"%d %s\n" % (received_at_ns, data.replace(b"\n", b" ")))
+        prefix = b"%d " % received_at_ns
+        data = prefix + (b"\n" + prefix).join(frames) + b"\n"
+        if data.count(b"\n") != len(frames):  # a frame with a raw newline: JSON whitespace, blank it
+            data = b"".join(prefix + raw.replace(b"\n", b" ") + b"\n" for raw in frames)
+        view = memoryview(data)
+        while view:  # a large write to a regular file can be short (a signal, a full disk)
+            written = os.write(fd, view)
+            view = view[written:]
 
     def close(self, batch_id: str) -> None:
         fd = self._fds.pop(batch_id, None)

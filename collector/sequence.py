@@ -7,7 +7,7 @@ a jump of more than one opens a gap of the ids in between.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["RESET_DISTANCE", "Gap", "SequenceTracker"]
@@ -48,6 +48,17 @@ class SequenceTracker:
         """Ids up to `trade_id` are already held elsewhere (spool, journal): treat them as seen."""
         if trade_id > self._last.get(symbol, -1):
             self._last[symbol] = trade_id
+
+    def observe_run(self, symbol: str, trade_ids: Sequence[int]) -> bool:
+        """Accept a run of ids in one step when it continues exactly where the symbol left off
+        (`observe` would accept each, with no gap). Otherwise change nothing and return False."""
+        last = self._last.get(symbol)
+        if last is None or not trade_ids or trade_ids[0] != last + 1:
+            return False
+        if list(trade_ids) != list(range(last + 1, last + 1 + len(trade_ids))):
+            return False
+        self._last[symbol] = trade_ids[-1]
+        return True
 
     def observe(self, symbol: str, trade_id: int) -> tuple[bool, Gap | None]:
         """Record `trade_id`. Returns (accepted, gap): accepted is False for a duplicate."""

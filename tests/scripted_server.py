@@ -13,8 +13,10 @@ from websockets.http11 import Request, Response
 
 @dataclass
 class Script:
-    frames: list[str | bytes]
+    frames: list[str | bytes | list[str]]  # a list is sent as one fragmented message
     close_after: bool = False  # close the connection once the frames are sent
+    close_code: int = 1000
+    close_reason: str = ""
     status: int | None = None  # refuse the handshake with this HTTP status instead
 
 
@@ -67,6 +69,6 @@ class ScriptedServer:
         for frame in script.frames:
             await ws.send(frame)
         if script.close_after:
-            await ws.close()
+            await ws.close(script.close_code, script.close_reason)
             return
         await ws.wait_closed()

@@ -164,7 +164,7 @@ def test_a_conflicting_object_is_reported_and_never_overwritten(
 def test_a_full_spool_keeps_the_oldest_and_records_exactly_what_it_dropped(
     procs: Callable[..., Proc], tmp_path: Path, aws_env: dict[str, str]
 ) -> None:
-    count = 3000
+    count = 6000
     _, url = start_emulator(procs, "--symbols", "BTCUSDT", "--count", str(count), "--rate", "0")
     env = collector_env(
         url,
@@ -174,7 +174,7 @@ def test_a_full_spool_keeps_the_oldest_and_records_exactly_what_it_dropped(
         max_batch_bytes="65536",
         max_batch_age_s="3600",
         minute_grace_s="3600",
-        spool_max_bytes="20000",
+        spool_max_bytes="10000",
         shutdown_timeout_s="1",
     )
     env.update(aws_env)
@@ -194,7 +194,7 @@ def test_a_full_spool_keeps_the_oldest_and_records_exactly_what_it_dropped(
     assert sum(r["trades"] for r in records) == len(dropped) == stopped["dropped_trades"]
     assert sorted(kept + dropped) == list(range(1_000_000, 1_000_000 + count))  # nothing silently lost
     assert max(kept) < min(dropped)  # the oldest data is what was kept
-    assert sum(p.stat().st_size for p in spooled(tmp_path)) <= 20000
+    assert sum(p.stat().st_size for p in spooled(tmp_path)) <= 10000
 
 
 def test_a_missing_bucket_is_named_with_the_fix_and_the_data_stays_spooled(

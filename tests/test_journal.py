@@ -9,11 +9,15 @@ from collector.journal import Journal
 
 def test_appended_frames_read_back_in_order(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    journal.append("BTCUSDT-100-5", 11, '{"e":"trade","t":5}')
-    journal.append("BTCUSDT-100-5", 12, b'{"e":"trade","t":6}')
+    journal.append("BTCUSDT-100-5", 11, [b'{"e":"trade","t":5}'])
+    journal.append("BTCUSDT-100-5", 12, [b'{"e":"trade","t":6}', b'{"e":"trade","t":7}'])
     (left,) = journal.leftovers()
     assert left.batch_id == "BTCUSDT-100-5"
-    assert list(left.frames()) == [(11, b'{"e":"trade","t":5}'), (12, b'{"e":"trade","t":6}')]
+    assert list(left.frames()) == [
+        (11, b'{"e":"trade","t":5}'),
+        (12, b'{"e":"trade","t":6}'),
+        (12, b'{"e":"trade","t":7}'),  # a chunk's frames share its read's stamp
+    ]
 
 
 def test_a_torn_last_line_and_garbage_lines_are_skipped(tmp_path: Path) -> None:
@@ -27,7 +31,7 @@ def test_a_torn_last_line_and_garbage_lines_are_skipped(tmp_path: Path) -> None:
 def test_discard_removes_the_file_and_leftovers_are_ordered_by_minute(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     for batch_id in ("ETHUSDT-101-9", "BTCUSDT-100-5", "BTCUSDT-101-7"):
-        journal.append(batch_id, 1, "{}")
+        journal.append(batch_id, 1, [b"{}"])
     journal.discard("ETHUSDT-101-9")
     journal.close_all()
     assert [b.batch_id for b in journal.leftovers()] == ["BTCUSDT-100-5", "BTCUSDT-101-7"]
@@ -35,6 +39,6 @@ def test_discard_removes_the_file_and_leftovers_are_ordered_by_minute(tmp_path: 
 
 def test_frames_with_newlines_cannot_split_a_line(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    journal.append("BTCUSDT-1-1", 5, '{"a":\n1}')
+    journal.append("BTCUSDT-1-1", 5, [b'{"a":\n1}', b'{"b":2}'])
     (left,) = journal.leftovers()
-    assert list(left.frames()) == [(5, b'{"a": 1}')]
+    assert list(left.frames()) == [(5, b'{"a": 1}'), (5, b'{"b":2}')]

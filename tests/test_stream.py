@@ -7,25 +7,27 @@ from typing import Any
 
 import pytest
 import structlog
+import structlog.testing
 
 from collector.exceptions import ExchangeRefused
-from collector.stream import TradeStream
+from collector.stream import MAX_FRAME_BYTES, TradeStream
 from tests.scripted_server import Script, ScriptedServer
 
 LOG = structlog.get_logger()
 
 
-async def collect(url: str, want: int, **kwargs: Any) -> tuple[list[str | bytes], TradeStream]:
-    got: list[str | bytes] = []
+async def collect(url: str, want: int, **kwargs: Any) -> tuple[list[bytes], TradeStream]:
+    got: list[bytes] = []
     done = asyncio.Event()
 
-    async def on_frame(raw: str | bytes, received_at_ns: int) -> None:
+    def on_chunk(frames: list[bytes], received_at_ns: int) -> None:
         assert received_at_ns > 0
-        got.append(raw)
+        assert frames
+        got.extend(frames)
         if len(got) >= want:
             done.set()
 
-    stream = TradeStream(url, on_frame, log=LOG, initial_delay_s=0.01, max_delay_s=0.05, **kwargs)
+    stream = TradeStream(url, on_chunk, log=LOG, initial_delay_s=0.01, max_delay_s=0.05, **kwargs)
     task = asyncio.create_task(stream.run())
     waiter = asyncio.create_task(done.wait())
     finished, _ = await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
@@ -42,7 +44,7 @@ def test_frames_arrive_in_order_across_reconnects() -> None:
     scripts = [Script(["a1", "a2"], close_after=True), Script(["b1"], close_after=True), Script(["c1", "c2"])]
     with ScriptedServer(scripts) as server:
         got, stream = asyncio.run(collect(server.url + "/ws/btcusdt@trade", 5))
-    assert got == ["a1", "a2", "b1", "c1", "c2"]
+    assert got == [b"a1", b"a2", b"b1", b"c1", b"c2"]
     assert stream.connections == 3
     assert server.paths[0] == "/ws/btcusdt@trade"
 
@@ -51,7 +53,7 @@ def test_refused_handshakes_are_retried_until_the_server_accepts() -> None:
     scripts = [Script([], status=503), Script([], status=503), Script(["ok"])]
     with ScriptedServer(scripts) as server:
         got, _ = asyncio.run(collect(server.url + "/ws/btcusdt@trade", 1))
-    assert got == ["ok"]
+    assert got == [b"ok"]
     assert server.connections == 3
 
 
@@ -71,3 +73,79 @@ def test_an_unknown_stream_path_is_not_retried_forever() -> None:
         pytest.raises(ExchangeRefused, match="COLLECTOR_SYMBOLS"),
     ):
         asyncio.run(collect(server.url + "/ws/nosuch@trade", 1))
+
+
+def test_a_fragmented_message_arrives_whole() -> None:
+    with ScriptedServer([Script(["before", ['{"e":', '"trade"', "}"], "after"])]) as server:
+        got, _ = asyncio.run(collect(server.url + "/ws/btcusdt@trade", 3))
+    assert got == [b"before", b'{"e":"trade"}', b"after"]
+
+
+def test_a_message_over_the_size_limit_is_dropped_and_the_stream_goes_on() -> None:
+    huge = ["x" * (MAX_FRAME_BYTES // 2)] * 3  # 1.5 MB in fragments that are each within limits
+    with ScriptedServer([Script(["a", huge, "b"], close_after=True), Script(["c"])]) as server:
+        got, _ = asyncio.run(collect(server.url + "/ws/btcusdt@trade", 3))
+    assert got == [b"a", b"b", b"c"]
+
+
+def test_the_close_code_and_reason_of_a_dropped_connection_are_logged() -> None:
+    scripts = [Script(["a"], close_after=True, close_code=1001, close_reason="going away"), Script(["b"])]
+    with ScriptedServer(scripts) as server, structlog.testing.capture_logs() as logs:
+        got, stream = asyncio.run(collect(server.url + "/ws/btcusdt@trade", 2))
+    assert got == [b"a", b"b"]
+    (dropped,) = [e for e in logs if e["event"] == "collector.disconnected"]
+    assert (dropped["code"], dropped["reason"]) == (1001, "going away")
+    assert stream.reconnects == 1
+
+
+def test_an_exception_from_the_consumer_ends_run_with_it() -> None:
+    class Full(Exception):
+        pass
+
+    def on_chunk(frames: list[bytes], received_at_ns: int) -> None:
+        raise Full("spool full")
+
+    async def main() -> None:
+        stream = TradeStream(server.url + "/ws/btcusdt@trade", on_chunk, log=LOG)
+        await asyncio.wait_for(stream.run(), timeout=60)
+
+    with ScriptedServer([Script(["a", "b"])]) as server, pytest.raises(Full, match="spool full"):
+        asyncio.run(main())
+
+
+def test_holding_back_stops_reading_the_socket_until_released() -> None:
+    """The consumer's flow control: reading stops (TCP pushes back), then every frame arrives."""
+    frames = [f"frame-{i:05d}-{'x' * 200}" for i in range(20_000)]
+
+    async def main() -> tuple[list[bytes], bool, int]:
+        got: list[bytes] = []
+        done = asyncio.Event()
+        first = asyncio.Event()
+
+        def on_chunk(chunk: list[bytes], received_at_ns: int) -> None:
+            got.extend(chunk)
+            if not first.is_set():
+                first.set()
+                stream.hold_back(True)
+            if len(got) >= len(frames):
+                done.set()
+
+        stream = TradeStream(server.url + "/ws/btcusdt@trade", on_chunk, log=LOG)
+        task = asyncio.create_task(stream.run())
+        try:
+            await asyncio.wait_for(first.wait(), timeout=60)
+            conn = stream._active
+            assert conn is not None
+            reading = conn.transport.underlying_transport.is_reading()
+            stream.hold_back(False)
+            await asyncio.wait_for(done.wait(), timeout=60)
+            return got, reading, stream.pauses
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    with ScriptedServer([Script(list(frames))]) as server:
+        got, reading_while_held, pauses = asyncio.run(main())
+    assert not reading_while_held
+    assert pauses == 1
+    assert got == [f.encode() for f in frames]
