@@ -5,7 +5,7 @@ with 8 decimals. A float cannot hold "61837.63000000" exactly; DECIMAL(18, 8) ho
 value Binance sends below 10**10 exactly, is read as an exact decimal by Athena, Spark,
 DuckDB and pyarrow, and as a 64-bit integer it compresses like one.
 
-Why these encodings: trade ids, times and prices move by small steps, so DELTA_BINARY_PACKED
+Why these encodings: trade ids and times move by small steps, so DELTA_BINARY_PACKED
 stores them in a few bits each; zstd squeezes what is left. A minute's file holds a few
 thousand trades, so what every file carries matters too: the Parquet schema is the contract
 (Athena, Spark and DuckDB read only it), so pyarrow's own copy of it (ARROW:schema, about a
@@ -49,9 +49,13 @@ COLUMNS = (
     "received_at",
 )
 
-# Prices move by a few ticks per trade: delta. Quantities are plain: zstd finds their repeats
-# (a dictionary page per file cost more than it saved on the recording).
-_DELTA_COLUMNS = ("trade_id", "price", "trade_time", "event_time", "received_at")
+# Ids and times rise by small steps: delta. Prices and quantities are plain: zstd finds their
+# repeats better than delta or a dictionary page per file did (measured on the recording:
+# price 1.51 B/trade plain, 1.61 delta, 2.01 dictionary; quantity 2.26 plain, 2.50 dictionary).
+_DELTA_COLUMNS = ("trade_id", "trade_time", "event_time", "received_at")
+# zstd level 6: 3% smaller than level 3 on the recording for 0.06 µs more per trade; level 12
+# saves another 1.5% for 0.45 µs more, which a burst of 200,000 trades/s would feel.
+_ZSTD_LEVEL = 6
 _DICTIONARY_COLUMNS = ["symbol"]
 _STATISTICS_COLUMNS = ["trade_id", "trade_time", "event_time", "received_at"]
 _DECIMAL = pa.decimal64(DECIMAL_PRECISION, DECIMAL_SCALE)
@@ -107,7 +111,7 @@ def encode_parquet(batch: SealedBatch) -> bytes:
         _table(batch),
         sink,
         compression="zstd",
-        compression_level=3,
+        compression_level=_ZSTD_LEVEL,
         use_dictionary=_DICTIONARY_COLUMNS,
         column_encoding={name: "DELTA_BINARY_PACKED" for name in _DELTA_COLUMNS},
         store_decimal_as_integer=True,
