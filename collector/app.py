@@ -354,8 +354,9 @@ class Collector:
 
     async def _ticker(self) -> None:
         next_stats = time.monotonic() + self.settings.stats_interval_s
+        tick_s = min(TICK_S, self.settings.stats_interval_s)  # stats as often as asked for
         while True:
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(tick_s)
             now = time.monotonic()
             self.core.tick(now)
             for batch in self.core.take_sealed():
@@ -370,6 +371,7 @@ class Collector:
             event,
             **extra,
             frames=stats.frames,
+            reads=stats.reads,
             trades=dict(stats.trades),
             duplicates=stats.duplicates,
             skipped=dict(stats.skipped),

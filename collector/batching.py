@@ -158,13 +158,14 @@ class MinuteBatcher:
             # The first trade at which the batch reaches its size limit, if within this run.
             stop = bisect_left(cumulative, self.max_batch_bytes - batch.raw_bytes + base, lo=start) + 1
             stop = min(stop, count)
+            whole = start == 0 and stop == count  # the usual run: no slice to copy
             cols = batch.columns
             for column, values in zip(
                 (cols.trade_id, cols.price, cols.quantity, cols.trade_time, cols.event_time,
                  cols.is_buyer_maker), columns, strict=True,
             ):  # fmt: skip
                 # Extending by an array is a memcpy; by a list, a conversion per item.
-                column.extend(array(column.typecode, values[start:stop]))
+                column.extend(array(column.typecode, values if whole else values[start:stop]))
             cols.received_at_ns.extend(array("q", [received_at_ns]) * (stop - start))
             batch.raw_bytes += cumulative[stop - 1] - base
             placed.append((batch.batch_id, start, stop))

@@ -219,8 +219,8 @@ class _WireCombined(msgspec.Struct, gc=False):
 
 _RAW_CHUNK = msgspec.json.Decoder(list[_WireTrade])
 _COMBINED_CHUNK = msgspec.json.Decoder(list[_WireCombined])
-# Binance's usual decimal: at most 10 integer digits and exactly 8 decimals.
-_DECIMAL = re.compile(r"[0-9]{1,10}\.[0-9]{8}")
+# Binance's usual decimal: at most 10 integer digits and exactly 8 decimals; space-separated.
+_DECIMALS = re.compile(r"[0-9]{1,10}\.[0-9]{8}(?: [0-9]{1,10}\.[0-9]{8})*")
 _valid_symbols: set[str] = set()
 
 
@@ -240,15 +240,18 @@ class TradeColumns:
 def _scaled_all(texts: list[str]) -> list[int] | None:
     """Each decimal string scaled by 10**8, or None if any is not in the usual shape.
 
-    A chunk repeats a few prices and round lots many times: each distinct text is checked and
-    converted once, and the column is filled by lookup.
+    A read repeats a few prices and round lots many times: the distinct texts are checked by
+    one regex match over them all, converted once each, and the column filled by lookup.
     """
-    scaled = {}
-    for text in set(texts):
-        if _DECIMAL.fullmatch(text) is None:
-            return None
-        scaled[text] = int(text.replace(".", ""))
-    return [scaled[text] for text in texts]
+    distinct = list(dict.fromkeys(texts))
+    joined = " ".join(distinct)
+    if _DECIMALS.fullmatch(joined) is None:
+        return None
+    try:  # a text holding a space would split in two: then the counts differ
+        scaled = dict(zip(distinct, map(int, joined.replace(".", "").split(" ")), strict=True))
+    except ValueError:
+        return None
+    return list(map(scaled.__getitem__, texts))
 
 
 def decode_trades(frames: list[bytes], *, combined: bool) -> TradeColumns | None:

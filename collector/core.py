@@ -30,6 +30,7 @@ class CaptureStats:
     """Counters since start; every frame lands in exactly one of trades, duplicates, skipped."""
 
     frames: int = 0
+    reads: int = 0  # chunks fed: frames / reads is how many frames a socket read brings
     trades: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
@@ -97,6 +98,7 @@ class CaptureCore:
         """Take the frames of one read. Sealed batches accumulate for `take_sealed()`."""
         result = ChunkResult()
         self.stats.frames += len(frames)
+        self.stats.reads += 1
         columns = decode_trades(frames, combined=self.combined)
         if columns is None:
             self._feed_slowly(frames, received_at_ns, now_s, result)

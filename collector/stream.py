@@ -57,7 +57,8 @@ Chunk = tuple[list[bytes], int]  # the frames of one read, and when that read ha
 OnChunk = Callable[[list[bytes], int], None]
 HandoverReady = Callable[[list[Chunk]], bool]
 
-_DATA = (picows.WSMsgType.TEXT, picows.WSMsgType.BINARY)
+_TEXT = picows.WSMsgType.TEXT
+_DATA = (_TEXT, picows.WSMsgType.BINARY)
 _CONTINUATION = picows.WSMsgType.CONTINUATION
 _CLOSE = picows.WSMsgType.CLOSE
 MAX_FRAME_BYTES = 2**20  # a trade frame is about 200 bytes; a megabyte is a broken peer
@@ -90,27 +91,29 @@ class _Listener(picows.WSListener):
         self._loop = asyncio.get_running_loop()
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
-        kind = frame.msg_type
-        if kind in _DATA and frame.fin and self._partial is None:
+        if frame.msg_type is _TEXT and frame.fin and self._partial is None:  # the usual frame
             payload = frame.get_payload_as_bytes()
-        elif kind in _DATA or kind is _CONTINUATION:
-            payload = self._reassemble(kind, frame)
-            if payload is None:
-                return
         else:
-            if kind is _CLOSE:
-                self._conn.close_code = int(frame.get_close_code())
-                self._conn.close_reason = frame.get_close_message().decode("utf-8", "replace")[:200]
-                transport.send_close(frame.get_close_code(), frame.get_close_message())
-                transport.disconnect()
-            return
-        if not self._frames:
+            kind = frame.msg_type
+            if kind in _DATA or kind is _CONTINUATION:
+                payload = self._reassemble(kind, frame)
+                if payload is None:
+                    return
+            else:
+                if kind is _CLOSE:
+                    self._conn.close_code = int(frame.get_close_code())
+                    self._conn.close_reason = frame.get_close_message().decode("utf-8", "replace")[:200]
+                    transport.send_close(frame.get_close_code(), frame.get_close_message())
+                    transport.disconnect()
+                return
+        frames = self._frames
+        if not frames:
             self._stamp = time.time_ns()
             if not frame.last_in_buffer:
                 # The read's last frame may be a ping, which picows answers without telling us:
                 # this delivers the chunk once the read's frames are all parsed, in any case.
                 self._loop.call_soon(self._deliver)
-        self._frames.append(payload)
+        frames.append(payload)
         if frame.last_in_buffer:
             self._deliver()
 

@@ -38,10 +38,15 @@ def generated(n: int, symbols: tuple[str, ...] = ("BTCUSDT",), **tape: Any) -> l
 
 
 def trade(
-    trade_id: int, *, t_ms: int = 1_723_161_255_342, price: str = "61837.63000000", sym: str = "BTCUSDT"
+    trade_id: int,
+    *,
+    t_ms: int = 1_723_161_255_342,
+    price: str = "61837.63000000",
+    quantity: str = "0.02000000",
+    sym: str = "BTCUSDT",
 ) -> bytes:
     return (
-        f'{{"e":"trade","E":{t_ms + 1},"s":"{sym}","t":{trade_id},"p":"{price}","q":"0.02000000",'
+        f'{{"e":"trade","E":{t_ms + 1},"s":"{sym}","t":{trade_id},"p":"{price}","q":"{quantity}",'
         f'"T":{t_ms},"m":true,"M":true}}'
     ).encode()
 
@@ -126,6 +131,11 @@ def test_decode_trades_agrees_with_decode_frame_field_for_field_on_the_recording
         trade(11, price="-1.00000000"),
         trade(11, price="1.000000001"),
         trade(11, price="12345678901.00000000"),
+        trade(11, price="1.00000000 2.00000000"),  # would pass a check of the texts joined by spaces
+        trade(11, price=""),
+        trade(11, quantity=" 1.00000000"),
+        trade(11, quantity="1_0.00000000"),  # int() takes underscores
+        trade(11, quantity="\uff11.00000000"),  # int() takes other scripts' digits
         trade(11, sym="btcusdt"),
         b'{"e":"trade","E":1,"s":"BTCUSDT","t":11.0,"p":"1.00000000","q":"1.00000000","T":1,"m":true}',
         b'{"e":"trade","E":1,"s":"BTCUSDT","t":11,"p":1.5,"q":"1.00000000","T":1,"m":true}',
