@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -206,7 +206,7 @@ class _WireTrade(msgspec.Struct, gc=False):
     e: Literal["trade"]
     E: int
     s: str
-    t: int
+    t: Annotated[int, msgspec.Meta(ge=0)]
     p: str
     q: str
     T: int
@@ -272,13 +272,14 @@ def decode_trades(frames: list[bytes], *, combined: bool) -> TradeColumns | None
     if len(rows) != len(frames):  # a frame that was itself several JSON values
         return None
     symbols = [row.s for row in rows]
-    for symbol in set(symbols) - _valid_symbols:
-        if not (symbol.isascii() and symbol.isalnum() and symbol.isupper()):
-            return None
-        _valid_symbols.add(symbol)
-    ids = [row.t for row in rows]
-    if min(ids) < 0:
-        return None
+    # One symbol (the usual read) is checked once; several, each distinct one.
+    distinct = (symbols[0],) if symbols.count(symbols[0]) == len(symbols) else set(symbols)
+    for symbol in distinct:
+        if symbol not in _valid_symbols:
+            if not (symbol.isascii() and symbol.isalnum() and symbol.isupper()):
+                return None
+            _valid_symbols.add(symbol)
+    ids = [row.t for row in rows]  # not negative: the decoder checked
     prices = _scaled_all([row.p for row in rows])
     quantities = _scaled_all([row.q for row in rows])
     if prices is None or quantities is None:

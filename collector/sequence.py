@@ -55,7 +55,8 @@ class SequenceTracker:
         last = self._last.get(symbol)
         if last is None or not trade_ids or trade_ids[0] != last + 1:
             return False
-        if list(trade_ids) != list(range(last + 1, last + 1 + len(trade_ids))):
+        expected = list(range(last + 1, last + 1 + len(trade_ids)))
+        if (trade_ids if isinstance(trade_ids, list) else list(trade_ids)) != expected:
             return False
         self._last[symbol] = trade_ids[-1]
         return True

@@ -137,6 +137,7 @@ def test_decode_trades_agrees_with_decode_frame_field_for_field_on_the_recording
         trade(11, quantity="1_0.00000000"),  # int() takes underscores
         trade(11, quantity="\uff11.00000000"),  # int() takes other scripts' digits
         trade(11, sym="btcusdt"),
+        b'{"e":"trade","E":1,"s":"BTCUSDT","t":-11,"p":"1.00000000","q":"1.00000000","T":1,"m":true}',
         b'{"e":"trade","E":1,"s":"BTCUSDT","t":11.0,"p":"1.00000000","q":"1.00000000","T":1,"m":true}',
         b'{"e":"trade","E":1,"s":"BTCUSDT","t":11,"p":1.5,"q":"1.00000000","T":1,"m":true}',
         b'{"e":"trade","E":1,"s":"BTCUSDT","t":11,"p":"1.00000000","q":"1.00000000","T":1,"m":1}',
