@@ -16,6 +16,7 @@ Nothing here is asserted: it is a measurement. Machine and date belong with any 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -61,7 +62,7 @@ class Child:
                     return event
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{self.popen.args} exited with {self.popen.returncode} before {name}")
-            time.sleep(0.05)
+            time.sleep(0.01)
         raise TimeoutError(name)
 
     def named(self, name: str) -> list[dict[str, Any]]:
@@ -83,7 +84,7 @@ def collector_env(url: str, tmp: Path, **extra: str) -> dict[str, str]:
             "COLLECTOR_DESTINATION": str(tmp / "landing"),
             "COLLECTOR_SPOOL_DIR": str(tmp / "spool"),
             "COLLECTOR_HEALTH_PORT": "0",
-            "COLLECTOR_STATS_INTERVAL_S": "0.2",
+            "COLLECTOR_STATS_INTERVAL_S": "0.05",
         }
     )
     env.update({f"COLLECTOR_{k.upper()}": v for k, v in extra.items()})
@@ -94,21 +95,47 @@ def _stamp(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
-def burst(trades: int) -> dict[str, float]:
-    """One run: the bulk feed, the collector, all trades as fast as they can go."""
-    feed = Child([sys.executable, "bench/bulk_feed.py", "--trades", str(trades)])
+class Feed:
+    """One bulk feed for the whole benchmark: every connection gets the whole tape, in its form."""
+
+    def __init__(self, trades: int, *, tls: bool, forms: str) -> None:
+        args = [sys.executable, "bench/bulk_feed.py", "--trades", str(trades), "--forms", forms]
+        self.child = Child([*args, "--tls"] if tls else args)
+        listening = self.child.wait_event("feed.listening")
+        self.url = str(listening["url"])
+        self.trust = {"SSL_CERT_FILE": str(listening["ca_file"])} if tls else {}
+
+    def sent_count(self) -> int:
+        return len(self.child.named("feed.sent"))
+
+    def sent(self, after: int) -> dict[str, Any]:
+        """The `after`-th connection's feed.sent (0-based): when its first byte was written."""
+        self.child.wait_event("feed.sent", lambda e: self.sent_count() > after)
+        return self.child.named("feed.sent")[after]
+
+
+def _usage_figures(usage: Any, trades: int) -> dict[str, float]:
+    return {
+        "cpu_s_per_million": (usage.ru_utime + usage.ru_stime) / trades * 1e6,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def burst(feed: Feed, trades: int) -> dict[str, float]:
+    """One run: the collector takes the whole tape as fast as it can."""
+    index = feed.sent_count()
     with tempfile.TemporaryDirectory() as tmp:
+        env = collector_env(feed.url, Path(tmp))
+        collector = Child([sys.executable, "-m", "collector.cli", "run"], {**env, **feed.trust})
         try:
-            url = str(feed.wait_event("feed.listening")["url"])
-            collector = Child([sys.executable, "-m", "collector.cli", "run"], collector_env(url, Path(tmp)))
             collector.wait_event("collector.stats", lambda e: sum((e.get("trades") or {}).values()) >= trades)
             collector.popen.send_signal(signal.SIGTERM)
             _, status, usage = os.wait4(collector.popen.pid, 0)
             collector.popen.returncode = os.waitstatus_to_exitcode(status)
             time.sleep(0.2)  # the reader thread drains the last lines
-            sent = feed.wait_event("feed.sent")
         finally:
-            feed.kill()
+            collector.kill()
+        sent = feed.sent(index)
         landed = collector.named("collector.batch_landed")
         rows = sum(int(e["rows"]) for e in landed)
         if rows != trades or collector.popen.returncode != 0:
@@ -116,11 +143,27 @@ def burst(trades: int) -> dict[str, float]:
         elapsed = max(_stamp(e) for e in landed) - float(sent["first_write"])
         return {
             "trades_per_s": trades / elapsed,
-            "cpu_s_per_million": (usage.ru_utime + usage.ru_stime) / trades * 1e6,
-            "peak_rss_mb": usage.ru_maxrss / 1024,
+            **_usage_figures(usage, trades),
             "bytes_per_trade": sum(int(e["bytes"]) for e in landed) / trades,
             "files": len(landed),
         }
+
+
+def cryptofeed_burst(feed: Feed, python: str, trades: int) -> dict[str, float]:
+    """The same burst through cryptofeed (aggTrade frames, as it subscribes), counting only."""
+    index = feed.sent_count()
+    peer = Child([python, "bench/cryptofeed_peer.py", feed.url, str(trades)], {**os.environ, **feed.trust})
+    try:
+        done = peer.wait_event("cryptofeed.done")
+        _, _, usage = os.wait4(peer.popen.pid, 0)
+        peer.popen.returncode = 0
+    finally:
+        peer.kill()
+    sent = feed.sent(index)
+    return {
+        "trades_per_s": trades / (float(done["at"]) - float(sent["first_write"])),
+        **_usage_figures(usage, trades),
+    }
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -135,8 +178,12 @@ def _proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
     return float("nan")
 
 
-def steady(rate: float, seconds: float) -> dict[str, float]:
-    """The regular feed at a steady rate: CPU share and memory once warmed up, and batch latency."""
+def steady(rate: float, seconds: float, latency_wait_s: float) -> dict[str, float]:
+    """The regular feed at a steady rate: CPU share and memory once warmed up, and batch latency.
+
+    At 50 trades/s a batch is a whole minute, sealed when the minute closes: after measuring,
+    wait up to `latency_wait_s` for one to land, so its latency is seen.
+    """
     feed = Child([sys.executable, "-m", "collector.cli", "emulate", "--port", "0", "--rate", str(rate)])
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -150,6 +197,8 @@ def steady(rate: float, seconds: float) -> dict[str, float]:
             time.sleep(seconds)
             cpu1, t1 = _proc_cpu_s(pid), time.monotonic()
             rss, hwm = _proc_rss_mb(pid), _proc_rss_mb(pid, "VmHWM")
+            with contextlib.suppress(TimeoutError):
+                collector.wait_event("collector.batch_landed", _not_at_shutdown, timeout_s=latency_wait_s)
             collector.popen.send_signal(signal.SIGTERM)
             collector.popen.wait(timeout=60)
             time.sleep(0.2)
@@ -158,7 +207,7 @@ def steady(rate: float, seconds: float) -> dict[str, float]:
     latencies = [
         float(e["seconds_since_first_trade"])
         for e in collector.named("collector.batch_landed")
-        if e.get("seconds_since_first_trade") is not None and e.get("sealed_by") != "shutdown"
+        if e.get("seconds_since_first_trade") is not None and _not_at_shutdown(e)
     ]
     return {
         "core_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
@@ -167,6 +216,10 @@ def steady(rate: float, seconds: float) -> dict[str, float]:
         "batch_latency_s_median": statistics.median(latencies) if latencies else float("nan"),
         "batches": len(latencies),
     }
+
+
+def _not_at_shutdown(event: dict[str, Any]) -> bool:
+    return event.get("sealed_by") != "shutdown"
 
 
 def _summary(name: str, values: list[float], unit: str) -> str:
@@ -182,21 +235,47 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steady-s", type=float, default=30.0, help="measured seconds per steady rate")
     parser.add_argument("--rates", default="50,5000", help="steady rates, trades/s")
+    parser.add_argument("--latency-wait-s", type=float, default=90.0,
+                        help="at a steady rate, wait this long for a batch to land")  # fmt: skip
+    parser.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
+                        help="wss:// as Binance serves it (default); --no-tls for plain ws://")  # fmt: skip
+    parser.add_argument("--cryptofeed-python", help="an interpreter with cryptofeed installed: compare")
     args = parser.parse_args()
     print(f"collector benchmark, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {platform.node()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")  # fmt: skip
-    results = []
-    for run in range(args.runs):
-        result = burst(args.trades)
+    feed = Feed(args.trades, tls=args.tls, forms="raw,aggregate" if args.cryptofeed_python else "raw")
+    results, peers = [], []
+    for run in range(args.runs):  # interleaved, so a noisy neighbour hurts both alike
+        result = burst(feed, args.trades)
         results.append(result)
-        print(f"run {run + 1}: " + ", ".join(f"{k} {v:,.2f}" for k, v in result.items()), flush=True)
-    print(f"burst of {args.trades:,} trades, bulk feed in its own process:")
+        print(
+            f"run {run + 1}: collector " + ", ".join(f"{k} {v:,.2f}" for k, v in result.items()), flush=True
+        )
+        if args.cryptofeed_python:
+            peer = cryptofeed_burst(feed, args.cryptofeed_python, args.trades)
+            peers.append(peer)
+            print(
+                f"run {run + 1}: cryptofeed " + ", ".join(f"{k} {v:,.2f}" for k, v in peer.items()),
+                flush=True,
+            )
+    scheme = "wss (TLS)" if args.tls else "ws (no TLS)"
+    print(f"burst of {args.trades:,} trades over {scheme}, bulk feed in its own process:")
     print(_summary("end-to-end", [r["trades_per_s"] for r in results], "trades/s"))
     print(_summary("CPU per million", [r["cpu_s_per_million"] for r in results], "s"))
     print(_summary("peak RSS", [r["peak_rss_mb"] for r in results], "MB"))
     print(_summary("bytes per trade", [r["bytes_per_trade"] for r in results], "B"))
+    if peers:
+        print("cryptofeed, same feed (aggTrade form), callback counting only, nothing stored:")
+        print(_summary("first write to last", [r["trades_per_s"] for r in peers], "trades/s"))
+        print(_summary("CPU per million", [r["cpu_s_per_million"] for r in peers], "s"))
+        print(_summary("peak RSS", [r["peak_rss_mb"] for r in peers], "MB"))
+        ratio = statistics.median(r["trades_per_s"] for r in results) / statistics.median(
+            r["trades_per_s"] for r in peers
+        )
+        print(f"  collector / cryptofeed   {ratio:.2f}x (medians of this run)")
+    feed.child.kill()
     for rate in (float(r) for r in args.rates.split(",") if r):
-        s = steady(rate, args.steady_s)
+        s = steady(rate, args.steady_s, args.latency_wait_s)
         print(
             f"steady {rate:,.0f} trades/s for {args.steady_s:.0f} s: {s['core_percent']:.2f}% of a core, "
             f"RSS {s['rss_mb']:.1f} MB (peak {s['peak_rss_mb']:.1f}), first trade to landed "
