@@ -137,6 +137,7 @@ def test_decode_trades_agrees_with_decode_frame_field_for_field_on_the_recording
         trade(11, quantity="1_0.00000000"),  # int() takes underscores
         trade(11, quantity="\uff11.00000000"),  # int() takes other scripts' digits
         trade(11, sym="btcusdt"),
+        b"",
         b'{"e":"trade","E":1,"s":"BTCUSDT","t":-11,"p":"1.00000000","q":"1.00000000","T":1,"m":true}',
         b'{"e":"trade","E":1,"s":"BTCUSDT","t":11.0,"p":"1.00000000","q":"1.00000000","T":1,"m":true}',
         b'{"e":"trade","E":1,"s":"BTCUSDT","t":11,"p":1.5,"q":"1.00000000","T":1,"m":true}',
@@ -152,6 +153,14 @@ def test_decode_trades_agrees_with_decode_frame_field_for_field_on_the_recording
 def test_an_unusual_frame_sends_its_chunk_one_by_one_with_the_same_outcome(odd: bytes) -> None:
     frames = [trade(i) for i in range(1, 11)] + [odd] + [trade(i) for i in range(12, 20)]
     assert decode_trades(frames, combined=False) is None
+    compare_whole_and_one_by_one(frames, len(frames))
+
+
+def test_a_raw_newline_inside_a_frame_is_whitespace_on_both_paths() -> None:
+    frames = [trade(i) for i in range(1, 20)]
+    frames[10] = frames[10].replace(b',"E"', b',\n"E"')  # JSON whitespace: still a valid trade
+    columns = decode_trades(frames, combined=False)
+    assert columns is not None and columns.trade_ids == list(range(1, 20))
     compare_whole_and_one_by_one(frames, len(frames))
 
 
