@@ -237,6 +237,7 @@ class TradeColumns:
     trade_times: list[int]
     event_times: list[int]
     is_buyer_maker: list[bool]
+    only_symbol: str | None  # the one symbol of every trade, or None when there are several
 
 
 def _scaled_all(texts: list[str]) -> list[int] | None:
@@ -278,7 +279,8 @@ def decode_trades(frames: list[bytes], *, combined: bool) -> TradeColumns | None
         return None
     symbols = [row.s for row in rows]
     # One symbol (the usual read) is checked once; several, each distinct one.
-    distinct = (symbols[0],) if symbols.count(symbols[0]) == len(symbols) else set(symbols)
+    only_symbol = symbols[0] if symbols.count(symbols[0]) == len(symbols) else None
+    distinct = (only_symbol,) if only_symbol is not None else set(symbols)
     for symbol in distinct:
         if symbol not in _valid_symbols:
             if not (symbol.isascii() and symbol.isalnum() and symbol.isupper()):
@@ -297,4 +299,5 @@ def decode_trades(frames: list[bytes], *, combined: bool) -> TradeColumns | None
         [row.T for row in rows],
         [row.E for row in rows],
         [row.m for row in rows],
+        only_symbol,
     )

@@ -113,8 +113,8 @@ class CaptureCore:
             columns.event_times,
             columns.is_buyer_maker,
         )
-        if symbols.count(symbols[0]) == len(symbols):  # one symbol: the usual chunk
-            positions = {symbols[0]: None}
+        if columns.only_symbol is not None:  # one symbol: the usual chunk
+            positions = {columns.only_symbol: None}
         else:
             positions = {}
             for i, symbol in enumerate(symbols):
