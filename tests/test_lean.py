@@ -32,3 +32,19 @@ def test_an_operators_memory_pool_choice_wins() -> None:
     if not others:
         pytest.skip("this pyarrow build has only the system allocator")
     assert _backend_after_apply(ARROW_DEFAULT_MEMORY_POOL=others[0]) == others[0]
+
+
+def test_an_unknown_memory_pool_is_named_and_arrow_falls_back_to_a_working_one() -> None:
+    clean = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    probe = (
+        _PROBE + "; import io, pyarrow.parquet as pq; pq.write_table(pyarrow.table({'a': [1]}), io.BytesIO())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**clean, "ARROW_DEFAULT_MEMORY_POOL": "garbage"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Unsupported backend 'garbage'" in done.stderr and "'system'" in done.stderr
+    assert done.stdout.strip() in pyarrow.supported_memory_backends()
