@@ -43,7 +43,7 @@ def write_day(root: Path, per_minute: int, first_minute: int) -> int:
             cols.trade_time.append(t)
             cols.event_time.append(t + 1)
             cols.is_buyer_maker.append(rng.random() < 0.5)
-            cols.received_at_ns.append(t * 1_000_000 + 40_000_000)
+            cols.received_at_us.append(t * 1_000 + 40_000)
             trade_id += 1
         batch = SealedBatch("BTCUSDT", minute, "ms", cols, per_minute * 200, "minute_closed")
         data = encode_parquet(batch)

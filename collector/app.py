@@ -78,7 +78,7 @@ def make_sink(settings: Settings) -> Sink:
 class _Pending:
     entry: SpoolEntry
     rows: int | None = None
-    first_received_ns: int | None = None
+    first_received_us: int | None = None
     reason: str = "recovered"
 
 
@@ -418,7 +418,7 @@ class Collector:
             self._landed_or_lost(self._key_for(batch))
         else:
             self.spool_bytes += entry.size
-            self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_ns, batch.reason))
+            self._enqueue_upload(_Pending(entry, batch.rows, batch.first_received_us, batch.reason))
 
     def _key_for(self, batch: SealedBatch) -> str:
         return object_key(
@@ -724,8 +724,8 @@ class Collector:
             first_id=name.first_trade_id if name else None,
             last_id=name.last_trade_id if name else None,
             seconds_since_first_trade=(
-                round((time.time_ns() - pending.first_received_ns) / 1e9, 3)
-                if pending.first_received_ns
+                round((time.time_ns() // 1000 - pending.first_received_us) / 1e6, 3)
+                if pending.first_received_us
                 else None
             ),
             upload_s=round(upload_s, 4),

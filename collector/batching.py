@@ -37,7 +37,8 @@ class _Columns:
     trade_time: array[int] = field(default_factory=lambda: array("q"))
     event_time: array[int] = field(default_factory=lambda: array("q"))
     is_buyer_maker: array[int] = field(default_factory=lambda: array("b"))
-    received_at_ns: array[int] = field(default_factory=lambda: array("q"))
+    # Microseconds, as landed: the stamp of the read is truncated once, when it is buffered.
+    received_at_us: array[int] = field(default_factory=lambda: array("q"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +67,8 @@ class SealedBatch:
         return max(self.columns.trade_id)
 
     @property
-    def first_received_ns(self) -> int:
-        return self.columns.received_at_ns[0]
+    def first_received_us(self) -> int:
+        return self.columns.received_at_us[0]
 
 
 @dataclass(slots=True)
@@ -124,7 +125,7 @@ class MinuteBatcher:
         cols.trade_time.append(trade.trade_time)
         cols.event_time.append(trade.event_time)
         cols.is_buyer_maker.append(trade.is_buyer_maker)
-        cols.received_at_ns.append(trade.received_at_ns)
+        cols.received_at_us.append(trade.received_at_ns // 1000)
         batch.raw_bytes += trade.raw_bytes
         if batch.raw_bytes >= self.max_batch_bytes:
             sealed.append(self._seal((trade.symbol, minute), "size"))
@@ -166,7 +167,7 @@ class MinuteBatcher:
             ):  # fmt: skip
                 # Extending by an array is a memcpy; by a list, a conversion per item.
                 column.extend(array(column.typecode, values if whole else values[start:stop]))
-            cols.received_at_ns.extend(array("q", [received_at_ns]) * (stop - start))
+            cols.received_at_us.extend(array("q", [received_at_ns // 1000]) * (stop - start))
             batch.raw_bytes += cumulative[stop - 1] - base
             placed.append((batch.batch_id, start, stop))
             if batch.raw_bytes >= self.max_batch_bytes:

@@ -11,12 +11,15 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collector import __version__
 from collector.config import Settings, load_settings, parse_destination
-from collector.emulator import Faults
 from collector.exceptions import ConfigError, SpoolError
 from collector.logs import configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from collector.emulator import Faults
 
 __all__ = ["main"]
 
@@ -131,6 +134,8 @@ def _tape(args: argparse.Namespace) -> object:
 
 
 def _faults(args: argparse.Namespace) -> Faults:
+    from collector.emulator import Faults
+
     return Faults(
         drop_every_s=args.drop_every_s,
         stall_every_s=args.stall_every_s,

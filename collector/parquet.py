@@ -12,18 +12,23 @@ thousand trades, so what every file carries matters too: the Parquet schema is t
 kilobyte) is not stored, and min/max statistics are kept for the columns a reader prunes on
 (ids and times), not for prices, sizes or flags. bench/landed_size.py measures the result on
 the recorded BTCUSDT trades; the README's performance section has the figures.
+
+Why `pyarrow._parquet` and not `pyarrow.parquet`: the public module imports `pyarrow.fs`,
+which loads pyarrow's S3, GCS, Azure and HDFS filesystems (libarrow_s3 and the AWS SDK in
+it): about 8 MB resident that a daemon uploading with boto3 never uses. The writer and
+reader classes used here are the ones `pyarrow.parquet` itself wraps, with the same
+keywords; tests/test_parquet.py checks the daemon's imports stay free of `pyarrow.fs`.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
-import io
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+from pyarrow import _parquet
 
 from collector.batching import SealedBatch, TimeUnit
 from collector.binance import DECIMAL_PRECISION, DECIMAL_SCALE, format_scaled
@@ -83,51 +88,79 @@ def _int64_view(values: Any, arrow_type: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
 
 
+_ZERO_ONE = bytes.maketrans(b"\x00\x01", b"01")
+
+
+def _bool_view(values: Any) -> pa.Array:
+    """An array('b') of 0/1 as an Arrow boolean array: bits packed by int(), in C."""
+    rows = len(values)
+    # int(..., 2) reads its last digit as bit 0: reversed, value i becomes bit i (LSB first).
+    bits = int(bytes(values).translate(_ZERO_ONE)[::-1] or b"0", 2).to_bytes((rows + 7) // 8, "little")
+    return pa.Array.from_buffers(pa.bool_(), rows, [None, pa.py_buffer(bits)])
+
+
 def _table(batch: SealedBatch) -> pa.Table:
+    """The batch's columns as Arrow arrays, by views and without compute kernels: a cast
+    would page in libarrow_compute (about 3 MB resident) for conversions done here for free."""
     cols = batch.columns
     schema = landing_schema(batch.time_unit)
-    rows = batch.rows
     arrays = [
-        pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int8()), pa.array([batch.symbol])).cast(
-            pa.string()
-        ),
+        pa.repeat(pa.scalar(batch.symbol, pa.string()), batch.rows),
         _int64_view(cols.trade_id, pa.int64()),
         _int64_view(cols.price, _DECIMAL),
         _int64_view(cols.quantity, _DECIMAL),
         _int64_view(cols.trade_time, schema.field("trade_time").type),
         _int64_view(cols.event_time, schema.field("event_time").type),
-        pa.array(cols.is_buyer_maker, pa.int8()).cast(pa.bool_()),
-        _int64_view(cols.received_at_ns, pa.timestamp("ns", tz="UTC")).cast(
-            schema.field("received_at").type,
-            safe=False,  # truncated to the microsecond
-        ),
+        _bool_view(cols.is_buyer_maker),
+        _int64_view(cols.received_at_us, schema.field("received_at").type),
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def encode_parquet(batch: SealedBatch) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(
-        _table(batch),
+def _write(table: pa.Table, **options: Any) -> bytes:
+    sink = pa.BufferOutputStream()
+    writer = _parquet.ParquetWriter(
         sink,
+        table.schema,
+        version="2.6",  # what pyarrow.parquet passes: the format version
+        writer_engine_version="V2",
+        data_page_version="1.0",
+        store_decimal_as_integer=True,
+        store_schema=False,
+        **options,
+    )
+    try:
+        writer.write_table(table)
+    finally:
+        writer.close()
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
+
+
+def _metadata(data: bytes) -> _parquet.FileMetaData:
+    reader = _parquet.ParquetReader()
+    reader.open(pa.BufferReader(data))
+    try:
+        return reader.metadata
+    finally:
+        reader.close()
+
+
+def encode_parquet(batch: SealedBatch) -> bytes:
+    return _write(
+        _table(batch),
         compression="zstd",
         compression_level=_ZSTD_LEVEL,
         use_dictionary=_DICTIONARY_COLUMNS,
         column_encoding={name: "DELTA_BINARY_PACKED" for name in _DELTA_COLUMNS},
-        store_decimal_as_integer=True,
         write_statistics=_STATISTICS_COLUMNS,
-        store_schema=False,
     )
-    return sink.getvalue()
 
 
 @functools.cache
-def landing_parquet_schema(time_unit: TimeUnit) -> pq.ParquetSchema:
+def landing_parquet_schema(time_unit: TimeUnit) -> _parquet.ParquetSchema:
     """The Parquet schema (physical and logical types) of every landed file: the contract."""
-    empty = pa.Table.from_pylist([], schema=landing_schema(time_unit))
-    sink = io.BytesIO()
-    pq.write_table(empty, sink, store_decimal_as_integer=True, store_schema=False)
-    return pq.read_metadata(io.BytesIO(sink.getvalue())).schema
+    return _metadata(_write(pa.Table.from_pylist([], schema=landing_schema(time_unit)))).schema
 
 
 def _iso(value: int, time_unit: str) -> str:
@@ -147,7 +180,7 @@ def encode_csv_gz(batch: SealedBatch) -> bytes:
             f"{batch.symbol},{cols.trade_id[i]},{format_scaled(cols.price[i])},"
             f"{format_scaled(cols.quantity[i])},{_iso(cols.trade_time[i], unit)},"
             f"{_iso(cols.event_time[i], unit)},{'true' if cols.is_buyer_maker[i] else 'false'},"
-            f"{_iso(cols.received_at_ns[i] // 1000, 'us')}"
+            f"{_iso(cols.received_at_us[i], 'us')}"
         )
     return gzip.compress(("\n".join(lines) + "\n").encode("ascii"), compresslevel=6, mtime=0)
 
@@ -163,5 +196,5 @@ def encode_batch(batch: SealedBatch, output_format: str) -> bytes:
 def count_rows(data: bytes, output_format: str) -> int:
     """Rows in an encoded object: the Parquet footer, or the CSV's lines less the header."""
     if output_format == "parquet" or data[:4] == b"PAR1":
-        return int(pq.read_metadata(io.BytesIO(data)).num_rows)
+        return int(_metadata(data).num_rows)
     return gzip.decompress(data).count(b"\n") - 1

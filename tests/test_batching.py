@@ -10,7 +10,7 @@ T0 = 1_723_161_240_000  # 2024-08-08 23:54:00 UTC, a minute boundary
 
 
 def trade(trade_id: int, t: int, symbol: str = "BTCUSDT", raw_bytes: int = 200) -> Trade:
-    received_ns = T0 * 1_000_000 + trade_id
+    received_ns = T0 * 1_000_000 + trade_id * 1000 + 999  # sub-µs digits are dropped on buffering
     return Trade(symbol, trade_id, 6183763000000, 2000000, t, t + 1, True, received_ns, raw_bytes)
 
 
@@ -112,7 +112,7 @@ def test_first_and_last_ids_and_rows_describe_the_batch() -> None:
         b.add(trade(i, T0), 0)
     (s,) = b.flush()
     assert (s.first_trade_id, s.last_trade_id, s.rows) == (10, 12, 3)
-    assert s.first_received_ns == T0 * 1_000_000 + 10
+    assert s.first_received_us == T0 * 1000 + 10  # the stamp of trade 10's read, in µs
 
 
 def test_microsecond_trade_times_are_bucketed_by_minute() -> None:

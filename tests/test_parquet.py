@@ -5,9 +5,13 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from collector.batching import MinuteBatcher, SealedBatch
@@ -113,3 +117,43 @@ def test_ids_and_times_carry_min_max_statistics_for_pruning() -> None:
     assert stats["price"] is None or not stats["price"].has_min_max
     # The Parquet schema is the contract; pyarrow's private copy of it is not stored.
     assert b"ARROW:schema" not in (metadata.metadata or {})
+
+
+def test_flags_and_receive_stamps_round_trip_at_every_bit_boundary() -> None:
+    """is_buyer_maker is packed into a bitmap by hand, received_at truncated to µs on buffering."""
+    for rows in (1, 7, 8, 9, 63, 64, 65, 1001):
+        b = MinuteBatcher(time_unit="ms", max_batch_bytes=10**9, max_batch_age_s=60, minute_grace_s=5)
+        flags = [(i * 7919) % 3 == 0 for i in range(rows)]
+        stamps = [1_723_161_240_123_456_789 + i * 1_001 for i in range(rows)]
+        for i in range(rows):
+            t = 1_723_161_240_000
+            b.add(Trade("BTCUSDT", i, 1, 1, t, t, flags[i], stamps[i], 100), 0)
+        (batch,) = b.flush()
+        table = pq.read_table(io.BytesIO(encode_parquet(batch)))
+        assert table.column("is_buyer_maker").to_pylist() == flags, rows
+        assert table.column("symbol").to_pylist() == ["BTCUSDT"] * rows, rows
+        received = pc.cast(table.column("received_at"), pa.int64()).to_pylist()
+        assert received == [s // 1000 for s in stamps], rows
+
+
+def test_the_daemon_encodes_without_pyarrow_filesystems_or_compute_kernels() -> None:
+    """pyarrow.parquet would load pyarrow.fs (S3/GCS/Azure/HDFS, ~8 MB resident) and a cast the
+    compute kernels (~3 MB): the collector process needs neither to write and count Parquet."""
+    code = (
+        "import sys\n"
+        "import collector.cli, collector.app\n"
+        "from collector.batching import MinuteBatcher\n"
+        "from collector.binance import Trade\n"
+        "from collector.parquet import count_rows, encode_parquet, landing_parquet_schema\n"
+        "b = MinuteBatcher(time_unit='ms', max_batch_bytes=10**6, max_batch_age_s=60, minute_grace_s=5)\n"
+        "for i in range(4): b.add(Trade('BTCUSDT', i, 5, 7, 60_000, 60_001, i % 2 == 0, 10**18, 150), 0)\n"
+        "assert count_rows(encode_parquet(b.flush()[0]), 'parquet') == 4\n"
+        "landing_parquet_schema('ms'); landing_parquet_schema('us')\n"
+        "print(sorted(m for m in ('pyarrow.fs', 'pyarrow.parquet', 'pyarrow.compute') if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
