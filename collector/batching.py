@@ -53,6 +53,8 @@ class SealedBatch:
     reason: SealReason
     batch_id: str = ""
     source: Literal["stream", "backfill"] = "stream"
+    # (lowest, highest) trade id, kept as trades were buffered; None: found by a scan.
+    id_range: tuple[int, int] | None = None
 
     @property
     def rows(self) -> int:
@@ -60,11 +62,11 @@ class SealedBatch:
 
     @property
     def first_trade_id(self) -> int:
-        return min(self.columns.trade_id)
+        return self.id_range[0] if self.id_range is not None else min(self.columns.trade_id)
 
     @property
     def last_trade_id(self) -> int:
-        return max(self.columns.trade_id)
+        return self.id_range[1] if self.id_range is not None else max(self.columns.trade_id)
 
     @property
     def first_received_us(self) -> int:
@@ -80,6 +82,11 @@ class _OpenBatch:
     columns: _Columns = field(default_factory=_Columns)
     raw_bytes: int = 0
     close_at_s: float | None = None  # set once a later minute is seen
+    id_range: tuple[int, int] | None = None  # (lowest, highest) trade id buffered
+
+    def saw_ids(self, low: int, high: int) -> None:
+        seen = self.id_range
+        self.id_range = (low, high) if seen is None else (min(seen[0], low), max(seen[1], high))
 
 
 class MinuteBatcher:
@@ -119,6 +126,7 @@ class MinuteBatcher:
         sealed: list[SealedBatch] = []
         batch = self._batch_for(trade.symbol, minute, trade.trade_id, now_s, sealed)
         cols = batch.columns
+        batch.saw_ids(trade.trade_id, trade.trade_id)
         cols.trade_id.append(trade.trade_id)
         cols.price.append(trade.price)
         cols.quantity.append(trade.quantity)
@@ -138,13 +146,14 @@ class MinuteBatcher:
         columns: tuple[Sequence[int], ...],
         *,
         received_at_ns: int,
-        frame_bytes: Sequence[int],
+        frames: Sequence[bytes],
         now_s: float,
     ) -> tuple[list[tuple[str, int, int]], list[SealedBatch]]:
         """Buffer a run of trades of one symbol and one minute, as `add` would one at a time.
 
-        `columns` is (trade_id, price, quantity, trade_time, event_time, is_buyer_maker);
-        `frame_bytes` the size of each trade's frame. Returns which batch took which slice of
+        `columns` is (trade_id, price, quantity, trade_time, event_time, is_buyer_maker), the
+        ids ascending (the caller has checked the run continues); `frames` the trades' frames,
+        whose sizes count towards `max_batch_bytes`. Returns which batch took which slice of
         the run, as (batch_id, start, stop), and the batches sealed: a batch that reaches
         `max_batch_bytes` is sealed after exactly the trade that took it there, as with `add`.
         """
@@ -152,13 +161,19 @@ class MinuteBatcher:
         placed: list[tuple[str, int, int]] = []
         ids = columns[0]
         start, count = 0, len(ids)
-        cumulative = list(accumulate(frame_bytes))
+        total = sum(map(len, frames))
+        cumulative: list[int] | None = None  # running frame sizes: only when a batch fills up
         while start < count:
             batch = self._batch_for(symbol, minute, ids[start], now_s, sealed)
-            base = cumulative[start - 1] if start else 0
-            # The first trade at which the batch reaches its size limit, if within this run.
-            stop = bisect_left(cumulative, self.max_batch_bytes - batch.raw_bytes + base, lo=start) + 1
-            stop = min(stop, count)
+            if cumulative is None and batch.raw_bytes + total < self.max_batch_bytes:
+                stop, added = count, total  # the usual run: it fits
+            else:
+                cumulative = cumulative or list(accumulate(map(len, frames)))
+                base = cumulative[start - 1] if start else 0
+                # The first trade at which the batch reaches its size limit, if within this run.
+                stop = bisect_left(cumulative, self.max_batch_bytes - batch.raw_bytes + base, lo=start) + 1
+                stop = min(stop, count)
+                added = cumulative[stop - 1] - base
             whole = start == 0 and stop == count  # the usual run: no slice to copy
             cols = batch.columns
             for column, values in zip(
@@ -168,7 +183,8 @@ class MinuteBatcher:
                 # Extending by an array is a memcpy; by a list, a conversion per item.
                 column.extend(array(column.typecode, values if whole else values[start:stop]))
             cols.received_at_us.extend(array("q", [received_at_ns // 1000]) * (stop - start))
-            batch.raw_bytes += cumulative[stop - 1] - base
+            batch.saw_ids(ids[start], ids[stop - 1])
+            batch.raw_bytes += added
             placed.append((batch.batch_id, start, stop))
             if batch.raw_bytes >= self.max_batch_bytes:
                 sealed.append(self._seal((symbol, minute), "size"))
@@ -233,4 +249,5 @@ class MinuteBatcher:
             reason=reason,
             batch_id=batch.batch_id,
             source=self.source,
+            id_range=batch.id_range,
         )

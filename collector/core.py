@@ -154,7 +154,7 @@ class CaptureCore:
             minute,
             values,
             received_at_ns=received_at_ns,
-            frame_bytes=list(map(len, frames)),
+            frames=frames,
             now_s=now_s,
         )
         for batch_id, start, stop in placed:

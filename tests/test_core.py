@@ -65,6 +65,8 @@ def run(
 
 def batch_view(batches: list[SealedBatch]) -> list[tuple[Any, ...]]:
     """Batches by id: across symbols the order of sealing may differ (a chunk is split by symbol)."""
+    for b in batches:  # the id range kept while buffering is what a scan of the ids finds
+        assert b.id_range == (min(b.columns.trade_id), max(b.columns.trade_id)), b.batch_id
     view = [
         (b.batch_id, b.symbol, b.minute, b.reason, b.raw_bytes, *(list(c) for c in astuple(b.columns)))
         for b in batches
