@@ -39,6 +39,8 @@ class Child:
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.events: list[dict[str, Any]] = []
+        self._arrived = threading.Condition()
+        self._ended = False  # the reader has seen the end of the child's output
         self.popen = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO, text=True
         )
@@ -48,22 +50,40 @@ class Child:
         assert self.popen.stdout is not None
         for line in self.popen.stdout:
             try:
-                self.events.append(json.loads(line))
+                event = json.loads(line)
             except ValueError:
                 continue
+            with self._arrived:
+                self.events.append(event)
+                self._arrived.notify_all()
+        with self._arrived:
+            self._ended = True
+            self._arrived.notify_all()
 
     def wait_event(
         self, name: str, predicate: Any = lambda e: True, timeout_s: float = 600
     ) -> dict[str, Any]:
+        """The first event `name` that satisfies `predicate`, as soon as the reader has it."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for event in list(self.events):
-                if event.get("event") == name and predicate(event):
-                    return event
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.popen.args} exited with {self.popen.returncode} before {name}")
-            time.sleep(0.01)
-        raise TimeoutError(name)
+        seen = 0
+        with self._arrived:
+            while True:
+                for event in self.events[seen:]:
+                    if event.get("event") == name and predicate(event):
+                        return event
+                seen = len(self.events)
+                if self._ended:
+                    self.popen.wait()
+                    raise RuntimeError(f"{self.popen.args} exited with {self.popen.returncode} before {name}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(name)
+                self._arrived.wait(left)  # woken by each event and by the end of the output
+
+    def drained(self, timeout_s: float = 60) -> None:
+        """Wait until the reader has every line the (exited) child wrote."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: self._ended, timeout_s)
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [e for e in list(self.events) if e.get("event") == name]
@@ -132,7 +152,7 @@ def burst(feed: Feed, trades: int) -> dict[str, float]:
             collector.popen.send_signal(signal.SIGTERM)
             _, status, usage = os.wait4(collector.popen.pid, 0)
             collector.popen.returncode = os.waitstatus_to_exitcode(status)
-            time.sleep(0.2)  # the reader thread drains the last lines
+            collector.drained()
         finally:
             collector.kill()
         sent = feed.sent(index)
@@ -201,7 +221,7 @@ def steady(rate: float, seconds: float, latency_wait_s: float) -> dict[str, floa
                 collector.wait_event("collector.batch_landed", _not_at_shutdown, timeout_s=latency_wait_s)
             collector.popen.send_signal(signal.SIGTERM)
             collector.popen.wait(timeout=60)
-            time.sleep(0.2)
+            collector.drained()
         finally:
             feed.kill()
     latencies = [
