@@ -198,11 +198,16 @@ def _proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
     return float("nan")
 
 
+STEADY_WINDOWS = 3
+
+
 def steady(rate: float, seconds: float, latency_wait_s: float) -> dict[str, float]:
     """The regular feed at a steady rate: CPU share and memory once warmed up, and batch latency.
 
-    At 50 trades/s a batch is a whole minute, sealed when the minute closes: after measuring,
-    wait up to `latency_wait_s` for one to land, so its latency is seen.
+    The CPU share is measured over `STEADY_WINDOWS` consecutive windows (a shared machine's
+    noise shows as their spread). At 50 trades/s a batch is a whole minute, sealed when the
+    minute closes: after measuring, wait up to `latency_wait_s` for one to land, so its latency
+    is seen.
     """
     feed = Child([sys.executable, "-m", "collector.cli", "emulate", "--port", "0", "--rate", str(rate)])
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,9 +218,12 @@ def steady(rate: float, seconds: float, latency_wait_s: float) -> dict[str, floa
             collector.wait_event("collector.ready")
             time.sleep(min(5.0, seconds))  # warm-up: imports done, first batches open
             pid = collector.popen.pid
-            cpu0, t0 = _proc_cpu_s(pid), time.monotonic()
-            time.sleep(seconds)
-            cpu1, t1 = _proc_cpu_s(pid), time.monotonic()
+            shares = []
+            for _ in range(STEADY_WINDOWS):
+                cpu0, t0 = _proc_cpu_s(pid), time.monotonic()
+                time.sleep(seconds / STEADY_WINDOWS)
+                cpu1, t1 = _proc_cpu_s(pid), time.monotonic()
+                shares.append(100 * (cpu1 - cpu0) / (t1 - t0))
             rss, hwm = _proc_rss_mb(pid), _proc_rss_mb(pid, "VmHWM")
             with contextlib.suppress(TimeoutError):
                 collector.wait_event("collector.batch_landed", _not_at_shutdown, timeout_s=latency_wait_s)
@@ -230,7 +238,9 @@ def steady(rate: float, seconds: float, latency_wait_s: float) -> dict[str, floa
         if e.get("seconds_since_first_trade") is not None and _not_at_shutdown(e)
     ]
     return {
-        "core_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "core_percent": statistics.median(shares),
+        "core_percent_min": min(shares),
+        "core_percent_max": max(shares),
         "rss_mb": rss,
         "peak_rss_mb": hwm,
         "batch_latency_s_median": statistics.median(latencies) if latencies else float("nan"),
@@ -297,7 +307,8 @@ def main() -> None:
     for rate in (float(r) for r in args.rates.split(",") if r):
         s = steady(rate, args.steady_s, args.latency_wait_s)
         print(
-            f"steady {rate:,.0f} trades/s for {args.steady_s:.0f} s: {s['core_percent']:.2f}% of a core, "
+            f"steady {rate:,.0f} trades/s for {args.steady_s:.0f} s: {s['core_percent']:.2f}% of a core "
+            f"(median of {STEADY_WINDOWS} windows, {s['core_percent_min']:.2f}-{s['core_percent_max']:.2f}), "
             f"RSS {s['rss_mb']:.1f} MB (peak {s['peak_rss_mb']:.1f}), first trade to landed "
             f"{s['batch_latency_s_median']:.2f} s median over {s['batches']} batches",
             flush=True,
