@@ -8,15 +8,19 @@ Prints, per run and as medians with min and max:
   asked to stop as soon as it has received every trade; its shutdown seals and lands the rest);
 - CPU seconds per million trades and peak RSS of the collector process (from wait4's rusage);
 - bytes per trade landed (default settings: Parquet, 2 MB batches);
-and, with the regular feed pacing trades at 50/s and 5,000/s: the collector's CPU use (% of one
-core), resident memory, and the latency from a batch's first trade to its object landing.
+and, with the regular feed pacing trades at 50/s and 5,000/s (one trade per write), and the
+recorded BTCUSDT trades replayed at their own bursty timing sped up to average 50/s (when
+../shared is beside the clone): the collector's CPU use (% of one core), resident memory, and
+the latency from a batch's first trade to its object landing.
 Nothing here is asserted: it is a measurement. Machine and date belong with any figure quoted.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
+import gzip
 import json
 import os
 import platform
@@ -201,7 +205,32 @@ def _proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
 STEADY_WINDOWS = 3
 
 
-def steady(rate: float, seconds: float, latency_wait_s: float) -> dict[str, float]:
+RECORDING = REPO.parent / "shared" / "binance" / "btcusdt_trades_20240808_live.gz"
+
+
+def recording_speed(path: Path, rate: float, wall_s: float) -> float:
+    """The replay speed at which the recording's first `wall_s` seconds of replay hold `rate`
+    trades per second (its pace varies: the whole tape's mean would not be the measured one)."""
+    stamps = []
+    with gzip.open(path, "rb") as handle:
+        for line in handle:
+            if b'"e":"trade"' in line:
+                stamps.append(int(line.split(b" ", 1)[0]))
+    unit = 1e9 if stamps[0] > 10**17 else 1e6
+    offsets = [(s - stamps[0]) / unit for s in stamps]
+    low, high = 0.01, 100.0
+    for _ in range(60):  # bisection: trades replayed within wall_s rise with the speed
+        speed = (low + high) / 2
+        if bisect.bisect_right(offsets, wall_s * speed) < rate * wall_s:
+            low = speed
+        else:
+            high = speed
+    return (low + high) / 2
+
+
+def steady(
+    rate: float, seconds: float, latency_wait_s: float, feed_args: list[str] | None = None
+) -> dict[str, float]:
     """The regular feed at a steady rate: CPU share and memory once warmed up, and batch latency.
 
     The CPU share is measured over `STEADY_WINDOWS` consecutive windows (a shared machine's
@@ -209,13 +238,15 @@ def steady(rate: float, seconds: float, latency_wait_s: float) -> dict[str, floa
     minute closes: after measuring, wait up to `latency_wait_s` for one to land, so its latency
     is seen.
     """
-    feed = Child([sys.executable, "-m", "collector.cli", "emulate", "--port", "0", "--rate", str(rate)])
+    feed = Child([sys.executable, "-m", "collector.cli", "emulate", "--port", "0",
+                  *(feed_args or ["--rate", str(rate)])])  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         try:
             url = str(feed.wait_event("emulator.listening")["url"])
             collector = Child([sys.executable, "-m", "collector.cli", "run"],
                               collector_env(url, Path(tmp), stats_interval_s="60"))  # fmt: skip
             collector.wait_event("collector.ready")
+            ready = time.monotonic()
             time.sleep(min(5.0, seconds))  # warm-up: imports done, first batches open
             pid = collector.popen.pid
             shares = []
@@ -227,11 +258,13 @@ def steady(rate: float, seconds: float, latency_wait_s: float) -> dict[str, floa
             rss, hwm = _proc_rss_mb(pid), _proc_rss_mb(pid, "VmHWM")
             with contextlib.suppress(TimeoutError):
                 collector.wait_event("collector.batch_landed", _not_at_shutdown, timeout_s=latency_wait_s)
+            stopped = time.monotonic()
             collector.popen.send_signal(signal.SIGTERM)
             collector.popen.wait(timeout=60)
             collector.drained()
         finally:
             feed.kill()
+    landed_rows = sum(int(e["rows"]) for e in collector.named("collector.batch_landed"))
     latencies = [
         float(e["seconds_since_first_trade"])
         for e in collector.named("collector.batch_landed")
@@ -245,6 +278,7 @@ def steady(rate: float, seconds: float, latency_wait_s: float) -> dict[str, floa
         "peak_rss_mb": hwm,
         "batch_latency_s_median": statistics.median(latencies) if latencies else float("nan"),
         "batches": len(latencies),
+        "received_per_s": landed_rows / (stopped - ready),  # every trade lands at the shutdown
     }
 
 
@@ -265,6 +299,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steady-s", type=float, default=30.0, help="measured seconds per steady rate")
     parser.add_argument("--rates", default="50,5000", help="steady rates, trades/s")
+    parser.add_argument("--replay-rate", type=float, default=50.0,
+                        help="also replay the 2024 recording's timing at this mean rate (0: no)")  # fmt: skip
     parser.add_argument("--latency-wait-s", type=float, default=90.0,
                         help="at a steady rate, wait this long for a batch to land")  # fmt: skip
     parser.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
@@ -304,10 +340,27 @@ def main() -> None:
         )
         print(f"  collector / cryptofeed   {ratio:.2f}x (medians of this run)")
     feed.child.kill()
-    for rate in (float(r) for r in args.rates.split(",") if r):
-        s = steady(rate, args.steady_s, args.latency_wait_s)
+    steadies: list[tuple[str, float, list[str] | None]] = [
+        (f"steady {float(r):,.0f} trades/s", float(r), None) for r in args.rates.split(",") if r
+    ]
+    if args.replay_rate > 0 and RECORDING.exists():
+        # Live trades come in bursts (the recording's 9,757 arrived in about 3,500 reads): the
+        # same rate as it arrives, the recorded timing sped up to average `--replay-rate`.
+        speed = recording_speed(RECORDING, args.replay_rate, wall_s=min(5.0, args.steady_s) + args.steady_s)
+        steadies.append(
+            (
+                f"recording at {args.replay_rate:,.0f} trades/s ({speed:.2f}x its own pace)",
+                args.replay_rate,
+                ["--replay", str(RECORDING), "--speed", f"{speed:.4f}"],
+            )
+        )
+    elif args.replay_rate > 0:
+        print(f"recorded pace: skipped, {RECORDING} not present (it lives in ../shared beside the clone)")
+    for label, rate, feed_args in steadies:
+        s = steady(rate, args.steady_s, args.latency_wait_s, feed_args)
         print(
-            f"steady {rate:,.0f} trades/s for {args.steady_s:.0f} s: {s['core_percent']:.2f}% of a core "
+            f"{label} for {args.steady_s:.0f} s (received {s['received_per_s']:,.0f}/s): "
+            f"{s['core_percent']:.2f}% of a core "
             f"(median of {STEADY_WINDOWS} windows, {s['core_percent_min']:.2f}-{s['core_percent_max']:.2f}), "
             f"RSS {s['rss_mb']:.1f} MB (peak {s['peak_rss_mb']:.1f}), first trade to landed "
             f"{s['batch_latency_s_median']:.2f} s median over {s['batches']} batches",
