@@ -3,6 +3,9 @@ generated and WebSocket-framed before the first client connects, then written in
 
     python bench/bulk_feed.py --trades 200000 --port 0      # prints {"url": ..., "frames": ...}
 
+`--symbols BTCUSDT,ETHUSDT,...` interleaves several symbols (each its own consecutive ids,
+`--trades` in all), as a combined stream of the whole market carries them.
+
 One connection at a time; each receives the whole tape once, then the feed keeps the connection
 open (answering nothing) until the client leaves. Only what a benchmark needs of the protocol:
 the opening handshake, unmasked server text frames, and a close when the client closes.
@@ -59,13 +62,24 @@ def _in_form(payload: str, *, aggregate: bool, combined: bool) -> bytes:
                  "M": True}  # fmt: skip
         payload = json.dumps(trade, separators=(",", ":"))
     if combined:
-        stream = "btcusdt@aggTrade" if aggregate else "btcusdt@trade"
+        symbol = payload.split('"s":"', 1)[1].split('"', 1)[0].lower()
+        stream = f"{symbol}@aggTrade" if aggregate else f"{symbol}@trade"
         payload = f'{{"stream":"{stream}","data":{payload}}}'
     return payload.encode()
 
 
-def build_tape(trades: int, first_id: int, *, aggregate: bool = False, combined: bool = False) -> bytes:
-    tape = GeneratedTape(("BTCUSDT",), count=trades, first_id=first_id)
+def build_tape(
+    trades: int,
+    first_id: int,
+    *,
+    aggregate: bool = False,
+    combined: bool = False,
+    symbols: tuple[str, ...] = ("BTCUSDT",),
+) -> bytes:
+    """`trades` in all, `trades // len(symbols)` of each symbol, interleaved."""
+    if trades % len(symbols):
+        raise SystemExit(f"--trades {trades} does not divide among {len(symbols)} symbols")
+    tape = GeneratedTape(symbols, count=trades // len(symbols), first_id=first_id)
     out = bytearray()
     while not tape.exhausted:
         for trade in tape.take(10_000):
@@ -94,19 +108,26 @@ def self_signed(folder: Path) -> ssl.SSLContext:
 
 
 async def serve(
-    port: int, trades: int, first_id: int, *, forms: list[str], tls: ssl.SSLContext | None, ca_file: str
+    port: int,
+    trades: int,
+    first_id: int,
+    *,
+    forms: list[str],
+    symbols: tuple[str, ...],
+    tls: ssl.SSLContext | None,
+    ca_file: str,
 ) -> None:
-    tapes = {
-        FORMS[name]: build_tape(trades, first_id, aggregate=FORMS[name][0], combined=FORMS[name][1])
-        for name in forms
-    }
+    def build(form: tuple[bool, bool]) -> bytes:
+        return build_tape(trades, first_id, aggregate=form[0], combined=form[1], symbols=symbols)
+
+    tapes = {FORMS[name]: build(FORMS[name]) for name in forms}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
         path = request.split(b" ", 2)[1]
         form = (b"aggtrade" in path.lower(), path.startswith(b"/stream"))
         if form not in tapes:
-            tapes[form] = build_tape(trades, first_id, aggregate=form[0], combined=form[1])
+            tapes[form] = build(form)
         tape = tapes[form]
         key = next(
             line.split(b":", 1)[1].strip()
@@ -148,6 +169,7 @@ def main() -> None:
     parser.add_argument("--first-id", type=int, default=1_000_000)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--forms", default="raw", help=f"comma-separated, of {', '.join(FORMS)}")
+    parser.add_argument("--symbols", default="BTCUSDT", help="comma-separated; several are interleaved")
     parser.add_argument(
         "--tls", action="store_true", help="serve wss:// with a certificate made for this run"
     )
@@ -156,7 +178,12 @@ def main() -> None:
         tls = self_signed(Path(folder)) if args.tls else None
         ca_file = str(Path(folder) / "feed.pem")
         forms = args.forms.split(",")
-        asyncio.run(serve(args.port, args.trades, args.first_id, forms=forms, tls=tls, ca_file=ca_file))
+        symbols = tuple(args.symbols.split(","))
+        asyncio.run(
+            serve(
+                args.port, args.trades, args.first_id, forms=forms, symbols=symbols, tls=tls, ca_file=ca_file
+            )
+        )
 
 
 if __name__ == "__main__":

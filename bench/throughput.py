@@ -122,8 +122,9 @@ def _stamp(event: dict[str, Any]) -> float:
 class Feed:
     """One bulk feed for the whole benchmark: every connection gets the whole tape, in its form."""
 
-    def __init__(self, trades: int, *, tls: bool, forms: str) -> None:
-        args = [sys.executable, "bench/bulk_feed.py", "--trades", str(trades), "--forms", forms]
+    def __init__(self, trades: int, *, tls: bool, forms: str, symbols: str = "BTCUSDT") -> None:
+        args = [sys.executable, "bench/bulk_feed.py", "--trades", str(trades), "--forms", forms,
+                "--symbols", symbols]  # fmt: skip
         self.child = Child([*args, "--tls"] if tls else args)
         listening = self.child.wait_event("feed.listening")
         self.url = str(listening["url"])
@@ -145,11 +146,11 @@ def _usage_figures(usage: Any, trades: int) -> dict[str, float]:
     }
 
 
-def burst(feed: Feed, trades: int) -> dict[str, float]:
+def burst(feed: Feed, trades: int, symbols: str = "BTCUSDT") -> dict[str, float]:
     """One run: the collector takes the whole tape as fast as it can."""
     index = feed.sent_count()
     with tempfile.TemporaryDirectory() as tmp:
-        env = collector_env(feed.url, Path(tmp))
+        env = collector_env(feed.url, Path(tmp), symbols=symbols)
         collector = Child([sys.executable, "-m", "collector.cli", "run"], {**env, **feed.trust})
         try:
             collector.wait_event("collector.stats", lambda e: sum((e.get("trades") or {}).values()) >= trades)
@@ -306,13 +307,20 @@ def main() -> None:
     parser.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
                         help="wss:// as Binance serves it (default); --no-tls for plain ws://")  # fmt: skip
     parser.add_argument("--cryptofeed-python", help="an interpreter with cryptofeed installed: compare")
+    parser.add_argument("--symbols", default="BTCUSDT",
+                        help="the burst's symbols; several: one combined stream, no cryptofeed")  # fmt: skip
     args = parser.parse_args()
+    several = "," in args.symbols
+    if several and args.cryptofeed_python:
+        print("cryptofeed: skipped, its peer subscribes to BTCUSDT alone")
+        args.cryptofeed_python = None
     print(f"collector benchmark, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {platform.node()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")  # fmt: skip
-    feed = Feed(args.trades, tls=args.tls, forms="raw,aggregate" if args.cryptofeed_python else "raw")
+    forms = "combined" if several else "raw,aggregate" if args.cryptofeed_python else "raw"
+    feed = Feed(args.trades, tls=args.tls, forms=forms, symbols=args.symbols)
     results, peers = [], []
     for run in range(args.runs):  # interleaved, so a noisy neighbour hurts both alike
-        result = burst(feed, args.trades)
+        result = burst(feed, args.trades, args.symbols)
         results.append(result)
         print(
             f"run {run + 1}: collector " + ", ".join(f"{k} {v:,.2f}" for k, v in result.items()), flush=True
@@ -325,7 +333,8 @@ def main() -> None:
                 flush=True,
             )
     scheme = "wss (TLS)" if args.tls else "ws (no TLS)"
-    print(f"burst of {args.trades:,} trades over {scheme}, bulk feed in its own process:")
+    symbols = f" of {args.symbols.count(',') + 1} symbols (combined stream)" if several else ""
+    print(f"burst of {args.trades:,} trades{symbols} over {scheme}, bulk feed in its own process:")
     print(_summary("end-to-end", [r["trades_per_s"] for r in results], "trades/s"))
     print(_summary("CPU per million", [r["cpu_s_per_million"] for r in results], "s"))
     print(_summary("peak RSS", [r["peak_rss_mb"] for r in results], "MB"))
