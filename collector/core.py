@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from collector.batching import UNITS_PER_MINUTE, MinuteBatcher, SealedBatch, TimeUnit
@@ -121,9 +122,14 @@ class CaptureCore:
                 positions.setdefault(symbol, []).append(i)  # type: ignore[union-attr]
         for symbol, where in positions.items():
             picked, run = values, frames
-            if where is not None:
-                picked = tuple(tuple(column[i] for i in where) for column in values)
-                run = [frames[i] for i in where]
+            if where is not None:  # several symbols: gather this one's trades, in C
+                if len(where) == 1:
+                    picked = tuple((column[where[0]],) for column in values)
+                    run = [frames[where[0]]]
+                else:
+                    gather = itemgetter(*where)
+                    picked = tuple(map(gather, values))
+                    run = list(gather(frames))
             self._feed_run(symbol, picked, run, received_at_ns=received_at_ns, now_s=now_s, result=result)
         return result
 

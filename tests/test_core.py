@@ -193,6 +193,15 @@ def test_a_combined_chunk_of_several_symbols_is_split_by_symbol_and_matches_one_
     assert core.stats.fast_chunks > 3 * 3
 
 
+@pytest.mark.parametrize("chunk", [2, 3, 5])
+def test_small_mixed_chunks_with_a_lone_trade_of_a_symbol_match_one_by_one(chunk: int) -> None:
+    """A symbol with one trade in a chunk, and one with several, are both gathered right."""
+    frames = generated(600, ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"))
+    wrapped = [combined(raw, json.loads(raw)["s"].lower() + "@trade") for raw in frames]
+    core = compare_whole_and_one_by_one(wrapped, chunk, combined=True, max_batch_bytes=20_000)
+    assert core.stats.fast_chunks > 100
+
+
 def test_a_wrong_guess_of_the_frame_form_costs_time_not_trades() -> None:
     frames = [trade(i) for i in range(1, 50)]
     assert decode_trades(frames, combined=True) == decode_trades(frames, combined=False)
