@@ -13,7 +13,7 @@ The caller owns time: it passes the receive stamp of each chunk and the monotoni
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -104,7 +104,6 @@ class CaptureCore:
         if columns is None:
             self._feed_slowly(frames, received_at_ns, now_s, result)
             return result
-        symbols = columns.symbols
         positions: dict[str, list[int] | None]
         values: tuple[Sequence[Any], ...] = (
             columns.trade_ids,
@@ -116,10 +115,11 @@ class CaptureCore:
         )
         if columns.only_symbol is not None:  # one symbol: the usual chunk
             positions = {columns.only_symbol: None}
-        else:
-            positions = {}
-            for i, symbol in enumerate(symbols):
-                positions.setdefault(symbol, []).append(i)  # type: ignore[union-attr]
+        else:  # several: each symbol's positions (setdefault would make a list per trade)
+            by_symbol: defaultdict[str, list[int]] = defaultdict(list)
+            for i, symbol in enumerate(columns.symbols):
+                by_symbol[symbol].append(i)
+            positions = dict(by_symbol)
         for symbol, where in positions.items():
             picked, run = values, frames
             if where is not None:  # several symbols: gather this one's trades, in C
