@@ -2,25 +2,30 @@
 
     chunk ─▶ decode (binance) ─▶ continuity (sequence) ─▶ minute batcher (batching) ─▶ SealedBatch
 
-A chunk is every frame one read of the socket brought, with that read's receive stamp. The
-usual chunk (well-formed trades whose ids continue where their symbol left off, within one
-minute) takes the columnar fast path: decoded, checked and buffered a column at a time, with
-no Python object per trade. Anything else (a gap, a duplicate, a minute boundary, a frame that
-is not a trade) goes frame by frame through the same rules; the outcome is the same either way.
+A chunk is every frame one read of the socket brought, with that read's receive stamp. It is
+decoded, checked and buffered a column at a time, with no Python object per trade, whatever
+it holds: several symbols are gathered apart, a run of one symbol is split where its ids jump
+or repeat (only the trades at such a discontinuity are looked at one by one) and where its
+trade times cross into another minute, and each piece is appended to its minute's batch whole.
+Frames that are not trades (a control answer, a malformed frame) are classified on their own
+and the trades around them stay columnar. The outcome is what feeding the frames one at a
+time would give (tests/test_core.py holds the two to it).
 
 The caller owns time: it passes the receive stamp of each chunk and the monotonic `now_s`.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
 from collector.batching import UNITS_PER_MINUTE, MinuteBatcher, SealedBatch, TimeUnit
-from collector.binance import ServerShutdown, Skipped, Trade, decode_frame, decode_trades
+from collector.binance import ServerShutdown, Skipped, decode_read
 from collector.sequence import Gap, SequenceTracker
 
 __all__ = ["CaptureCore", "CaptureStats", "ChunkResult", "GapSeen"]
@@ -38,8 +43,8 @@ class CaptureStats:
     gaps: int = 0
     missing_ids: int = 0
     sealed: Counter[str] = field(default_factory=Counter)
-    fast_chunks: int = 0  # chunks (or one symbol's part of one) that took the columnar path
-    slow_frames: int = 0  # frames that went one by one
+    fast_chunks: int = 0  # one symbol's trades of a chunk that simply continued, appended whole
+    slow_frames: int = 0  # frames looked at one by one: not trades, or at a discontinuity
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,7 @@ class GapSeen:
     previous_trade_time: int | None  # the symbol's last accepted trade before the gap, if known
     trade_time: int  # the trade that revealed the gap
     received_at_ns: int
+    batch_id: str = ""  # the batch that took the revealing trade (its journal notes the gap)
 
 
 @dataclass(slots=True)
@@ -98,12 +104,17 @@ class CaptureCore:
     def feed_chunk(self, frames: list[bytes], received_at_ns: int, now_s: float) -> ChunkResult:
         """Take the frames of one read. Sealed batches accumulate for `take_sealed()`."""
         result = ChunkResult()
-        self.stats.frames += len(frames)
-        self.stats.reads += 1
-        columns = decode_trades(frames, combined=self.combined)
+        stats = self.stats
+        stats.frames += len(frames)
+        stats.reads += 1
+        read = decode_read(frames, combined=self.combined)
+        if read.others or read.one_by_one:
+            stats.slow_frames += read.one_by_one
+            self._note_others(read.others, result)
+        columns = read.columns
         if columns is None:
-            self._feed_slowly(frames, received_at_ns, now_s, result)
             return result
+        frames = read.frames
         positions: dict[str, list[int] | None]
         values: tuple[Sequence[Any], ...] = (
             columns.trade_ids,
@@ -137,6 +148,15 @@ class CaptureCore:
         """One frame: a chunk of one."""
         return self.feed_chunk([raw], received_at_ns, now_s)
 
+    def _note_others(self, others: list[ServerShutdown | Skipped], result: ChunkResult) -> None:
+        for frame in others:
+            if type(frame) is ServerShutdown:
+                self.stats.skipped["server_shutdown"] += 1
+                result.shutdowns.append(frame)
+            elif type(frame) is Skipped:
+                self.stats.skipped[frame.reason] += 1
+                result.skipped.append(frame)
+
     def _feed_run(
         self,
         symbol: str,
@@ -147,63 +167,66 @@ class CaptureCore:
         now_s: float,
         result: ChunkResult,
     ) -> None:
-        """One symbol's trades of a decoded chunk, columnar when they simply continue."""
-        trade_times = values[3]
-        minute = min(trade_times) // self._units_per_minute
-        if max(trade_times) // self._units_per_minute != minute or not self.sequence.observe_run(
-            symbol, values[0]
-        ):
-            self._feed_slowly(frames, received_at_ns, now_s, result)
-            return
-        placed, sealed = self.batcher.extend(
-            symbol,
-            minute,
-            values,
-            received_at_ns=received_at_ns,
-            frames=frames,
-            now_s=now_s,
+        """One symbol's trades of a chunk, in stretches that continue, each placed whole."""
+        stats = self.stats
+        stretches, duplicates = self.sequence.accept_run(symbol, values[0])
+        stats.duplicates += duplicates
+        whole = (
+            len(stretches) == 1
+            and stretches[0].gap is None
+            and stretches[0].stop - stretches[0].start == len(frames)
         )
-        for batch_id, start, stop in placed:
-            result._journal(batch_id, frames[start:stop])
-        self._collect(sealed)
-        stats = self.stats
-        stats.fast_chunks += 1
-        stats.trades[symbol] += len(frames)
-        self._last_time[symbol] = result.last_trade_time[symbol] = trade_times[-1]
+        if whole:
+            stats.fast_chunks += 1
+        else:
+            stats.slow_frames += duplicates + len(stretches)
+        for stretch in stretches:
+            if whole:
+                cols, run = values, frames
+            else:
+                a, b = stretch.start, stretch.stop
+                cols, run = tuple(column[a:b] for column in values), frames[a:b]
+            previous_time = self._last_time.get(symbol)
+            first_batch = ""
+            for minute, start, stop in self._minutes(cols[3]):
+                piece = cols if stop - start == len(run) else tuple(column[start:stop] for column in cols)
+                placed, sealed = self.batcher.extend(
+                    symbol, minute, piece, received_at_ns=received_at_ns, frames=run[start:stop], now_s=now_s
+                )
+                first_batch = first_batch or placed[0][0]
+                for batch_id, first, last in placed:
+                    result._journal(batch_id, run[start + first : start + last])
+                self._collect(sealed)
+            if stretch.gap is not None:
+                gap = stretch.gap
+                stats.gaps += 1
+                stats.missing_ids += gap.size
+                result.gaps.append(GapSeen(gap, previous_time, cols[3][0], received_at_ns, first_batch))
+            stats.trades[symbol] += len(run)
+            self._last_time[symbol] = result.last_trade_time[symbol] = cols[3][-1]
 
-    def _feed_slowly(
-        self, frames: list[bytes], received_at_ns: int, now_s: float, result: ChunkResult
-    ) -> None:
-        stats = self.stats
-        stats.slow_frames += len(frames)
-        for raw in frames:
-            frame = decode_frame(raw, received_at_ns)
-            if type(frame) is Trade:
-                self._feed_trade(frame, raw, now_s, result)
-            elif type(frame) is ServerShutdown:
-                stats.skipped["server_shutdown"] += 1
-                result.shutdowns.append(frame)
-            elif type(frame) is Skipped:
-                stats.skipped[frame.reason] += 1
-                result.skipped.append(frame)
-
-    def _feed_trade(self, trade: Trade, raw: bytes, now_s: float, result: ChunkResult) -> None:
-        stats = self.stats
-        symbol = trade.symbol
-        accepted, gap = self.sequence.observe(symbol, trade.trade_id)
-        if not accepted:
-            stats.duplicates += 1
-            return
-        if gap is not None:
-            stats.gaps += 1
-            stats.missing_ids += gap.size
-            result.gaps.append(
-                GapSeen(gap, self._last_time.get(symbol), trade.trade_time, trade.received_at_ns)
-            )
-        stats.trades[symbol] += 1
-        result._journal(self.batcher.batch_id_for(trade), [raw])
-        self._collect(self.batcher.add(trade, now_s))
-        self._last_time[symbol] = result.last_trade_time[symbol] = trade.trade_time
+    def _minutes(self, trade_times: Sequence[int]) -> list[tuple[int, int, int]]:
+        """(minute, start, stop) of each stretch of trade times within one minute, in order."""
+        per = self._units_per_minute
+        first, count = min(trade_times) // per, len(trade_times)
+        last = max(trade_times) // per
+        if first == last:
+            return [(first, 0, count)]
+        # Trade times rise with ids: find each minute's first trade by bisection, then check.
+        bounds = [bisect_left(trade_times, m * per) for m in range(first + 1, last + 1)]
+        pieces = [
+            (m, a, b)
+            for m, a, b in zip(range(first, last + 1), [0, *bounds], [*bounds, count], strict=True)
+            if a < b
+        ]
+        if all(min(trade_times[a:b]) // per == m == max(trade_times[a:b]) // per for m, a, b in pieces):
+            return pieces
+        out, start = [], 0  # times out of order: stretches of equal minutes as they come
+        for minute, group in groupby(t // per for t in trade_times):
+            stop = start + sum(1 for _ in group)
+            out.append((minute, start, stop))
+            start = stop
+        return out
 
     def tick(self, now_s: float) -> None:
         """Let time pass: seal batches by age or closed minute."""

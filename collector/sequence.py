@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["RESET_DISTANCE", "Gap", "SequenceTracker"]
+__all__ = ["RESET_DISTANCE", "Gap", "SequenceTracker", "Stretch"]
 
 # A reconnect repeats at most a few thousand recent trades. An id this far below the last one
 # is not a duplicate: the remembered id belongs to another series (a demo's state, a restored
@@ -31,6 +31,16 @@ class Gap:
         return self.last_missing - self.first_missing + 1
 
 
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    """Positions `start..stop` (exclusive) of a run of ids: accepted, consecutive, and after a
+    gap of `gap`'s ids when it is not None."""
+
+    start: int
+    stop: int
+    gap: Gap | None = None
+
+
 class SequenceTracker:
     """Remembers the last trade id accepted per symbol."""
 
@@ -49,17 +59,39 @@ class SequenceTracker:
         if trade_id > self._last.get(symbol, -1):
             self._last[symbol] = trade_id
 
-    def observe_run(self, symbol: str, trade_ids: Sequence[int]) -> bool:
-        """Accept a run of ids in one step when it continues exactly where the symbol left off
-        (`observe` would accept each, with no gap). Otherwise change nothing and return False."""
+    def accept_run(self, symbol: str, trade_ids: Sequence[int]) -> tuple[list[Stretch], int]:
+        """Observe a run of ids at once: the stretches accepted, and how many were duplicates.
+
+        The same outcome as `observe` on each id in turn. The usual run continues exactly where
+        the symbol left off and is one stretch, checked in C; a duplicate or a jump splits it,
+        and only the ids around such a discontinuity are looked at one by one.
+        """
+        count = len(trade_ids)
         last = self._last.get(symbol)
-        if last is None or not trade_ids or trade_ids[0] != last + 1:
-            return False
-        expected = list(range(last + 1, last + 1 + len(trade_ids)))
-        if (trade_ids if isinstance(trade_ids, list) else list(trade_ids)) != expected:
-            return False
-        self._last[symbol] = trade_ids[-1]
-        return True
+        if count and last is not None and trade_ids[0] == last + 1 and _consecutive(trade_ids, 0):
+            self._last[symbol] = trade_ids[-1]
+            return [Stretch(0, count)], 0
+        stretches: list[Stretch] = []
+        duplicates = 0
+        i = 0
+        while i < count:
+            accepted, gap = self.observe(symbol, trade_ids[i])
+            if not accepted:
+                duplicates += 1
+                i += 1
+                continue
+            start = i
+            if _consecutive(trade_ids, start):  # the rest continues: no need to look further
+                i = count
+            else:
+                expected = trade_ids[i] + 1
+                i += 1
+                while i < count and trade_ids[i] == expected:
+                    expected += 1
+                    i += 1
+            self._last[symbol] = trade_ids[i - 1]
+            stretches.append(Stretch(start, i, gap))
+        return stretches, duplicates
 
     def observe(self, symbol: str, trade_id: int) -> tuple[bool, Gap | None]:
         """Record `trade_id`. Returns (accepted, gap): accepted is False for a duplicate."""
@@ -75,3 +107,14 @@ class SequenceTracker:
         if trade_id == last + 1:
             return True, None
         return True, Gap(symbol, last + 1, trade_id - 1)
+
+
+def _consecutive(ids: Sequence[int], start: int) -> bool:
+    """Whether ids[start:] counts up by one, compared in C."""
+    first, rest = ids[start], len(ids) - start
+    if ids[-1] != first + rest - 1:
+        return False
+    if rest < 3:
+        return rest < 2 or ids[start + 1] == first + 1
+    tail = ids if start == 0 and isinstance(ids, list) else list(ids[start:])
+    return tail == list(range(first, first + rest))

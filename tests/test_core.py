@@ -19,6 +19,7 @@ from collector.binance import decode_frame, decode_trades
 from collector.core import CaptureCore, ChunkResult
 from collector.emulator import GeneratedTape
 from tests.conftest import RECORDING_2023, RECORDING_2024, recording
+from tests.oracle import OneByOne
 
 
 def make_core(**overrides: Any) -> CaptureCore:
@@ -56,7 +57,7 @@ def combined(frame: bytes, stream: str = "btcusdt@trade") -> bytes:
 
 
 def run(
-    core: CaptureCore, chunks: list[list[bytes]], stamp: int = 7
+    core: CaptureCore | OneByOne, chunks: list[list[bytes]], stamp: int = 7
 ) -> tuple[list[ChunkResult], list[SealedBatch]]:
     results = [core.feed_chunk(chunk, stamp, 0.0) for chunk in chunks]
     core.flush()
@@ -84,7 +85,16 @@ def journal_view(results: list[ChunkResult]) -> dict[str, list[bytes]]:
 
 
 def compare_whole_and_one_by_one(frames: list[bytes], chunk: int, **core: Any) -> CaptureCore:
-    whole, one = make_core(**core), make_core(**core)
+    """The core fed `chunk` frames a read against the plain one-trade-at-a-time reference."""
+    whole = make_core(**core)
+    settings: dict[str, Any] = {
+        "time_unit": "ms",
+        "max_batch_bytes": 2_000_000,
+        "max_batch_age_s": 60.0,
+        "minute_grace_s": 5.0,
+        **core,
+    }
+    one = OneByOne(**settings)
     chunks = [frames[i : i + chunk] for i in range(0, len(frames), chunk)]
     whole_results, whole_batches = run(whole, chunks)
     one_results, one_batches = run(one, [[raw] for raw in frames])
@@ -152,10 +162,42 @@ def test_decode_trades_agrees_with_decode_frame_field_for_field_on_the_recording
         b'{"e":"trade"} {"e":"trade"}',
     ],
 )
-def test_an_unusual_frame_sends_its_chunk_one_by_one_with_the_same_outcome(odd: bytes) -> None:
+def test_an_unusual_frame_is_classified_alone_and_its_neighbours_stay_columnar(odd: bytes) -> None:
     frames = [trade(i) for i in range(1, 11)] + [odd] + [trade(i) for i in range(12, 20)]
     assert decode_trades(frames, combined=False) is None
-    compare_whole_and_one_by_one(frames, len(frames))
+    core = compare_whole_and_one_by_one(frames, len(frames))
+    # The odd frame alone, and the first trade (nothing to continue from); at most two more
+    # where a missing id 11 splits the run.
+    assert core.stats.slow_frames <= 4
+
+
+@pytest.mark.parametrize("chunk", [2000, 333, 1])
+def test_a_burst_spanning_hours_of_trade_time_stays_columnar(chunk: int) -> None:
+    """Trade times 30 ms apart: nearly every read of a burst crosses a minute."""
+    frames = generated(12_000, clock_start_ms=1_723_161_255_342, clock_step_ms=30.0)
+    core = compare_whole_and_one_by_one(frames, chunk)
+    assert core.stats.slow_frames <= 1  # the very first trade: no last id to continue from
+    assert len(core.take_sealed()) == 0 and core.stats.sealed["crowded"] + core.stats.sealed["shutdown"] == 7
+
+
+def test_trade_times_out_of_order_inside_a_read_land_in_their_own_minutes() -> None:
+    minute = 60_000 * 28_719_354
+    times = [minute - 5, minute + 5, minute - 3, minute + 6, minute + 60_001, minute - 1, minute + 7]
+    frames = [trade(100 + i, t_ms=t) for i, t in enumerate(times)]
+    core = compare_whole_and_one_by_one(frames, len(frames))
+    assert core.stats.trades["BTCUSDT"] == len(times)
+
+
+def test_a_read_with_a_control_answer_and_a_gap_and_a_repeat_inside_matches_one_by_one() -> None:
+    frames = (
+        [trade(i) for i in range(1, 500)]
+        + [b'{"result":null,"id":7}']
+        + [trade(i) for i in range(495, 800)]  # 495..499 again
+        + [trade(i) for i in range(810, 1500)]  # 800..809 missing
+    )
+    core = compare_whole_and_one_by_one(frames, len(frames))
+    assert (core.stats.duplicates, core.stats.gaps, core.stats.missing_ids) == (5, 1, 10)
+    assert core.stats.slow_frames < 20
 
 
 def test_a_raw_newline_inside_a_frame_is_whitespace_on_both_paths() -> None:
