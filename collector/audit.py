@@ -34,8 +34,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from collector.layout import EXCHANGE, parse_object_key, partition_prefix
-from collector.markers import parse_manifest
+from collector.completion import parse_manifest
+from collector.layout import parse_marker_key, parse_object_key, partition_prefix, symbol_root
 from collector.parquet import landing_parquet_schema
 from collector.sinks import Sink
 
@@ -130,11 +130,11 @@ def data_range(sink: Sink, symbol: str) -> tuple[int, int] | None:
     marker yet, the last with data): minutes still being written are not audited by default."""
     data: list[int] = []
     marked: list[int] = []
-    for key, _ in sink.list_keys(f"{EXCHANGE}/{symbol}/"):
-        is_marker = key.endswith("/_SUCCESS")
-        name = parse_object_key(key[: -len("_SUCCESS")] + "batch-0-0.parquet" if is_marker else key)
-        if name is not None:
-            (marked if is_marker else data).append(name.minute)
+    for key, _ in sink.list_keys(symbol_root(symbol)):
+        if (marker := parse_marker_key(key)) is not None:
+            marked.append(marker[1])
+        elif (name := parse_object_key(key)) is not None:
+            data.append(name.minute)
     if not data and not marked:
         return None
     return min(data + marked), max(marked or data) + 1
@@ -155,14 +155,13 @@ def _audit_symbol(
 ) -> None:
     listed: list[tuple[str, int]] = []
     for day in _days(start, end):
-        listed.extend(sink.list_keys(f"{EXCHANGE}/{symbol}/{day}"))
+        listed.extend(sink.list_keys(f"{symbol_root(symbol)}{day}"))
     files_by_minute: dict[int, list[_File]] = defaultdict(list)
     markers: dict[int, str] = {}
     for key, size in listed:
-        if key.endswith("/_SUCCESS"):
-            name = parse_object_key(key[: -len("_SUCCESS")] + "batch-0-0.parquet")
-            if name and start <= name.minute < end:
-                markers[name.minute] = key
+        if (marker := parse_marker_key(key)) is not None:
+            if start <= marker[1] < end:
+                markers[marker[1]] = key
             continue
         name = parse_object_key(key)
         if name is None:

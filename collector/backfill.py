@@ -24,49 +24,27 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from collector.binance import Trade, trade_from_rest
-from collector.spool import read_jsonl, write_atomically
 
-__all__ = ["Backfiller", "BinanceRest", "GapLedger", "OpenGap", "RestPage", "Unfilled"]
+if TYPE_CHECKING:
+    from collector.gapfill import OpenGap
+
+__all__ = ["Backfiller", "BinanceRest", "RestPage", "Shortfall"]
 
 PAGE_LIMIT = 1000  # Binance's maximum rows per historicalTrades call
 
 
-@dataclass
-class OpenGap:
-    """Ids first_missing..last_missing of symbol are missing; next_id is where filling resumes."""
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """Ids `first_missing..last_missing` could not be fetched, and why."""
 
-    symbol: str
     first_missing: int
     last_missing: int
-    next_id: int
-    detected_at_ns: int
-    # The missing trades happened between these trade times (epoch seconds): after the last trade
-    # accepted before the gap (or the first minute not yet marked) and at or before the one after.
-    window_start_s: float | None = None
-    window_end_s: float | None = None
-    attempt: int = 1  # 2 and up: a retry of a range recorded unfilled for a passing reason
-
-    @property
-    def size(self) -> int:
-        return self.last_missing - self.first_missing + 1
-
-
-@dataclass(frozen=True)
-class Unfilled:
-    symbol: str
-    first_missing: int
-    last_missing: int
-    reason: str
+    reason: str  # not_served, banned, refused_location, bad_request, rest_unavailable, malformed_row
     detail: str = ""
-    window_start_s: float | None = None
-    window_end_s: float | None = None
-    detected_at_ns: int = 0
-    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -158,40 +136,30 @@ class Backfiller:
 
     async def fill(
         self, gap: OpenGap, on_trades: Callable[[list[Trade], int], Awaitable[None]]
-    ) -> list[Unfilled]:
+    ) -> list[Shortfall]:
         """Fetch gap.next_id..gap.last_missing; hand each page's trades (and the next id) to on_trades."""
-        unfilled: list[Unfilled] = []
+        unfilled: list[Shortfall] = []
         next_id = gap.next_id
         while next_id <= gap.last_missing:
             limit = min(PAGE_LIMIT, gap.last_missing - next_id + 1)
             try:
                 page = await self._fetch(gap.symbol, next_id, limit)
             except _GiveUp as stop:
-                unfilled.append(Unfilled(gap.symbol, next_id, gap.last_missing, stop.reason, stop.detail))
+                unfilled.append(Shortfall(next_id, gap.last_missing, stop.reason, stop.detail))
                 return unfilled
             rows = [r for r in page.rows or [] if isinstance(r, dict) and isinstance(r.get("id"), int)]
             wanted = [r for r in rows if next_id <= r["id"] <= gap.last_missing]
             if not wanted:
                 unfilled.append(
-                    Unfilled(
-                        gap.symbol,
-                        next_id,
-                        gap.last_missing,
-                        "not_served",
-                        "the exchange returned none of these ids",
+                    Shortfall(
+                        next_id, gap.last_missing, "not_served", "the exchange returned none of these ids"
                     )
                 )
                 return unfilled
             first = min(r["id"] for r in wanted)
             if first > next_id:  # older than the exchange keeps
                 unfilled.append(
-                    Unfilled(
-                        gap.symbol,
-                        next_id,
-                        first - 1,
-                        "not_served",
-                        f"the exchange's oldest id here is {first}",
-                    )
+                    Shortfall(next_id, first - 1, "not_served", f"the exchange's oldest id here is {first}")
                 )
             trades: list[Trade] = []
             for row in wanted:
@@ -199,7 +167,7 @@ class Backfiller:
                 if isinstance(trade, Trade):
                     trades.append(trade)
                 else:
-                    unfilled.append(Unfilled(gap.symbol, row["id"], row["id"], "malformed_row", trade.detail))
+                    unfilled.append(Shortfall(row["id"], row["id"], "malformed_row", trade.detail))
             next_id = max(r["id"] for r in wanted) + 1
             await on_trades(trades, next_id)
         return unfilled
@@ -251,93 +219,3 @@ class Backfiller:
         if until > self._paused_until:
             self._paused_until = until
             self.log.warning("collector.backfill_paused", seconds=round(seconds, 1), why=why)
-
-
-# Reasons that may pass: the range is tried again later, up to MAX_ATTEMPTS times in all.
-RETRYABLE = frozenset({"rest_unavailable", "banned"})
-MAX_ATTEMPTS = 5
-
-
-class GapLedger:
-    """Open gaps on disk (so a restart resumes them), and the record of what could not be filled."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.open_path = root / "open.json"
-        self.unfilled_path = root / "unfilled.jsonl"
-        self.open: list[OpenGap] = []
-        if self.open_path.exists():
-            self.open = [OpenGap(**g) for g in json.loads(self.open_path.read_text())]
-        self.unfilled_records: list[dict[str, Any]] = read_jsonl(self.unfilled_path)
-        self._recorded_at = [float(r.get("recorded_at", 0)) for r in self.unfilled_records]
-
-    @property
-    def unfilled_count(self) -> int:
-        return len(self._recorded_at)
-
-    def unfilled_since(self, seconds: float) -> int:
-        """Ranges recorded in the last `seconds`: what an alarm should still be about."""
-        cutoff = time.time() - seconds
-        return sum(1 for t in self._recorded_at if t >= cutoff)
-
-    def add(self, gap: OpenGap) -> None:
-        self.open.append(gap)
-        self.save()
-
-    def save(self) -> None:
-        write_atomically(self.open_path, json.dumps([asdict(g) for g in self.open]).encode())
-
-    def close(self, gap: OpenGap) -> None:
-        self.open = [g for g in self.open if g is not gap]
-        self.save()
-
-    def record_unfilled(self, unfilled: Unfilled) -> None:
-        now = time.time()
-        record = {**asdict(unfilled), "recorded_at": now}
-        with open(self.unfilled_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        self._recorded_at.append(now)
-        self.unfilled_records.append(record)
-
-    def unfilled_between(self, symbol: str, start_s: float, end_s: float) -> list[dict[str, Any]]:
-        """Unfilled ranges whose trades may have happened in [start_s, end_s)."""
-        found = []
-        for r in self.unfilled_records:
-            lo, hi = r.get("window_start_s"), r.get("window_end_s")
-            if r.get("symbol") != symbol or lo is None or hi is None or r.get("retried"):
-                continue  # recorded before gaps had time windows: not placed in any minute
-            if lo < end_s and hi >= start_s:
-                found.append(r)
-        return found
-
-    def due_for_retry(self, now_s: float, after_s: float) -> list[dict[str, Any]]:
-        """Unfilled ranges whose reason may have passed, recorded at least `after_s` ago."""
-        return [
-            r
-            for r in self.unfilled_records
-            if r.get("reason") in RETRYABLE
-            and not r.get("retried")
-            and int(r.get("attempt", 1)) < MAX_ATTEMPTS
-            and float(r.get("recorded_at", 0)) + after_s <= now_s
-            and r.get("window_start_s") is not None
-        ]
-
-    def reopen(self, record: dict[str, Any]) -> OpenGap:
-        """Try a recorded range again: it becomes an open gap, the record is marked as retried."""
-        record["retried"] = True
-        write_atomically(
-            self.unfilled_path, "".join(json.dumps(r) + "\n" for r in self.unfilled_records).encode()
-        )
-        gap = OpenGap(
-            record["symbol"],
-            record["first_missing"],
-            record["last_missing"],
-            record["first_missing"],
-            int(record.get("detected_at_ns") or time.time_ns()),
-            window_start_s=record.get("window_start_s"),
-            window_end_s=record.get("window_end_s"),
-            attempt=int(record.get("attempt", 1)) + 1,
-        )
-        self.add(gap)
-        return gap

@@ -349,35 +349,7 @@ def _add_audit(audit: argparse.ArgumentParser) -> None:
     audit.set_defaults(func=cmd_audit)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="collector", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def with_env(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--env-file", type=Path, help="settings file (default: ./.env when present)")
-        return p
-
-    with_env(
-        sub.add_parser("run", help="capture trades and land them (live Binance by default)")
-    ).set_defaults(func=cmd_run)
-    with_env(
-        sub.add_parser("check-config", help="print the resolved settings; fail on a bad one")
-    ).set_defaults(func=cmd_check_config)
-
-    status = sub.add_parser("status", help="print the running collector's health; exit 0 when healthy")
-    status.add_argument("--port", type=int, default=9108, help="COLLECTOR_HEALTH_PORT of the collector")
-    status.add_argument("--wait", type=float, default=0.0, help="keep asking for up to this many seconds")
-    status.set_defaults(func=cmd_status)
-
-    fetch = sub.add_parser("fetch-env", help="write the .env held in an SSM parameter to a 0600 file")
-    fetch.add_argument("--parameter", default="/mlops/collector/env", help="SSM parameter name")
-    fetch.add_argument("--output", required=True, help="file to write, e.g. /opt/collector/.env")
-    fetch.add_argument("--region", default=None, help="AWS region (default: the AWS default chain)")
-    fetch.set_defaults(func=cmd_fetch_env)
-
-    _add_audit(sub.add_parser("audit", help="check a landing zone's markers, files and continuity"))
-    emulate = _with_tape(sub.add_parser("emulate", help="serve a local Binance-compatible trade feed"))
+def _add_emulate(emulate: argparse.ArgumentParser) -> None:
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=9443)
     emulate.add_argument("--ping-interval-s", type=float, default=20.0)
@@ -418,6 +390,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="test aid: send each new connection the last N trades again (as a REST backfill would)",
     )
     emulate.set_defaults(func=cmd_emulate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="collector", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_env(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--env-file", type=Path, help="settings file (default: ./.env when present)")
+        return p
+
+    with_env(
+        sub.add_parser("run", help="capture trades and land them (live Binance by default)")
+    ).set_defaults(func=cmd_run)
+    with_env(
+        sub.add_parser("check-config", help="print the resolved settings; fail on a bad one")
+    ).set_defaults(func=cmd_check_config)
+
+    status = sub.add_parser("status", help="print the running collector's health; exit 0 when healthy")
+    status.add_argument("--port", type=int, default=9108, help="COLLECTOR_HEALTH_PORT of the collector")
+    status.add_argument("--wait", type=float, default=0.0, help="keep asking for up to this many seconds")
+    status.set_defaults(func=cmd_status)
+
+    fetch = sub.add_parser("fetch-env", help="write the .env held in an SSM parameter to a 0600 file")
+    fetch.add_argument("--parameter", default="/mlops/collector/env", help="SSM parameter name")
+    fetch.add_argument("--output", required=True, help="file to write, e.g. /opt/collector/.env")
+    fetch.add_argument("--region", default=None, help="AWS region (default: the AWS default chain)")
+    fetch.set_defaults(func=cmd_fetch_env)
+
+    _add_audit(sub.add_parser("audit", help="check a landing zone's markers, files and continuity"))
+    _add_emulate(_with_tape(sub.add_parser("emulate", help="serve a local Binance-compatible trade feed")))
 
     demo = with_env(_with_tape(sub.add_parser("demo", help="run the local feed and the collector together")))
     demo.add_argument("--seconds", type=float, default=30.0, help="how long to capture")

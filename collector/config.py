@@ -47,7 +47,7 @@ class S3Destination:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """The resolved configuration. Times are seconds (`_s`), sizes bytes (`_bytes`)."""
 
@@ -283,6 +283,22 @@ def load_settings(
 
     Raises ConfigError listing every invalid setting.
     """
+    merged = _sources(env, env_file, ssm_text)
+    r = _Reader(merged)
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in _KNOWN}
+    unknown = sorted(k for k in merged if k.startswith(ENV_PREFIX) and k not in known)
+    for key in unknown:
+        r.problems.append(
+            f"{key} is not a setting of this collector (see .env.example); remove it or fix its name"
+        )
+    settings = _read(r)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
+def _sources(env: Mapping[str, str] | None, env_file: Path | None, ssm_text: str | None) -> dict[str, str]:
+    """The `.env` file, under the SSM parameter's body, under the environment."""
     from dotenv import dotenv_values
 
     merged: dict[str, str] = {}
@@ -293,16 +309,12 @@ def load_settings(
     if ssm_text is not None:
         merged.update({k: v for k, v in dotenv_values(stream=io.StringIO(ssm_text)).items() if v is not None})
     merged.update(os.environ if env is None else env)
+    return merged
 
-    r = _Reader(merged)
+
+def _read(r: _Reader) -> Settings:
+    """Every setting from `r`, its problems collected in `r.problems`."""
     defaults = Settings()
-    known = {f"{ENV_PREFIX}{name.upper()}" for name in _KNOWN}
-    unknown = sorted(k for k in merged if k.startswith(ENV_PREFIX) and k not in known)
-    for key in unknown:
-        r.problems.append(
-            f"{key} is not a setting of this collector (see .env.example); remove it or fix its name"
-        )
-
     symbols = r.convert(
         "SYMBOLS", defaults.symbols, _parse_symbols, "comma-separated symbols, e.g. BTCUSDT,ETHUSDT"
     )
@@ -324,7 +336,7 @@ def load_settings(
             f"{ENV_PREFIX}RECONNECT_INITIAL_DELAY_S ({initial}) exceeds "
             f"{ENV_PREFIX}RECONNECT_MAX_DELAY_S ({maximum}); lower the first or raise the second"
         )
-    settings = Settings(
+    return Settings(
         symbols=symbols,
         ws_url=r.convert("WS_URL", defaults.ws_url, _parse_ws_url, "ws:// or wss:// base URL"),
         time_unit=time_unit,  # type: ignore[arg-type]
@@ -362,9 +374,6 @@ def load_settings(
             "LOG_LEVEL", defaults.log_level, _parse_log_level, "debug | info | warning | error"
         ),
     )
-    if r.problems:
-        raise ConfigError(r.problems)
-    return settings
 
 
 _KNOWN = (

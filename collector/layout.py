@@ -1,48 +1,77 @@
-"""The landing-zone layout: partition prefixes, object keys and marker keys.
+"""The landing-zone layout: every key the collector writes, built and parsed in this one place.
 
 This is the contract downstream reads (Airflow sensors, Athena partition projection, Spark):
 
-    {prefix}Binance/{SYMBOL}/YYYY/MM/DD/HH/mm/batch-{first_trade_id}-{last_trade_id}.parquet
+    {prefix}Binance/{SYMBOL}/YYYY/MM/DD/HH/mm/{kind}-{first_trade_id}-{last_trade_id}.parquet
+    {prefix}Binance/{SYMBOL}/YYYY/MM/DD/HH/mm/_SUCCESS
 
-Names are a pure function of the batch's content (symbol, minute of trade time, first and
-last trade id), so writing the same batch twice always targets the same key.
+Data objects come in kinds, by where their trades came from (`KINDS`): `batch` (the live
+stream), `backfill` (REST, filling a gap), `archive` (Binance's public trade archive). Names
+are a pure function of the content (symbol, minute of trade time, kind, first and last trade
+id), so writing the same trades twice always targets the same key. Sinks, the audit, recovery
+and the marker writer all go through these functions; none of them spells a key itself.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final, Literal
 
 __all__ = [
     "EXCHANGE",
     "EXTENSIONS",
+    "KINDS",
+    "MARKER_NAME",
+    "Kind",
     "ObjectName",
+    "exchange_root",
+    "hour_prefix",
+    "latest_trade_id",
     "marker_key",
     "minute_of",
     "object_key",
+    "parse_marker_key",
     "parse_object_key",
     "partition_prefix",
+    "symbol_root",
 ]
 
-EXCHANGE = "Binance"
-EXTENSIONS = {"parquet": ".parquet", "csv.gz": ".csv.gz"}
-_KEY_RE = re.compile(
-    r"(?P<exchange>[A-Za-z]+)/(?P<symbol>[A-Z0-9]+)/(?P<y>\d{4})/(?P<mo>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/"
-    r"(?P<mi>\d{2})/(?P<kind>batch|backfill)-(?P<first>\d+)-(?P<last>\d+)(?P<ext>\.parquet|\.csv\.gz)$"
+EXCHANGE: Final = "Binance"
+EXTENSIONS: Final = {"parquet": ".parquet", "csv.gz": ".csv.gz"}
+Kind = Literal["batch", "backfill", "archive"]
+KINDS: Final[dict[str, str]] = {
+    "batch": "captured from the live stream",
+    "backfill": "filled in from the REST API after a gap",
+    "archive": "imported from Binance's public trade archive",
+}
+MARKER_NAME: Final = "_SUCCESS"
+
+_PARTITION = r"(?P<symbol>[A-Z0-9]+)/(?P<y>\d{4})/(?P<mo>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/(?P<mi>\d{2})/"
+_OBJECT_RE = re.compile(
+    rf"(?:^|/){EXCHANGE}/{_PARTITION}(?P<kind>{'|'.join(KINDS)})-(?P<first>\d+)-(?P<last>\d+)"
+    r"(?P<ext>\.parquet|\.csv\.gz)$"
 )
+_MARKER_RE = re.compile(rf"(?:^|/){EXCHANGE}/{_PARTITION}{MARKER_NAME}$")
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectName:
-    """What an object key says about its content."""
+    """What a data object's key says about its content."""
 
     symbol: str
     minute: int
-    kind: str
+    kind: Kind
     first_trade_id: int
     last_trade_id: int
     extension: str
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.kind}-{self.first_trade_id}-{self.last_trade_id}{self.extension}"
 
 
 def minute_of(timestamp_s: float) -> int:
@@ -50,22 +79,38 @@ def minute_of(timestamp_s: float) -> int:
     return int(timestamp_s // 60)
 
 
+def exchange_root(prefix: str = "") -> str:
+    """`{prefix}Binance/`: everything the collector writes is under it."""
+    return f"{prefix}{EXCHANGE}/"
+
+
+def symbol_root(symbol: str, prefix: str = "") -> str:
+    return f"{exchange_root(prefix)}{symbol}/"
+
+
+def hour_prefix(symbol: str, timestamp_s: float, prefix: str = "") -> str:
+    """`{prefix}Binance/SYMBOL/YYYY/MM/DD/HH/`: the hour holding `timestamp_s`."""
+    return f"{symbol_root(symbol, prefix)}{time.strftime('%Y/%m/%d/%H', time.gmtime(timestamp_s))}/"
+
+
 def partition_prefix(symbol: str, minute: int, prefix: str = "") -> str:
     """`{prefix}Binance/SYMBOL/YYYY/MM/DD/HH/mm/` for a minute since the epoch."""
     t = datetime.fromtimestamp(minute * 60, tz=UTC)
-    return f"{prefix}{EXCHANGE}/{symbol}/{t:%Y/%m/%d/%H/%M}/"
+    return f"{symbol_root(symbol, prefix)}{t:%Y/%m/%d/%H/%M}/"
 
 
 def object_key(
+    *,
     symbol: str,
     minute: int,
     first_trade_id: int,
     last_trade_id: int,
-    *,
+    kind: Kind = "batch",
     output_format: str = "parquet",
-    kind: str = "batch",
     prefix: str = "",
 ) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown object kind {kind!r}; the layout knows {', '.join(KINDS)}")
     return (
         f"{partition_prefix(symbol, minute, prefix)}{kind}-{first_trade_id}-{last_trade_id}"
         f"{EXTENSIONS[output_format]}"
@@ -73,21 +118,48 @@ def object_key(
 
 
 def marker_key(symbol: str, minute: int, prefix: str = "") -> str:
-    return f"{partition_prefix(symbol, minute, prefix)}_SUCCESS"
+    return f"{partition_prefix(symbol, minute, prefix)}{MARKER_NAME}"
+
+
+def _minute(match: re.Match[str]) -> int:
+    g = match.groupdict()
+    t = datetime(int(g["y"]), int(g["mo"]), int(g["d"]), int(g["h"]), int(g["mi"]), tzinfo=UTC)
+    return minute_of(t.timestamp())
 
 
 def parse_object_key(key: str) -> ObjectName | None:
-    """Read symbol, minute and id range back from a key (any prefix); None if it is not a data object."""
-    match = _KEY_RE.search(key)
+    """Symbol, minute, kind and id range back from a data object's key (under any prefix);
+    None if the key is not a data object of the layout."""
+    match = _OBJECT_RE.search(key)
     if match is None:
         return None
-    g = match.groupdict()
-    t = datetime(int(g["y"]), int(g["mo"]), int(g["d"]), int(g["h"]), int(g["mi"]), tzinfo=UTC)
     return ObjectName(
-        symbol=g["symbol"],
-        minute=minute_of(t.timestamp()),
-        kind=g["kind"],
-        first_trade_id=int(g["first"]),
-        last_trade_id=int(g["last"]),
-        extension=g["ext"],
+        symbol=match["symbol"],
+        minute=_minute(match),
+        kind=match["kind"],  # type: ignore[arg-type]
+        first_trade_id=int(match["first"]),
+        last_trade_id=int(match["last"]),
+        extension=match["ext"],
     )
+
+
+def parse_marker_key(key: str) -> tuple[str, int] | None:
+    """(symbol, minute) of a `_SUCCESS` key; None if the key is not a marker."""
+    match = _MARKER_RE.search(key)
+    return None if match is None else (match["symbol"], _minute(match))
+
+
+def latest_trade_id(
+    keys_under: Callable[[str], Iterable[str]], symbol: str, now_s: float, lookback_hours: int = 48
+) -> int | None:
+    """The highest trade id landed for `symbol` in the last `lookback_hours`, hour by hour back
+    from now (the first hour holding any data object holds it). `keys_under(prefix)` lists keys."""
+    for back in range(lookback_hours + 1):
+        ids = [
+            name.last_trade_id
+            for key in keys_under(hour_prefix(symbol, now_s - back * 3600))
+            if (name := parse_object_key(key)) is not None and name.symbol == symbol
+        ]
+        if ids:
+            return max(ids)
+    return None

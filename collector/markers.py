@@ -1,155 +1,62 @@
-"""Minute completion markers: `.../HH/mm/_SUCCESS`, written last, when a minute is final.
+"""Minute completion markers at the edge: the durable book, the writer, and the scheduler.
 
-A minute of a symbol is final when all of these hold (the caller checks the ones it owns):
+    landed file ──▶ MarkerWriter.after_landing ──▶ MarkerBook (landed.jsonl)   or rewrite a marker
+    MarkerScheduler, once a second ──▶ completion.final_minutes ──▶ MarkerWriter.mark_due ──▶ _SUCCESS
 
-- its end plus `grace_s` has passed on the wall clock;
-- the stream has proven continuity past its end: a trade of a later time was accepted (so every
-  earlier id was received or is a known gap), or the connection has stayed up since the last trade
-  and the exchange's clock, extrapolated from that trade, is past the end (a quiet market);
-- no batch of the minute is open, being encoded, spooled or uploading;
-- no open gap can still hold trades of the minute.
-
-The marker is a small JSON manifest (the contract is in the README): the minute's row count,
-first and last trade id, every data file with its size, SHA-256 (base64, as S3's
-x-amz-checksum-sha256) and ids, and the unfilled gaps that may fall inside it. A minute without
-trades gets a marker with zero rows, so a sensor never waits forever on a quiet market. When data
-lands later in a marked minute (a backfill, a trade delivered late), the marker is rewritten with
-it and its `revision` goes up.
-
-Bookkeeping lives under `spool/markers/`: `cursor.json` (the next minute to mark, per symbol)
-and `landed.jsonl` (files landed in minutes not yet marked). A file is recorded after it has
-landed and before it leaves the spool, so a crash between the two lands it again (the sink says
-"already present") and records it again; records are keyed by file name, so that is harmless.
+The rule for when a minute is final and the manifest's shape are pure and live in
+`collector.completion`; this module does the I/O around them. Bookkeeping lives under
+`spool/markers/`: `cursor.json` (the next minute to mark, per symbol) and `landed.jsonl` (files
+landed in minutes not yet marked). A file is recorded after it has landed and before it leaves
+the spool, so a crash between the two lands it again (the sink says "already present") and
+records it again; records are keyed by file name, so that is harmless.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from collector.layout import EXCHANGE, marker_key, parse_object_key
+from collector.completion import (
+    LandedFile,
+    UnfilledGap,
+    build_manifest,
+    final_minutes,
+    landed_file,
+    manifest_files,
+    manifest_gaps,
+    merge_file,
+    parse_manifest,
+    proven_until,
+)
+from collector.exceptions import SinkPermanentError, SinkUnavailable
+from collector.layout import marker_key
 from collector.sinks import Sink
 from collector.spool import read_jsonl, write_atomically
 
-__all__ = [
-    "MANIFEST_VERSION",
-    "LandedFile",
-    "MarkerBook",
-    "MarkerWriter",
-    "build_manifest",
-    "landed_file",
-    "merge_file",
-    "minute_label",
-    "parse_manifest",
-    "write_marker",
-]
+__all__ = ["MarkerBook", "MarkerScheduler", "MarkerWriter", "write_marker"]
 
-MANIFEST_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class LandedFile:
-    """One data object of a minute, as its marker lists it."""
-
-    name: str  # the file name inside the minute's partition
-    bytes: int
-    sha256: str  # base64 of the SHA-256 digest, as S3 reports ChecksumSHA256
-    rows: int
-    first_trade_id: int
-    last_trade_id: int
-
-
-def minute_label(minute: int) -> str:
-    return datetime.fromtimestamp(minute * 60, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def build_manifest(
-    symbol: str,
-    minute: int,
-    files: Iterable[LandedFile],
-    unfilled_gaps: Iterable[dict[str, Any]] = (),
-    *,
-    revision: int = 1,
-    written_at_s: float,
-) -> dict[str, Any]:
-    """The `_SUCCESS` document of one minute. Files are listed in trade-id order."""
-    listed = sorted({f.name: f for f in files}.values(), key=lambda f: (f.first_trade_id, f.name))
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "exchange": EXCHANGE,
-        "symbol": symbol,
-        "minute": minute_label(minute),
-        "rows": sum(f.rows for f in listed),
-        "first_trade_id": min((f.first_trade_id for f in listed), default=None),
-        "last_trade_id": max((f.last_trade_id for f in listed), default=None),
-        "files": [asdict(f) for f in listed],
-        "unfilled_gaps": sorted(unfilled_gaps, key=lambda g: (g["first_missing"], g["last_missing"])),
-        "revision": revision,
-        "written_at": datetime.fromtimestamp(written_at_s, tz=UTC).isoformat(timespec="milliseconds"),
-    }
-
-
-_REQUIRED = {
-    "manifest_version": int,
-    "symbol": str,
-    "minute": str,
-    "rows": int,
-    "files": list,
-    "unfilled_gaps": list,
-    "revision": int,
-}
-
-
-def parse_manifest(data: bytes) -> dict[str, Any]:
-    """A marker's manifest, checked for the fields the contract promises. Raises ValueError."""
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
-    for field, kind in _REQUIRED.items():
-        if not isinstance(doc.get(field), kind):
-            raise ValueError(f"field {field!r} is missing or not a {kind.__name__}")
-    for entry in doc["files"]:
-        if not isinstance(entry, dict) or set(entry) != set(LandedFile.__slots__):
-            raise ValueError(f"file entry {entry!r} does not have the fields {sorted(LandedFile.__slots__)}")
-    return doc
-
-
-def merge_file(
-    doc: dict[str, Any],
-    landed: LandedFile,
-    *,
-    written_at_s: float,
-    unfilled_gaps: list[dict[str, Any]] | None = None,
-) -> dict[str, Any] | None:
-    """The manifest with `landed` added, and its unfilled gaps replaced if given (None if it
-    lists that file already, with the same checksum)."""
-    files = [LandedFile(**f) for f in doc["files"]]
-    if any(f.name == landed.name and f.sha256 == landed.sha256 for f in files):
-        return None
-    files = [f for f in files if f.name != landed.name] + [landed]
-    minute = int(datetime.strptime(doc["minute"], "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC).timestamp() // 60)
-    return build_manifest(
-        doc["symbol"],
-        minute,
-        files,
-        doc["unfilled_gaps"] if unfilled_gaps is None else unfilled_gaps,
-        revision=doc["revision"] + 1,
-        written_at_s=written_at_s,
-    )
+GapsIn = Callable[[str, int], list[UnfilledGap]]
+MARK_EVERY_S = 1.0  # how often final minutes are looked for
+# Markers written per hold of the writer's lock: uploads wait while it is held, and a backlog of
+# hours (after an outage, an import) is marked a few minutes at a time in between.
+MARK_PER_CALL = 16
+# Records of marked minutes left in landed.jsonl before it is rewritten without them: they are
+# harmless (ignored on load), and rewriting on every marked minute would cost an fsync each.
+COMPACT_AFTER = 5_000
 
 
 class MarkerBook:
-    """The durable part: which minute is next to mark per symbol, and what landed in open minutes."""
+    """The durable part: which minute is next to mark per symbol, and what landed in open minutes.
+
+    Thread-safe: the uploaders record, the marker thread advances, the event loop notes new
+    symbols (in memory only; `save` writes them from a worker thread)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -158,6 +65,7 @@ class MarkerBook:
         self.landed_path = root / "landed.jsonl"
         self.cursor: dict[str, int] = {}
         self.problem: str | None = None  # what was wrong with the saved cursor, for the caller to log
+        self._lock = threading.RLock()
         if self.cursor_path.exists():
             try:
                 saved = json.loads(self.cursor_path.read_text())
@@ -171,65 +79,94 @@ class MarkerBook:
                     "lists them as missing_marker)"
                 )
         self.files: dict[tuple[str, int], dict[str, LandedFile]] = {}
+        self._stale = 0  # lines in landed.jsonl for minutes already marked
         for record in read_jsonl(self.landed_path):
             try:
                 landed = LandedFile(**record["file"])
-                self.files.setdefault((record["symbol"], int(record["minute"])), {})[landed.name] = landed
+                symbol, minute = record["symbol"], int(record["minute"])
             except (ValueError, KeyError, TypeError):
                 continue  # not a record of ours; a torn one's file lands again from the spool
+            if self.is_marked(symbol, minute):
+                self._stale += 1
+            else:
+                self.files.setdefault((symbol, minute), {})[landed.name] = landed
+        self._fd: int | None = None  # landed.jsonl, opened for appending on the first record
+        self._syncing = 0  # records written and not yet fsynced, by threads outside the lock
+        self._retired: list[int] = []  # descriptors of compacted-away files, closed when no sync needs them
+
+    def note(self, symbol: str, minute: int) -> int:
+        """Mark `symbol` from `minute` on unless it has a cursor; its cursor. No I/O: `save` persists."""
+        return self.cursor.setdefault(symbol, minute)
 
     def begin(self, symbol: str, minute: int) -> None:
-        """Mark from `minute` on, unless this symbol already has a cursor."""
-        if symbol not in self.cursor:
-            self.cursor[symbol] = minute
-            self._save_cursor()
+        """`note`, and save at once."""
+        self.note(symbol, minute)
+        self.save()
+
+    def save(self) -> None:
+        with self._lock:
+            write_atomically(self.cursor_path, json.dumps(dict(self.cursor), sort_keys=True).encode())
 
     def is_marked(self, symbol: str, minute: int) -> bool:
         cursor = self.cursor.get(symbol)
         return cursor is not None and minute < cursor
 
-    def record(self, symbol: str, minute: int, landed: LandedFile) -> None:
-        """A file landed in a minute not yet marked: remember it, durably."""
-        self.files.setdefault((symbol, minute), {})[landed.name] = landed
-        line = json.dumps({"symbol": symbol, "minute": minute, "file": asdict(landed)}) + "\n"
-        with open(self.landed_path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+    def record(self, symbol: str, minute: int, landed: LandedFile, *, sync: bool = True) -> int:
+        """A file landed in a minute not yet marked: remember it. Durable on return, or, with
+        sync=False, once `sync()` of the returned descriptor returns (the fsync can then run
+        outside the caller's own lock, and several threads' fsyncs overlap)."""
+        line = (json.dumps({"symbol": symbol, "minute": minute, "file": asdict(landed)}) + "\n").encode()
+        with self._lock:
+            self.files.setdefault((symbol, minute), {})[landed.name] = landed
+            if self._fd is None:
+                self._fd = os.open(self.landed_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = self._fd
+            os.write(fd, line)
+            self._syncing += 1
+        if sync:
+            self.sync(fd)
+        return fd
+
+    def sync(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        finally:
+            with self._lock:
+                self._syncing -= 1
+                if not self._syncing:
+                    for old in self._retired:
+                        os.close(old)
+                    self._retired.clear()
 
     def files_of(self, symbol: str, minute: int) -> list[LandedFile]:
-        return list(self.files.get((symbol, minute), {}).values())
+        with self._lock:
+            return list(self.files.get((symbol, minute), {}).values())
 
     def advance(self, symbol: str, next_minute: int) -> None:
         """Minutes before `next_minute` are marked: move the cursor and forget their files."""
-        self.cursor[symbol] = next_minute
-        self._save_cursor()
-        stale = [k for k in self.files if k[0] == symbol and k[1] < next_minute]
-        for key in stale:
-            del self.files[key]
-        if stale:
-            lines = [
-                json.dumps({"symbol": s, "minute": m, "file": asdict(f)}) + "\n"
-                for (s, m), by_name in sorted(self.files.items())
-                for f in by_name.values()
-            ]
-            write_atomically(self.landed_path, "".join(lines).encode())
+        with self._lock:
+            self.cursor[symbol] = next_minute
+            self.save()
+            stale = [k for k in self.files if k[0] == symbol and k[1] < next_minute]
+            for key in stale:
+                self._stale += len(self.files.pop(key))
+            if self._stale > COMPACT_AFTER:
+                self._compact()
 
-    def _save_cursor(self) -> None:
-        write_atomically(self.cursor_path, json.dumps(self.cursor, sort_keys=True).encode())
-
-
-def landed_file(key: str, size: int, sha256_b64: str, rows: int) -> tuple[str, int, LandedFile] | None:
-    """(symbol, minute, LandedFile) for a data object's key; None if the key is not a data object."""
-    name = parse_object_key(key)
-    if name is None:
-        return None
-    file_name = key.rsplit("/", 1)[-1]
-    return (
-        name.symbol,
-        name.minute,
-        LandedFile(file_name, size, sha256_b64, rows, name.first_trade_id, name.last_trade_id),
-    )
+    def _compact(self) -> None:
+        """landed.jsonl rewritten with only the records of minutes not yet marked (under the lock)."""
+        lines = [
+            json.dumps({"symbol": s, "minute": m, "file": asdict(f)}) + "\n"
+            for (s, m), by_name in sorted(self.files.items())
+            for f in by_name.values()
+        ]
+        write_atomically(self.landed_path, "".join(lines).encode())
+        old, self._fd = self._fd, None
+        if old is not None and self._syncing:
+            self._retired.append(old)  # a thread is about to fsync it: close it after
+        elif old is not None:
+            os.close(old)
+        self._stale = 0
 
 
 def write_marker(sink: Sink, doc: dict[str, Any], symbol: str, minute: int) -> str:
@@ -239,11 +176,10 @@ def write_marker(sink: Sink, doc: dict[str, Any], symbol: str, minute: int) -> s
 
 
 class MarkerWriter:
-    """Decides which minutes are final, writes their markers, and rewrites them when data comes late.
+    """Writes the markers of final minutes, and rewrites them when data comes late.
 
-    Blocking (sink calls): run its methods in a worker thread. The uploader thread and the
-    marker thread share the book, so both take the lock.
-    """
+    Blocking (sink calls): run its methods in a worker thread. The uploaders and the marker
+    thread share it, so each method holds the lock for its whole read-modify-write."""
 
     def __init__(self, book: MarkerBook, sink: Sink, *, grace_s: float, log: Any) -> None:
         self.book = book
@@ -255,12 +191,7 @@ class MarkerWriter:
         self._lock = threading.Lock()
 
     def after_landing(
-        self,
-        key: str,
-        size: int,
-        sha256_b64: str,
-        rows: int,
-        gaps_in: Callable[[str, int], list[dict[str, Any]]] | None = None,
+        self, key: str, size: int, sha256_b64: str, rows: int, gaps_in: GapsIn | None = None
     ) -> None:
         """A data object has landed: note it for its minute's marker, or update a marker already
         written (with the minute's unfilled gaps as they stand now, if `gaps_in` is given)."""
@@ -270,73 +201,77 @@ class MarkerWriter:
         symbol, minute, landed = found
         with self._lock:
             if not self.book.is_marked(symbol, minute):
-                self.book.record(symbol, minute, landed)
-                return
-            mkey = marker_key(symbol, minute)
-            existing = self.sink.get(mkey)
-            if existing is None:
-                # The minute predates this landing zone's markers: nobody waits on it.
-                self.log.info("collector.marker_not_found", key=self.sink.describe(mkey), added=landed.name)
-                return
-            try:
-                doc = parse_manifest(existing)
-            except ValueError as exc:
+                fd = self.book.record(symbol, minute, landed, sync=False)
+            else:
+                fd = None
+                self._merge(symbol, minute, landed, gaps_in)
+        if fd is not None:
+            self.book.sync(fd)  # outside the lock: other uploads and the markers need not wait for it
+
+    def _merge(self, symbol: str, minute: int, landed: LandedFile, gaps_in: GapsIn | None) -> None:
+        """A file landed in a minute already marked: the marker is rewritten with it."""
+        doc = self._read_marker(symbol, minute, added=landed.name)
+        if doc is None:
+            return
+        gaps = gaps_in(symbol, minute) if gaps_in is not None else None
+        merged = merge_file(doc, landed, written_at_s=time.time(), unfilled_gaps=gaps)
+        if merged is not None:
+            self._rewrite(merged, symbol, minute, added=landed.name, added_rows=landed.rows)
+
+    def refresh_gaps(self, symbol: str, minutes: Iterable[int], gaps_in: GapsIn) -> None:
+        """Rewrite the unfilled gaps of marked minutes after a retried range was filled (or not)."""
+        with self._lock:
+            for minute in minutes:
+                if not self.book.is_marked(symbol, minute):
+                    continue
+                doc = self._read_marker(symbol, minute, quiet=True)
+                if doc is None:
+                    continue
+                gaps = sorted(gaps_in(symbol, minute))
+                if gaps == manifest_gaps(doc):
+                    continue
+                updated = build_manifest(
+                    symbol,
+                    minute,
+                    manifest_files(doc),
+                    gaps,
+                    revision=doc["revision"] + 1,
+                    written_at_s=time.time(),
+                )
+                self._rewrite(updated, symbol, minute, was=len(doc["unfilled_gaps"]))
+
+    def _read_marker(
+        self, symbol: str, minute: int, *, added: str = "", quiet: bool = False
+    ) -> dict[str, Any] | None:
+        mkey = marker_key(symbol, minute)
+        existing = self.sink.get(mkey)
+        if existing is None:
+            if not quiet:  # the minute predates this landing zone's markers: nobody waits on it
+                self.log.info("collector.marker_not_found", key=self.sink.describe(mkey), added=added)
+            return None
+        try:
+            return parse_manifest(existing)
+        except ValueError as exc:
+            if not quiet:
                 self.log.error(
                     "collector.marker_unreadable",
                     key=self.sink.describe(mkey),
                     error=str(exc),
                     fix="run `collector audit` over this minute; the marker was left as it is",
                 )
-                return
-            gaps = gaps_in(symbol, minute) if gaps_in is not None else None
-            merged = merge_file(doc, landed, written_at_s=time.time(), unfilled_gaps=gaps)
-            if merged is None:
-                return
-            write_marker(self.sink, merged, symbol, minute)
-            self.rewritten += 1
-            self.log.warning(
-                "collector.marker_rewritten",
-                key=self.sink.describe(mkey),
-                added=landed.name,
-                added_rows=landed.rows,
-                rows=merged["rows"],
-                unfilled_gaps=len(merged["unfilled_gaps"]),
-                revision=merged["revision"],
-            )
+            return None
 
-    def refresh_gaps(
-        self, symbol: str, minutes: Iterable[int], gaps_in: Callable[[int], list[dict[str, Any]]]
-    ) -> None:
-        """Rewrite the unfilled gaps of marked minutes after a retried range was filled (or not)."""
-        with self._lock:
-            for minute in minutes:
-                if not self.book.is_marked(symbol, minute):
-                    continue
-                mkey = marker_key(symbol, minute)
-                existing = self.sink.get(mkey)
-                if existing is None:
-                    continue
-                try:
-                    doc = parse_manifest(existing)
-                except ValueError:
-                    continue  # reported where it is read for files; left as it is
-                gaps = sorted(gaps_in(minute), key=lambda g: (g["first_missing"], g["last_missing"]))
-                if gaps == doc["unfilled_gaps"]:
-                    continue
-                files = [LandedFile(**f) for f in doc["files"]]
-                updated = build_manifest(
-                    symbol, minute, files, gaps, revision=doc["revision"] + 1, written_at_s=time.time()
-                )
-                write_marker(self.sink, updated, symbol, minute)
-                self.rewritten += 1
-                self.log.warning(
-                    "collector.marker_rewritten",
-                    key=self.sink.describe(mkey),
-                    unfilled_gaps=len(gaps),
-                    was=len(doc["unfilled_gaps"]),
-                    rows=updated["rows"],
-                    revision=updated["revision"],
-                )
+    def _rewrite(self, doc: dict[str, Any], symbol: str, minute: int, **facts: Any) -> None:
+        key = write_marker(self.sink, doc, symbol, minute)
+        self.rewritten += 1
+        self.log.warning(
+            "collector.marker_rewritten",
+            key=self.sink.describe(key),
+            rows=doc["rows"],
+            unfilled_gaps=len(doc["unfilled_gaps"]),
+            revision=doc["revision"],
+            **facts,
+        )
 
     def may_be_due(self, symbol: str, now_s: float, proven_until_s: float | None) -> bool:
         """A cheap first look (no I/O): could the symbol's next minute be final now?"""
@@ -354,26 +289,27 @@ class MarkerWriter:
         proven_until_s: float | None,
         open_gap_from_s: float,
         pending: set[int],
-        gaps_in: Callable[[int], list[dict[str, Any]]],
-        limit: int = 240,
+        gaps_in: GapsIn,
+        limit: int = MARK_PER_CALL,
     ) -> int:
-        """Write the markers of every final minute from the symbol's cursor on; the count written."""
+        """Write the markers of the final minutes from the symbol's cursor on (at most `limit`);
+        the count written."""
         with self._lock:
             cursor = self.book.cursor.get(symbol)
-            if cursor is None or proven_until_s is None:
+            if cursor is None:
                 return 0
-            minute = cursor
-            while minute - cursor < limit:
-                end_s = (minute + 1) * 60
-                if (
-                    now_s < end_s + self.grace_s
-                    or proven_until_s < end_s
-                    or open_gap_from_s < end_s
-                    or minute in pending
-                ):
-                    break
+            due = final_minutes(
+                cursor,
+                now_s=now_s,
+                grace_s=self.grace_s,
+                proven_until_s=proven_until_s,
+                open_gap_from_s=open_gap_from_s,
+                pending=pending,
+                limit=limit,
+            )
+            for minute in due:
                 files = self.book.files_of(symbol, minute)
-                doc = build_manifest(symbol, minute, files, gaps_in(minute), written_at_s=now_s)
+                doc = build_manifest(symbol, minute, files, gaps_in(symbol, minute), written_at_s=now_s)
                 key = write_marker(self.sink, doc, symbol, minute)
                 self.written += 1
                 self.log.info(
@@ -383,7 +319,116 @@ class MarkerWriter:
                     files=len(files),
                     unfilled_gaps=len(doc["unfilled_gaps"]),
                 )
-                minute += 1
-            if minute != cursor:
-                self.book.advance(symbol, minute)
-            return minute - cursor
+            if due:
+                self.book.advance(symbol, due.stop)
+            return len(due)
+
+
+class MarkerScheduler:
+    """Once a second, asks which minutes are final and has their markers written (in a thread).
+
+    What it asks is passed in: whether the stream stayed connected since a symbol's last trade
+    (`stream_state`: connected, and how many outages so far), the minutes of a symbol still
+    open or landing (`pending`), the earliest trade time an open gap may hold (`open_gap_from`),
+    and the unfilled ranges that fall in a minute (`gaps_in`)."""
+
+    def __init__(
+        self,
+        writer: MarkerWriter,
+        *,
+        stream_state: Callable[[], tuple[bool, int]],
+        pending: Callable[[str], set[int]],
+        open_gap_from: Callable[[str], float],
+        gaps_in: GapsIn,
+        log: Any,
+    ) -> None:
+        self.writer = writer
+        self.book = writer.book
+        self.stream_state = stream_state
+        self.pending = pending
+        self.open_gap_from = open_gap_from
+        self.gaps_in = gaps_in
+        self.log = log
+        # Per symbol: (trade time in s, monotonic receive time, stream outages then) of the last trade.
+        self._last_seen: dict[str, tuple[float, float, int]] = {}
+        # Retried gaps that closed: (symbol, minutes, still landing?) whose markers need new gap lists.
+        self._refreshes: list[tuple[str, range, Callable[[], bool]]] = []
+        self._unsaved = False
+
+    def saw_trades(self, last_trade_s: dict[str, float], now_mono: float) -> None:
+        """The last accepted trade time of each symbol in a read (from the event loop, no I/O)."""
+        outages = self.stream_state()[1]
+        for symbol, trade_s in last_trade_s.items():
+            if symbol not in self._last_seen and symbol not in self.book.cursor:
+                self.book.note(symbol, int(trade_s // 60))
+                self._unsaved = True
+            self._last_seen[symbol] = (trade_s, now_mono, outages)
+
+    def first_unmarked_s(self, symbol: str, trade_s: float) -> float:
+        """Where a gap's time window opens when no trade before it is known (after a restart)."""
+        if symbol not in self.book.cursor:
+            self._unsaved = True
+        return self.book.note(symbol, int(trade_s // 60)) * 60.0
+
+    def refresh_later(self, symbol: str, minutes: range, landing: Callable[[], bool]) -> None:
+        """Rewrite these minutes' gap lists once `landing()` says their files have all landed."""
+        self._refreshes.append((symbol, minutes, landing))
+
+    def proven_until(self, symbol: str) -> float | None:
+        seen = self._last_seen.get(symbol)
+        if seen is None:
+            return None
+        trade_s, received_mono, outages_then = seen
+        connected, outages = self.stream_state()
+        return proven_until(
+            trade_s,
+            connected_since_then=connected and outages == outages_then,
+            seconds_since_then=time.monotonic() - received_mono,
+        )
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(MARK_EVERY_S)
+            await self.mark_once()
+
+    async def mark_once(self) -> None:
+        if self._unsaved:
+            self._unsaved = False
+            await asyncio.to_thread(self.book.save)
+        for refresh in list(self._refreshes):
+            symbol, minutes, landing = refresh
+            if landing():
+                continue  # the retry's files are still on their way
+            if (
+                await self._guarded(symbol, self.writer.refresh_gaps, symbol, minutes, self.gaps_in)
+                is not False
+            ):
+                self._refreshes.remove(refresh)
+        for symbol in list(self.book.cursor):
+            now, proven = time.time(), self.proven_until(symbol)
+            if not self.writer.may_be_due(symbol, now, proven):
+                continue  # most seconds of a minute: no thread, no I/O
+            while (
+                await self._guarded(
+                    symbol,
+                    self.writer.mark_due,
+                    symbol,
+                    now,
+                    proven_until_s=proven,
+                    open_gap_from_s=self.open_gap_from(symbol),
+                    pending=self.pending(symbol),
+                    gaps_in=self.gaps_in,
+                )
+                == MARK_PER_CALL
+            ):
+                pass  # a backlog: the next few, once the uploads have had the lock
+
+    async def _guarded(self, symbol: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """What `call` returns, run in a thread; False when the sink failed (logged)."""
+        try:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        except (SinkPermanentError, SinkUnavailable) as exc:
+            self.log.warning(
+                "collector.marker_failed", symbol=symbol, error=str(exc), retry_in_s=MARK_EVERY_S
+            )
+            return False

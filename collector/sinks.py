@@ -9,23 +9,21 @@ that S3 verifies before it accepts the object.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
-import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from collector.exceptions import LandingConflict, SinkPermanentError, SinkUnavailable
-from collector.layout import EXCHANGE
-from collector.spool import write_atomically
+from collector.layout import exchange_root, latest_trade_id
+from collector.spool import fsync_directory, write_atomically
 
 if TYPE_CHECKING:
-    from collector.config import S3Destination
+    from collector.config import S3Destination, Settings
 
-__all__ = ["LocalSink", "PutOutcome", "S3Sink", "Sink", "sha256_b64"]
+__all__ = ["LocalSink", "PutOutcome", "S3Sink", "Sink", "make_sink", "sha256_b64"]
 
 PutOutcome = Literal["created", "already_present"]
 
@@ -34,8 +32,25 @@ def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
+def make_sink(settings: Settings) -> Sink:
+    """The sink COLLECTOR_DESTINATION names: an S3 bucket (and prefix) or a local directory."""
+    from collector.config import S3Destination
+
+    if isinstance(settings.destination, S3Destination):
+        return S3Sink(
+            settings.destination,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            sse=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id,
+        )
+    return LocalSink(settings.destination)
+
+
 class Sink(Protocol):
-    def put(self, key: str, data: bytes) -> PutOutcome: ...
+    def put(self, key: str, data: bytes, *, source: Path | None = None) -> PutOutcome:
+        """Land `data` at `key` unless it is there already; `source` is a durable file holding
+        the same bytes (the spooled copy), which a sink on the same disk may link instead."""
 
     def probe(self) -> None:
         """Raise SinkPermanentError or SinkUnavailable unless the destination can take objects."""
@@ -65,11 +80,8 @@ class LocalSink:
         return str(self.root / key)
 
     def latest_trade_id(self, symbol: str, now_s: float, lookback_hours: int = 48) -> int | None:
-        return _latest_in_hours(
-            symbol,
-            now_s,
-            lookback_hours,
-            lambda hour: [p.name for p in (self.root / hour).rglob("*") if p.is_file()],
+        return latest_trade_id(
+            lambda prefix: [k for k, _ in self.list_keys(prefix)], symbol, now_s, lookback_hours
         )
 
     def probe(self) -> None:
@@ -114,9 +126,11 @@ class LocalSink:
                 found.append((path.relative_to(self.root).as_posix(), path.stat().st_size))
         return sorted(found)
 
-    def put(self, key: str, data: bytes) -> PutOutcome:
+    def put(self, key: str, data: bytes, *, source: Path | None = None) -> PutOutcome:
         path = self.root / key
         try:
+            if source is not None and _link(source, path):
+                return "created"  # the spooled file itself, already fsynced: no second copy
             if write_atomically(path, data, replace=False):
                 return "created"
             existing = path.read_bytes()
@@ -199,29 +213,22 @@ class S3Sink:
         return f"s3://{self.bucket}/{self.prefix}{key}"
 
     def latest_trade_id(self, symbol: str, now_s: float, lookback_hours: int = 48) -> int | None:
-        def names(hour: str) -> list[str]:
-            found: list[str] = []
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=f"{self.prefix}{hour}"
-            )
-            for page in pages:
-                found.extend(obj["Key"].rsplit("/", 1)[-1] for obj in page.get("Contents", []))
-            return found
-
-        return _latest_in_hours(symbol, now_s, lookback_hours, names)
+        return latest_trade_id(
+            lambda prefix: [k for k, _ in self.list_keys(prefix)], symbol, now_s, lookback_hours
+        )
 
     def probe(self) -> None:
         """List one key under the trade prefix: proves the bucket exists and we may use it."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}Binance/", MaxKeys=1)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=exchange_root(self.prefix), MaxKeys=1)
         except ClientError as exc:
             raise self._classify(exc, "") from exc
         except BotoCoreError as exc:
             raise self._classify_botocore(exc, "") from exc
 
-    def put(self, key: str, data: bytes) -> PutOutcome:
+    def put(self, key: str, data: bytes, *, source: Path | None = None) -> PutOutcome:
         from botocore.exceptions import BotoCoreError, ClientError
 
         full_key = self.prefix + key
@@ -359,9 +366,9 @@ class S3Sink:
             )
         if code == "AccessDenied" or status == 403:
             needed = (
-                f"s3:PutObject on arn:aws:s3:::{self.bucket}/{self.prefix}Binance/*"
+                f"s3:PutObject on arn:aws:s3:::{self.bucket}/{exchange_root(self.prefix)}*"
                 if key
-                else f"s3:ListBucket on arn:aws:s3:::{self.bucket} for prefix {self.prefix}Binance/"
+                else f"s3:ListBucket on arn:aws:s3:::{self.bucket} for prefix {exchange_root(self.prefix)}"
             )
             return SinkPermanentError(
                 f"access denied on {where}; grant {needed} to the collector's role (data stays in the spool)",
@@ -387,20 +394,20 @@ class S3Sink:
         return SinkUnavailable(f"cannot reach S3 for {self.describe(key)}: {exc}; retrying", key=key)
 
 
-def _latest_in_hours(
-    symbol: str, now_s: float, lookback_hours: int, names_in: Callable[[str], list[str]]
-) -> int | None:
-    """Walk hour partitions back from now; the first hour with data objects holds the latest id."""
-    for back in range(lookback_hours + 1):
-        hour = time.gmtime(now_s - back * 3600)
-        prefix = f"{EXCHANGE}/{symbol}/{time.strftime('%Y/%m/%d/%H', hour)}/"
-        ids = [int(m.group(1)) for name in names_in(prefix) if (m := _LAST_ID_RE.fullmatch(name))]
-        if ids:
-            return max(ids)
-    return None
-
-
-_LAST_ID_RE = re.compile(r"(?:batch|backfill)-\d+-(\d+)\.(?:parquet|csv\.gz)")
+def _link(source: Path, path: Path) -> bool:
+    """Hard-link `source` at `path`, durably; False when it exists already or cannot be linked
+    (another file system): the caller then compares or copies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            return False
+        raise
+    fsync_directory(path.parent)
+    return True
 
 
 def _status(exc: Any) -> int | None:

@@ -25,6 +25,7 @@ __all__ = ["Spool", "SpoolEntry", "fsync_directory", "read_jsonl", "write_atomic
 
 _SEP = "~"
 _TMP_SUFFIX = ".tmp"
+_PRUNE_RACES = 10  # a put retried this often when the pruning removes its directory under it
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +104,23 @@ class Spool:
                 f"spool directory {str(self.objects)!r} is not writable; "
                 "fix its permissions or set COLLECTOR_SPOOL_DIR"
             )
-        # The sealer puts and the uploader removes from worker threads at the same time. A
-        # remove prunes directories it emptied; a put must not see its minute's directory
-        # vanish between creating it and writing into it.
-        self._layout = threading.Lock()
+        # Puts, removes and the pruning of empty directories run in worker threads at once,
+        # with no lock between them: a put whose directory was pruned under it makes it again.
+        self._aside = threading.Lock()
 
     def put(self, key: str, data: bytes) -> SpoolEntry:
         digest = hashlib.sha256(data).hexdigest()
         path = self.objects / f"{key}{_SEP}{digest}"
         try:
-            with self._layout:
-                write_atomically(path, data)
+            for attempt in range(_PRUNE_RACES):
+                try:
+                    write_atomically(path, data)
+                    break
+                except (FileNotFoundError, FileExistsError):
+                    # `prune` removed its directory while it was being made or written into
+                    # (mkdir said "exists" and the directory was gone a moment later): again.
+                    if attempt == _PRUNE_RACES - 1:
+                        raise
         except OSError as exc:
             hint = "free disk space" if exc.errno == errno.ENOSPC else "check the spool directory"
             raise SpoolError(
@@ -129,20 +136,23 @@ class Spool:
         if actual != entry.sha256_hex:
             raise SpoolError(
                 f"spooled object {str(entry.path)!r} is corrupt (sha256 {actual}, expected "
-                f"{entry.sha256_hex}); it was moved aside to {str(self._quarantine(entry))!r}"
+                f"{entry.sha256_hex}); it was moved aside to {self._quarantine(entry)!r}"
             )
         return data
 
     def remove(self, entry: SpoolEntry) -> None:
-        with self._layout:
-            entry.path.unlink(missing_ok=True)
-            parent = entry.path.parent
-            while parent != self.objects:
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
-                parent = parent.parent
+        """The sink has the object: the spooled copy goes (its empty directory stays until `prune`)."""
+        entry.path.unlink(missing_ok=True)
+
+    def prune(self) -> int:
+        """Remove empty directories under objects/ (deepest first); how many went."""
+        removed = 0
+        for folder, _, files in os.walk(self.objects, topdown=False):
+            if folder != str(self.objects) and not files:
+                with contextlib.suppress(OSError):  # not empty (a subfolder, a new put), or gone
+                    os.rmdir(folder)
+                    removed += 1
+        return removed
 
     def pending(self) -> list[SpoolEntry]:
         """Every spooled object, oldest minute first, then by trade id. Removes stale temp files."""
@@ -163,11 +173,16 @@ class Spool:
         entries.sort(key=lambda item: item[0])
         return [entry for _, entry in entries]
 
+    def set_aside(self, entry: SpoolEntry, folder: str) -> str:
+        """Move a spooled object out of the way (`conflicts/`, `corrupt/`), keeping its path."""
+        target = self.root / folder / entry.path.relative_to(self.objects)
+        with self._aside:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(entry.path, target)
+        return str(target)
+
     def bytes_used(self) -> int:
         return sum(entry.size for entry in self.pending())
 
-    def _quarantine(self, entry: SpoolEntry) -> Path:
-        target = self.root / "corrupt" / entry.path.relative_to(self.objects)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(entry.path, target)
-        return target
+    def _quarantine(self, entry: SpoolEntry) -> str:
+        return self.set_aside(entry, "corrupt")

@@ -11,11 +11,15 @@ plain asyncio Protocol, and about 80x its asyncio client (bench/transports.py; t
 performance section has the figures). Pings are answered by picows itself; an idle connection
 is pinged, and closed if the pong does not come.
 
-Reconnect policy (unplanned drops): jittered exponential backoff from `initial_delay_s` up to
-`max_delay_s` (tenacity's `wait_random_exponential`), reset once a connection has delivered
-data, and never more than `max_attempts_per_5min` connection attempts in any five minutes
-(Binance allows 300 per IP). What retrying cannot fix (HTTP 451/403, a rejected URL, a
-certificate that fails verification) raises ExchangeRefused with a message saying what to change.
+Reconnect policy (unplanned drops): jittered exponential backoff (`Backoff`) from
+`initial_delay_s` up to `max_delay_s`, reset only once a connection has delivered frames for
+`healthy_after_s` (a server that accepts and hangs up at once is backed off from like one that
+refuses), and never more than `max_attempts_per_5min` connection attempts in any five minutes
+(Binance allows 300 per IP). Every attempt is counted. After a few failures in a row, one line
+(`collector.cannot_connect`) names the host, the cause (DNS, refused, TLS, HTTP status, timeout)
+and what to check; the stream keeps retrying, as a daemon must. What retrying cannot fix (HTTP
+451/403, a rejected URL, a certificate that fails verification) raises ExchangeRefused with a
+message saying what to change.
 
 Planned rotations (make before break): on `serverShutdown`, when a connection nears Binance's
 24-hour limit (`max_connection_age_s`), or when it has been silent for `silence_s`, a second
@@ -39,29 +43,57 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import random
+import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import picows
 from picows.url import WSInvalidURL
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
+from collector.counters import Registry
 from collector.exceptions import ConnectionLost, ExchangeRefused, is_retryable
 
-__all__ = ["Chunk", "OnChunk", "TradeStream"]
+__all__ = ["Backoff", "Chunk", "OnChunk", "TradeStream"]
 
 Chunk = tuple[list[bytes], int]  # the frames of one read, and when that read happened (ns)
 OnChunk = Callable[[list[bytes], int], None]
 HandoverReady = Callable[[list[Chunk]], bool]
+ListenerFor = Callable[["_Connection"], Any]
 
 _TEXT = picows.WSMsgType.TEXT
 _DATA = (_TEXT, picows.WSMsgType.BINARY)
 _CONTINUATION = picows.WSMsgType.CONTINUATION
 _CLOSE = picows.WSMsgType.CLOSE
 MAX_FRAME_BYTES = 2**20  # a trade frame is about 200 bytes; a megabyte is a broken peer
+# Failures in a row before `collector.cannot_connect` explains them (then every tenth again).
+EXPLAIN_AFTER_FAILURES = 3
+
+
+class Backoff:
+    """Delays between connection attempts: exponential, capped, jittered, reset by hand.
+
+    The n-th delay in a row is half of min(max_s, initial_s * 2**n) plus a random part of up
+    to the other half ("equal jitter"): spread out, so many clients do not retry in step, yet
+    never much shorter than the exponential step, so a failing peer is not hammered."""
+
+    def __init__(self, initial_s: float, max_s: float, rng: Callable[[], float] = random.random) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.rng = rng
+        self.failures = 0  # in a row, since the last reset
+
+    def next_delay_s(self) -> float:
+        cap = min(self.max_s, self.initial_s * 2**self.failures)
+        self.failures += 1
+        return float(cap / 2 + self.rng() * cap / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 @dataclass(eq=False)
@@ -101,9 +133,10 @@ class _Listener(picows.WSListener):
                     return
             else:
                 if kind is _CLOSE:
+                    message = frame.get_close_message() or b""  # a close frame may carry no reason
                     self._conn.close_code = int(frame.get_close_code())
-                    self._conn.close_reason = frame.get_close_message().decode("utf-8", "replace")[:200]
-                    transport.send_close(frame.get_close_code(), frame.get_close_message())
+                    self._conn.close_reason = message.decode("utf-8", "replace")[:200]
+                    transport.send_close(frame.get_close_code(), message)
                     transport.disconnect()
                 return
         frames = self._frames
@@ -142,6 +175,138 @@ class _Listener(picows.WSListener):
         self._stream._enqueue(self._conn, None, 0)
 
 
+class Connector:
+    """Opens connections: the attempt limit, the backoff between failures, and every attempt counted.
+
+    One per process: whatever many connections it opens share Binance's per-IP attempt limit."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        log: Any,
+        initial_delay_s: float = 0.5,
+        max_delay_s: float = 30.0,
+        open_timeout_s: float = 10.0,
+        max_attempts_per_5min: int = 250,
+        ping_idle_s: float = 20.0,
+        healthy_after_s: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.log = log
+        self.open_timeout_s = open_timeout_s
+        self.max_attempts_per_5min = max_attempts_per_5min
+        self.ping_idle_s = ping_idle_s
+        self.healthy_after_s = healthy_after_s
+        self.backoff = Backoff(initial_delay_s, max_delay_s)
+        self.connections = 0  # opened
+        self.attempts = 0  # every connection attempt, opened or not
+        self._attempts: collections.deque[float] = collections.deque()
+        self._owed_delay = False  # the last connection ended before it proved healthy
+
+    def register(self, metrics: Registry) -> None:
+        metrics.counter("connections", "WebSocket connections opened.", read=lambda: self.connections)
+        metrics.counter(
+            "connection_attempts", "Connection attempts, opened or not.", read=lambda: self.attempts
+        )
+        metrics.counter(
+            "reconnects", "Connection attempts after the first.", read=lambda: max(0, self.attempts - 1)
+        )
+
+    def ended(self, conn: _Connection) -> None:
+        """A connection ended: one that delivered for a while resets the backoff; one that did
+        not is backed off from like a refusal (a server that accepts and hangs up at once)."""
+        if conn.frames and time.monotonic() - conn.opened_mono >= self.healthy_after_s:
+            self.backoff.reset()
+        else:
+            self._owed_delay = True
+
+    async def connect(self, listener_for: ListenerFor) -> _Connection:
+        if self._owed_delay:
+            self._owed_delay = False
+            delay = self.backoff.next_delay_s()
+            self.log.warning(
+                "collector.reconnecting",
+                attempt=self.attempts + 1,
+                delay_s=round(delay, 3),
+                error=f"the last connection ended before it had delivered for {self.healthy_after_s:g}s",
+            )
+            await asyncio.sleep(delay)
+        while True:
+            try:
+                conn = await self.open(listener_for)
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                delay = self.backoff.next_delay_s()
+                self.log.warning(
+                    "collector.reconnecting", attempt=self.attempts, delay_s=round(delay, 3), error=str(exc)
+                )
+                failures = self.backoff.failures
+                if failures >= EXPLAIN_AFTER_FAILURES and (failures - EXPLAIN_AFTER_FAILURES) % 10 == 0:
+                    self._explain(exc, failures)
+                await asyncio.sleep(delay)
+                continue
+            return conn
+
+    def _explain(self, exc: BaseException, failures: int) -> None:
+        """One line a person can act on, after a few failures in a row."""
+        cause, check = _diagnose(exc)
+        self.log.error(
+            "collector.cannot_connect",
+            host=urlsplit(self.url).netloc,
+            failures=failures,
+            cause=cause,
+            check=check,
+            note="still retrying; `collector demo` runs everything offline against a local feed",
+        )
+
+    async def open(self, listener_for: ListenerFor) -> _Connection:
+        await self._respect_attempt_limit()
+        self.attempts += 1
+        now = time.monotonic()
+        conn = _Connection(self.connections + 1, now, now)
+        try:
+            async with asyncio.timeout(self.open_timeout_s):
+                transport, listener = await picows.ws_connect(
+                    lambda: listener_for(conn),
+                    self.url,
+                    websocket_handshake_timeout=self.open_timeout_s,
+                    enable_auto_ping=True,  # a silent, half-open TCP connection is found and closed
+                    auto_ping_idle_timeout=self.ping_idle_s,
+                    auto_ping_reply_timeout=self.ping_idle_s,
+                    max_frame_size=MAX_FRAME_BYTES,
+                    extra_headers={"User-Agent": "trade-lake-collector"},
+                    logger_name="collector",
+                )
+        except picows.WSInvalidStatusError as exc:
+            raise _refusal_or_retry(int(exc.response.status) if exc.response else 0, self.url) from exc
+        except WSInvalidURL as exc:
+            raise ExchangeRefused(f"{self.url} is not a valid WebSocket URL; fix COLLECTOR_WS_URL") from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise ExchangeRefused(
+                f"TLS certificate of {self.url} failed verification ({exc.verify_message}); check the "
+                "host name in COLLECTOR_WS_URL and the machine's CA certificates and clock"
+            ) from exc
+        except (OSError, TimeoutError, picows.WSError) as exc:
+            raise ConnectionLost(f"cannot connect to {self.url}: {exc!r}") from exc
+        self.connections += 1
+        conn.transport, conn.listener = transport, listener
+        self.log.info("collector.connected", url=self.url, connection=conn.number)
+        return conn
+
+    async def _respect_attempt_limit(self) -> None:
+        window_s = 300.0
+        now = time.monotonic()
+        while self._attempts and now - self._attempts[0] > window_s:
+            self._attempts.popleft()
+        if len(self._attempts) >= self.max_attempts_per_5min:
+            wait_s = window_s - (now - self._attempts[0])
+            self.log.warning("collector.connection_rate_limited", wait_s=round(wait_s, 1))
+            await asyncio.sleep(wait_s)
+        self._attempts.append(time.monotonic())
+
+
 class TradeStream:
     """One logical subscription, kept open across drops and rotations."""
 
@@ -162,28 +327,33 @@ class TradeStream:
         max_attempts_per_5min: int = 250,
         ping_idle_s: float = 20.0,
         max_queued_frames: int = 20_000,
+        healthy_after_s: float = 10.0,
+        metrics: Registry | None = None,
+        connector: Connector | None = None,
     ) -> None:
         self.url = url
         self.on_chunk = on_chunk
         self.log = log
-        self.initial_delay_s = initial_delay_s
-        self.max_delay_s = max_delay_s
-        self.open_timeout_s = open_timeout_s
+        self.connector = connector or Connector(
+            url,
+            log=log,
+            initial_delay_s=initial_delay_s,
+            max_delay_s=max_delay_s,
+            open_timeout_s=open_timeout_s,
+            max_attempts_per_5min=max_attempts_per_5min,
+            ping_idle_s=ping_idle_s,
+            healthy_after_s=healthy_after_s,
+        )
         self.max_connection_age_s = max_connection_age_s
         self.silence_s = silence_s
         self.handover_s = handover_s
         self.handover_ready = handover_ready or (lambda held: True)
-        self.max_attempts_per_5min = max_attempts_per_5min
-        self.ping_idle_s = ping_idle_s
         self.max_queued_frames = max_queued_frames
         self.connected = asyncio.Event()
-        self.connections = 0
-        self.reconnects = 0
         self.rotations = 0
         # Times continuity was lost (no connection at all); a planned rotation does not count.
         self.outages = 0
         self.disconnected_since: float | None = time.monotonic()
-        self._attempts: collections.deque[float] = collections.deque()
         # Chunks read but not yet dispatched; a None frame list is a connection's end.
         self._queue: asyncio.Queue[tuple[_Connection, list[bytes] | None, int]] = asyncio.Queue()
         self._queued_frames = 0
@@ -196,6 +366,34 @@ class TradeStream:
         self._rotation: asyncio.Task[None] | None = None
         self._rotation_reason = ""
         self._pending_since = 0.0
+        # A connection still in its handshake: frames that come with the handshake's answer are
+        # held for it, not dropped as a stranger's.
+        self._opening: set[_Connection] = set()
+        if metrics is not None:
+            self._register(metrics)
+
+    def _register(self, metrics: Registry) -> None:
+        metrics.gauge(
+            "connected", "1 while the WebSocket stream is connected.", lambda: int(self.connected.is_set())
+        )
+        self.connector.register(metrics)
+        metrics.counter("rotations", "Planned make-before-break handovers.", read=lambda: self.rotations)
+        metrics.counter(
+            "stream_pauses", "Times reading stopped because landing fell behind.", read=lambda: self.pauses
+        )
+
+    @property
+    def connections(self) -> int:
+        return self.connector.connections
+
+    @property
+    def attempts(self) -> int:
+        return self.connector.attempts
+
+    @property
+    def reconnects(self) -> int:
+        """Connection attempts after the first one, whether they opened or not."""
+        return max(0, self.attempts - 1)
 
     # ---- the public surface -----------------------------------------------------------------
 
@@ -208,7 +406,7 @@ class TradeStream:
                     if self._pending is not None:
                         await self._promote_pending()
                     else:
-                        self._activate(await self._connect_with_backoff())
+                        self._activate(await self.connector.connect(self._listener_for))
                 await self._dispatch_one()
         finally:
             timer.cancel()
@@ -217,7 +415,7 @@ class TradeStream:
                     task.cancel()
             for conn in (self._active, self._pending):
                 if conn is not None:
-                    await self._close(conn)
+                    await _close(conn)
 
     def request_rotation(self, reason: str) -> None:
         """Open a new connection and hand over to it once it has caught up (make before break)."""
@@ -262,11 +460,12 @@ class TradeStream:
             self._deliver(conn, frames, received_at_ns)
             if not self._queue.empty():
                 await asyncio.sleep(0)  # a long queue: let the rest of the process run between chunks
-        elif conn is self._pending:
+        elif conn is self._pending or conn in self._opening:
             conn.frames += len(frames)
             conn.last_frame_mono = time.monotonic()
             conn.held.append((frames, received_at_ns))
-            await self._maybe_hand_over()
+            if conn is self._pending:
+                await self._maybe_hand_over()
 
     def _enqueue(self, conn: _Connection, frames: list[bytes] | None, received_at_ns: int) -> None:
         """Called by a connection's listener, from the event loop, once per read (None: ended)."""
@@ -328,18 +527,15 @@ class TradeStream:
         )
         self._active = None
         if old is not None:
-            await self._close(old)
+            await _close(old)
         await self._promote_pending()
 
     async def _promote_pending(self) -> None:
         pending = self._pending
         assert pending is not None
         self._pending = None
-        held, pending.held = pending.held, []
-        self._activate(pending)
         self.rotations += 1
-        for frames, received_at_ns in held:
-            self.on_chunk(frames, received_at_ns)
+        self._activate(pending)  # and its held frames delivered, as any other
 
     async def _connection_ended(self, conn: _Connection) -> None:
         if conn is self._pending:
@@ -350,6 +546,7 @@ class TradeStream:
             return
         self._active = None
         self._mark_disconnected()
+        self.connector.ended(conn)
         self.log.warning(
             "collector.disconnected",
             url=self.url,
@@ -358,94 +555,38 @@ class TradeStream:
             code=conn.close_code,
             reason=conn.close_reason,
         )
-        if self._pending is None:
-            self.reconnects += 1
 
     def _activate(self, conn: _Connection) -> None:
+        self._opening.clear()  # this one is open; any other left in it failed
         self._active = conn
         self.connected.set()
         self.disconnected_since = None
         self._reading_paused = False
         self._apply_reading()  # a new connection starts paused if the consumer holds back
+        held, conn.held = conn.held, []
+        for frames, received_at_ns in held:  # what came with the handshake, or during a handover
+            counted = conn.frames
+            self._deliver(conn, frames, received_at_ns)
+            conn.frames = counted  # counted when they were held
 
     # ---- connections --------------------------------------------------------------------------
 
-    async def _connect_with_backoff(self) -> _Connection:
-        retrying = AsyncRetrying(
-            wait=wait_random_exponential(multiplier=self.initial_delay_s, max=self.max_delay_s),
-            retry=retry_if_exception(is_retryable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._open()
-        raise AssertionError("unreachable: tenacity either returns or raises")
-
-    async def _open(self) -> _Connection:
-        await self._respect_attempt_limit()
-        now = time.monotonic()
-        conn = _Connection(self.connections + 1, now, now)
-        try:
-            async with asyncio.timeout(self.open_timeout_s):
-                transport, listener = await picows.ws_connect(
-                    lambda: _Listener(self, conn),
-                    self.url,
-                    websocket_handshake_timeout=self.open_timeout_s,
-                    enable_auto_ping=True,  # a silent, half-open TCP connection is found and closed
-                    auto_ping_idle_timeout=self.ping_idle_s,
-                    auto_ping_reply_timeout=self.ping_idle_s,
-                    max_frame_size=MAX_FRAME_BYTES,
-                    extra_headers={"User-Agent": "trade-lake-collector"},
-                    logger_name="collector",
-                )
-        except picows.WSInvalidStatusError as exc:
-            raise _refusal_or_retry(int(exc.response.status) if exc.response else 0, self.url) from exc
-        except WSInvalidURL as exc:
-            raise ExchangeRefused(f"{self.url} is not a valid WebSocket URL; fix COLLECTOR_WS_URL") from exc
-        except ssl.SSLCertVerificationError as exc:
-            raise ExchangeRefused(
-                f"TLS certificate of {self.url} failed verification ({exc.verify_message}); check the "
-                "host name in COLLECTOR_WS_URL and the machine's CA certificates and clock"
-            ) from exc
-        except (OSError, TimeoutError, picows.WSError) as exc:
-            raise ConnectionLost(f"cannot connect to {self.url}: {exc!r}") from exc
-        self.connections += 1
-        conn.transport, conn.listener = transport, listener
-        self.log.info("collector.connected", url=self.url, connection=conn.number)
-        return conn
+    def _listener_for(self, conn: _Connection) -> _Listener:
+        self._opening.add(conn)
+        return _Listener(self, conn)
 
     async def _open_pending(self) -> None:
         try:
-            conn = await self._open()
+            conn = await self.connector.open(self._listener_for)
+            self._opening.discard(conn)
         except Exception as exc:  # the old connection keeps delivering; try again later
+            self._opening.clear()
             self.log.warning("collector.rotation_failed", reason=self._rotation_reason, error=str(exc))
             return
         self._pending = conn
         self._pending_since = time.monotonic()
         self._reading_paused = False
         self._apply_reading()
-
-    async def _close(self, conn: _Connection) -> None:
-        transport = conn.transport
-        if transport is None or conn.ended:
-            return
-        with contextlib.suppress(Exception):
-            transport.send_close(picows.WSCloseCode.OK)
-            transport.disconnect()
-            async with asyncio.timeout(5):
-                await transport.wait_disconnected()
-
-    async def _respect_attempt_limit(self) -> None:
-        window_s = 300.0
-        now = time.monotonic()
-        while self._attempts and now - self._attempts[0] > window_s:
-            self._attempts.popleft()
-        if len(self._attempts) >= self.max_attempts_per_5min:
-            wait_s = window_s - (now - self._attempts[0])
-            self.log.warning("collector.connection_rate_limited", wait_s=round(wait_s, 1))
-            await asyncio.sleep(wait_s)
-        self._attempts.append(time.monotonic())
 
     async def _watch_age_and_silence(self) -> None:
         while True:
@@ -466,12 +607,17 @@ class TradeStream:
             self.disconnected_since = time.monotonic()
         self.connected.clear()
 
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        delay = state.next_action.sleep if state.next_action else 0.0
-        self.log.warning(
-            "collector.reconnecting", attempt=state.attempt_number, delay_s=round(delay, 3), error=str(exc)
-        )
+
+async def _close(conn: _Connection) -> None:
+    """Close a connection politely, waiting a few seconds for the peer."""
+    transport = conn.transport
+    if transport is None or conn.ended:
+        return
+    with contextlib.suppress(Exception):
+        transport.send_close(picows.WSCloseCode.OK)
+        transport.disconnect()
+        async with asyncio.timeout(5):
+            await transport.wait_disconnected()
 
 
 def _refusal_or_retry(status: int, url: str) -> Exception:
@@ -489,3 +635,28 @@ def _refusal_or_retry(status: int, url: str) -> Exception:
             status=status,
         )
     return ConnectionLost(f"{url} answered HTTP {status} during the handshake")
+
+
+def _diagnose(exc: BaseException) -> tuple[str, str]:
+    """(cause, what to check) for a failed connection attempt."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 5:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(str(e) for e in chain)
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return f"DNS: the host name does not resolve ({text})", (
+            "the machine's DNS and network egress; a host with no route to the internet cannot reach Binance"
+        )
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "refused: nothing listens at that address and port", "COLLECTOR_WS_URL (host and port)"
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return f"TLS: {text}", "the machine's clock and CA certificates, and any TLS-intercepting proxy"
+    if any(isinstance(e, TimeoutError | asyncio.TimeoutError) for e in chain) or "timed out" in text.lower():
+        return "timeout: no answer", "egress rules (security group, firewall) for port 443 or 9443"
+    if "HTTP" in text:
+        return f"the server answered the handshake with an error ({text})", (
+            "COLLECTOR_WS_URL; HTTP 451/403 mean Binance refuses this location (ap-northeast-1 is served)"
+        )
+    return f"network: {text}", "network egress to the host, and COLLECTOR_WS_URL"

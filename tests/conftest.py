@@ -28,6 +28,15 @@ RECORDING_2023 = SHARED / "binance" / "btcusdt_trades_20230405_live_legacy.gz"
 DEADLINE_S = 120.0
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts the collector, the feed or a script as a real process is `slow`:
+    `pytest -m "not slow"` is the quick inner loop, the full suite is what CI runs."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "procs" in names:
+            item.add_marker(pytest.mark.slow)
+
+
 def recording(path: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"recording {path.name} not present (it lives in ../shared beside the clone)")
@@ -169,8 +178,13 @@ def collector_env(url: str, tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def landed(e: dict[str, Any]) -> int:
+    """Trades landed, all symbols, from a collector.stats or collector.stopped line."""
+    return sum((e.get("trades_landed") or {}).values())
+
+
 def rows_landed(n: int) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e.get("rows_landed", 0) >= n
+    return lambda e: landed(e) >= n
 
 
 def stop_cleanly(proc: Proc) -> dict[str, Any]:
@@ -181,7 +195,7 @@ def stop_cleanly(proc: Proc) -> dict[str, Any]:
 
 def reached(last_ids: dict[str, int]) -> Callable[[dict[str, Any]], bool]:
     """A collector.stats predicate: every symbol has accepted at least up to its id."""
-    return lambda e: all((e.get("last_ids") or {}).get(s, -1) >= i for s, i in last_ids.items())
+    return lambda e: all((e.get("last_trade_id") or {}).get(s, -1) >= i for s, i in last_ids.items())
 
 
 def free_port() -> int:

@@ -30,7 +30,7 @@ def _markers(root: Path) -> list[Path]:
 def _capture(start: Callable[..., Proc], tmp: Path, **extra: str) -> Proc:
     _, url = start_emulator(start, *TAPE)
     collector = start("run", env=collector_env(url, tmp, **extra))
-    collector.wait_event("collector.stats", lambda e: e["last_ids"].get(SYMBOL) == 1_002_999)
+    collector.wait_event("collector.stats", lambda e: e["last_trade_id"].get(SYMBOL) == 1_002_999)
     # Five-plus minutes of trade time: at least four minutes are final once the last trade is in.
     wait_for(lambda: len(collector.named("collector.minute_marked")) >= 4, what="four minutes marked")
     return collector

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collector.backfill import Backfiller, GapLedger, OpenGap, RestPage, Unfilled
+from collector.backfill import Backfiller, RestPage
 from collector.binance import Trade
-from tests.conftest import Proc, collector_env, reached, start_emulator, stop_cleanly, wait_for
+from collector.gapfill import GapLedger, OpenGap, UnfilledRange
+from tests.conftest import Proc, collector_env, landed, reached, start_emulator, stop_cleanly, wait_for
 from tests.landing import ids_by_symbol
 
 BTC, ETH = 1_000_000, 10_001_000_000  # first ids of the generated tape
@@ -25,8 +26,8 @@ BTC, ETH = 1_000_000, 10_001_000_000  # first ids of the generated tape
 def quiet(e: dict[str, Any]) -> bool:
     """Every detected gap dealt with: filled or recorded."""
     return (
-        e.get("gaps", 0) == e.get("gaps_filled", 0) + e.get("unfilled_gaps", 0)
-        and e.get("spooled_objects") == 0
+        e.get("gaps_opened", 0) == e.get("gaps_filled", 0) + e.get("gaps_unfilled", 0)
+        and e.get("spool_objects") == 0
     )
 
 
@@ -78,7 +79,9 @@ def run_fill(pages: list[RestPage], gap: OpenGap) -> tuple[list[Any], list[Trade
 
 
 def gap(first: int, last: int) -> OpenGap:
-    return OpenGap("BTCUSDT", first, last, first, 123)
+    return OpenGap(
+        symbol="BTCUSDT", first_missing=first, last_missing=last, next_id=first, detected_at_ns=123
+    )
 
 
 def test_pages_until_the_gap_is_closed() -> None:
@@ -176,7 +179,7 @@ def test_fault_schedule_over_100k_trades_lands_every_id_exactly_once(
     aged_out = {e["reason"] for e in collector.named("collector.rotating")} & {"connection_age"}
     assert "age" in faults or aged_out
     assert stopped["backfilled_trades"] > 0  # drops and stalls lose frames in flight; REST brings them back
-    assert stopped["unfilled_gaps"] == 0
+    assert stopped["gaps_unfilled"] == 0
 
 
 def test_planned_rotations_cost_no_trade_and_need_no_backfill(
@@ -205,7 +208,7 @@ def test_planned_rotations_cost_no_trade_and_need_no_backfill(
     assert stopped["rotations"] >= 2
     reasons = {e["reason"] for e in collector.named("collector.rotating")}
     assert reasons & {"server_shutdown", "connection_age"}
-    assert stopped["gaps"] == 0 and stopped["backfilled_trades"] == 0
+    assert stopped["gaps_opened"] == 0 and stopped["backfilled_trades"] == 0
     assert ids_by_symbol(tmp_path / "landing") == {
         "BTCUSDT": list(range(BTC, BTC + count)),
         "ETHUSDT": list(range(ETH, ETH + count)),
@@ -225,8 +228,8 @@ def test_a_restart_after_downtime_backfills_the_whole_hole(
     rest_url = url.replace("ws://", "http://")
     env = collector_env(url, tmp_path, max_batch_age_s="1")
     first = procs("run", env=env)
-    first.wait_event("collector.stats", lambda e: e.get("rows_landed", 0) >= 500)
-    stopped_at = stop_cleanly(first)["last_ids"]["BTCUSDT"]
+    first.wait_event("collector.stats", lambda e: landed(e) >= 500)
+    stopped_at = stop_cleanly(first)["last_trade_id"]["BTCUSDT"]
     wait_for(
         lambda: latest_id(rest_url) >= stopped_at + 3000, what="3,000 trades while the collector is down"
     )
@@ -266,7 +269,7 @@ def test_a_gap_the_exchange_cannot_serve_is_recorded_with_its_exact_range(
     )
     collector = procs("run", env=collector_env(url, tmp_path, max_batch_age_s="1"))
     collector.wait_event("collector.stats", reached({"BTCUSDT": BTC + count - 2}))
-    collector.wait_event("collector.stats", lambda e: e.get("unfilled_gaps", 0) >= 5 and quiet(e))
+    collector.wait_event("collector.stats", lambda e: e.get("gaps_unfilled", 0) >= 5 and quiet(e))
     stopped = stop_cleanly(collector)
     landed = set(ids_by_symbol(tmp_path / "landing")["BTCUSDT"])
     missing = sorted(set(range(BTC, BTC + count - 1)) - landed)
@@ -275,7 +278,7 @@ def test_a_gap_the_exchange_cannot_serve_is_recorded_with_its_exact_range(
     ]
     assert sorted((r["first_missing"], r["last_missing"]) for r in records) == [(i, i) for i in missing]
     assert {r["reason"] for r in records} == {"not_served"}
-    assert stopped["unfilled_gaps"] == len(missing) == 5
+    assert stopped["gaps_unfilled"] == len(missing) == 5
     logged = collector.named("collector.gap_unfilled")
     assert {(e["first_missing"], e["reason"]) for e in logged} == {(i, "not_served") for i in missing}
 
@@ -299,7 +302,7 @@ def test_rate_limit_answers_slow_the_backfill_without_a_ban(
     )
     collector = procs("run", env=collector_env(url, tmp_path, max_batch_age_s="1"))
     collector.wait_event("collector.stats", reached({"BTCUSDT": BTC + count - 1}))
-    collector.wait_event("collector.stats", lambda e: e.get("gaps", 0) >= 2 and quiet(e))
+    collector.wait_event("collector.stats", lambda e: e.get("gaps_opened", 0) >= 2 and quiet(e))
     stop_cleanly(collector)
     assert collector.named("collector.backfill_paused")
     assert ids_by_symbol(tmp_path / "landing")["BTCUSDT"] == list(range(BTC, BTC + count))
@@ -312,13 +315,20 @@ def test_rate_limit_answers_slow_the_backfill_without_a_ban(
 def test_the_unfilled_record_survives_a_torn_line_and_places_gaps_by_their_window(tmp_path: Path) -> None:
     ledger = GapLedger(tmp_path)
     ledger.record_unfilled(
-        Unfilled("BTCUSDT", 10, 12, "rest_unavailable", window_start_s=600.0, window_end_s=610.0)
+        UnfilledRange(
+            symbol="BTCUSDT",
+            first_missing=10,
+            last_missing=12,
+            reason="rest_unavailable",
+            window_start_s=600.0,
+            window_end_s=610.0,
+        )
     )
     with open(ledger.unfilled_path, "a") as handle:
         handle.write('{"symbol": "BTCUSDT", "first_mis')  # a crash mid-append
     again = GapLedger(tmp_path)
     assert again.unfilled_count == 1
-    assert [r["first_missing"] for r in again.unfilled_between("BTCUSDT", 600.0, 660.0)] == [10]
+    assert [r.first_missing for r in again.unfilled_between("BTCUSDT", 600.0, 660.0)] == [10]
     assert again.unfilled_between("BTCUSDT", 660.0, 720.0) == []  # after its window
     (retry,) = again.due_for_retry(now_s=10**10, after_s=900)
     gap = again.reopen(retry)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Proc, collector_env, free_port, reached, start_emulator, stop_cleanly
+from tests.conftest import Proc, collector_env, free_port, landed, reached, start_emulator, stop_cleanly
 from tests.landing import download_bucket, ids_by_symbol, read_landing, trade_frame
 from tests.scripted_server import Script, ScriptedServer
 from tests.tcp_proxy import FaultProxy
@@ -44,7 +44,7 @@ def test_kill_9_of_unsealed_trades_loses_nothing(procs: Callable[..., Proc], tmp
 
     second = procs("run", env=env)
     second.wait_event("collector.started", lambda e: e["resealed_from_journal"] >= 1)
-    second.wait_event("collector.stats", lambda e: e.get("rows_landed", 0) >= 300)
+    second.wait_event("collector.stats", lambda e: landed(e) >= 300)
     stop_cleanly(second)
     ids = [r.trade_id for r in read_landing(tmp_path / "landing")]
     assert sorted(ids) == list(range(min(ids), min(ids) + 300))
@@ -122,13 +122,11 @@ def test_an_s3_outage_spools_and_drains_by_itself(
         collector.wait_event("collector.batch_landed")
         proxy.cut()
         collector.wait_event("collector.upload_retry")
-        collector.wait_event("collector.stats", lambda e: e.get("spooled_objects", 0) >= 3)
+        collector.wait_event("collector.stats", lambda e: e.get("spool_objects", 0) >= 3)
         assert len(spooled(tmp_path)) >= 3  # capture went on; batches wait on disk
         proxy.restore()
         collector.wait_event("collector.stats", reached({"BTCUSDT": 1_000_000 + count - 1}))
-        collector.wait_event(
-            "collector.stats", lambda e: e.get("spooled_objects", 1) == 0 and e["rows_landed"] > 0
-        )
+        collector.wait_event("collector.stats", lambda e: e.get("spool_objects", 1) == 0 and landed(e) > 0)
         stop_cleanly(collector)
     finally:
         proxy.close()
@@ -158,7 +156,7 @@ def test_a_conflicting_object_is_reported_and_never_overwritten(
     assert conflict["existing_sha256"] != conflict["local_sha256"]
     assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"someone else's bytes"
     assert Path(conflict["kept_at"]).is_file()  # our copy is kept for a person to compare
-    assert stopped["conflicts"] == 1
+    assert stopped["landing_conflicts"] == 1
 
 
 def test_a_full_spool_keeps_the_oldest_and_records_exactly_what_it_dropped(

@@ -22,6 +22,7 @@ from tests.conftest import (
     RECORDING_2024,
     Proc,
     collector_env,
+    landed,
     recording,
     rows_landed,
     start_emulator,
@@ -44,8 +45,8 @@ def test_replaying_a_recording_lands_every_trade_exactly_once_and_exact(
     collector = procs("run", env=collector_env(url, tmp_path, symbols="BTCUSDT"))
     collector.wait_event("collector.stats", rows_landed(expected))
     stopped = stop_cleanly(collector)
-    assert stopped["rows_landed"] == expected
-    assert stopped["skipped"] == {} and stopped["duplicates"] == 0
+    assert landed(stopped) == expected
+    assert stopped["skipped_frames"] == {} and stopped["duplicate_trades"] == 0
 
     rows = read_landing(tmp_path / "landing")
     recorded = recorded_trades(source)
@@ -83,7 +84,7 @@ def test_two_symbols_on_one_combined_stream_land_exactly_once_locally(
     procs: Callable[..., Proc], tmp_path: Path
 ) -> None:
     stopped = _generated_run(procs, tmp_path)
-    assert stopped["trades"] == {"BTCUSDT": 25_000, "ETHUSDT": 25_000}
+    assert stopped["trades_received"] == {"BTCUSDT": 25_000, "ETHUSDT": 25_000}
     _assert_exactly_once(read_landing(tmp_path / "landing"))
 
 
@@ -158,7 +159,7 @@ def test_sigterm_mid_batch_lands_the_partial_batch(procs: Callable[..., Proc], t
     collector.wait_event("collector.stats", lambda e: e.get("frames", 0) >= 300)
     assert collector.named("collector.batch_landed") == []
     stopped = stop_cleanly(collector)
-    assert stopped["rows_landed"] == 300
+    assert landed(stopped) == 300
     assert {e["sealed_by"] for e in collector.named("collector.batch_landed")} == {"shutdown"}
     assert len(read_landing(tmp_path / "landing")) == 300
 
@@ -188,7 +189,7 @@ def test_malformed_frames_are_counted_and_skipped_while_valid_trades_land(
         collector = procs("run", env=collector_env(server.url, tmp_path))
         collector.wait_event("collector.stats", lambda e: e.get("frames", 0) >= len(frames))
         stopped = stop_cleanly(collector)
-    assert stopped["skipped"] == dict.fromkeys(bad, 8)
+    assert stopped["skipped_frames"] == dict.fromkeys(bad, 8)
     assert collector.named("collector.rotating")[0]["reason"] == "server_shutdown"
     assert sorted(r.trade_id for r in read_landing(tmp_path / "landing")) == list(range(1, 201))
     reasons = Counter(e["reason"] for e in collector.named("collector.frame_skipped"))
@@ -207,7 +208,7 @@ def test_reconnect_neither_duplicates_nor_loses_buffered_trades(
         collector.wait_event("collector.stats", lambda e: e.get("frames", 0) >= 211)
         stopped = stop_cleanly(collector)
     assert stopped["connections"] == 2
-    assert stopped["duplicates"] == 11
+    assert stopped["duplicate_trades"] == 11
     assert sorted(r.trade_id for r in read_landing(tmp_path / "landing")) == list(range(1, 201))
 
 

@@ -12,16 +12,17 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from collector.layout import marker_key, parse_object_key
-from collector.logs import get_logger
-from collector.markers import (
+from collector.completion import (
     LandedFile,
-    MarkerBook,
-    MarkerWriter,
+    UnfilledGap,
     build_manifest,
+    final_minutes,
     merge_file,
     parse_manifest,
 )
+from collector.layout import marker_key, parse_marker_key
+from collector.logs import get_logger
+from collector.markers import MarkerBook, MarkerWriter
 from collector.sinks import LocalSink
 from tests.conftest import Proc, collector_env, start_emulator, stop_cleanly, wait_for
 
@@ -29,7 +30,14 @@ from tests.conftest import Proc, collector_env, start_emulator, stop_cleanly, wa
 
 
 def _file(name: str, first: int, last: int, rows: int | None = None) -> LandedFile:
-    return LandedFile(name, 100, "c2hhMjU2", rows if rows is not None else last - first + 1, first, last)
+    return LandedFile(
+        name=name,
+        bytes=100,
+        sha256="c2hhMjU2",
+        rows=rows if rows is not None else last - first + 1,
+        first_trade_id=first,
+        last_trade_id=last,
+    )
 
 
 def test_a_manifest_sums_its_files_in_id_order() -> None:
@@ -90,7 +98,7 @@ def _due(writer: MarkerWriter, now_s: float, **overrides: Any) -> int:
         "proven_until_s": END + 1,
         "open_gap_from_s": float("inf"),
         "pending": set(),
-        "gaps_in": lambda minute: [],
+        "gaps_in": lambda symbol, minute: [],
     }
     args.update(overrides)
     return writer.mark_due("BTCUSDT", now_s, **args)
@@ -116,10 +124,11 @@ def test_landed_files_go_into_the_marker_and_late_ones_rewrite_it(tmp_path: Path
     writer.after_landing(key, 123, "AAAA", 10)
     # A restart between landing and marking still knows the file.
     writer = MarkerWriter(MarkerBook(tmp_path / "markers"), sink, grace_s=10.0, log=get_logger())
-    gap = [{"first_missing": 11, "last_missing": 11, "reason": "rest_unavailable", "detail": ""}]
-    assert _due(writer, END + 11, gaps_in=lambda m: gap) == 1
+    gap = UnfilledGap(11, 11, "rest_unavailable")
+    assert _due(writer, END + 11, gaps_in=lambda s, m: [gap]) == 1
     first = parse_manifest(sink.get(marker_key("BTCUSDT", MINUTE)) or b"")
-    assert (first["rows"], first["unfilled_gaps"], first["revision"]) == (10, gap, 1)
+    listed = [{"first_missing": 11, "last_missing": 11, "reason": "rest_unavailable", "detail": ""}]
+    assert (first["rows"], first["unfilled_gaps"], first["revision"]) == (10, listed, 1)
     assert first["files"][0] == {
         "name": "batch-1-10.parquet",
         "bytes": 123,
@@ -129,10 +138,23 @@ def test_landed_files_go_into_the_marker_and_late_ones_rewrite_it(tmp_path: Path
         "last_trade_id": 10,
     }
     writer.after_landing("Binance/BTCUSDT/2025/02/19/21/20/backfill-11-11.parquet", 50, "BBBB", 1)
-    writer.refresh_gaps("BTCUSDT", [MINUTE], lambda m: [])
+    writer.refresh_gaps("BTCUSDT", [MINUTE], lambda s, m: [])
     final = parse_manifest(sink.get(marker_key("BTCUSDT", MINUTE)) or b"")
     assert (final["rows"], final["last_trade_id"], final["unfilled_gaps"]) == (11, 11, [])
     assert final["revision"] == 3 and writer.rewritten == 2
+
+
+def test_the_finality_rule_stops_at_the_first_minute_that_is_not_final() -> None:
+    rule = {"now_s": END + 600, "grace_s": 10.0, "proven_until_s": END + 600, "open_gap_from_s": float("inf")}
+    # Minute MINUTE + k ends at END + 60 k: ten of them end, with their grace, by END + 600.
+    assert final_minutes(MINUTE, pending=set(), **rule) == range(MINUTE, MINUTE + 10)
+    assert final_minutes(MINUTE, pending={MINUTE + 3}, **rule) == range(MINUTE, MINUTE + 3)
+    assert final_minutes(MINUTE, pending=set(), limit=2, **rule) == range(MINUTE, MINUTE + 2)
+    gap = {**rule, "open_gap_from_s": END + 125.0}  # a gap's trades may be in minute MINUTE + 3
+    assert final_minutes(MINUTE, pending=set(), **gap) == range(MINUTE, MINUTE + 3)
+    proven = {**rule, "proven_until_s": END + 60.0}  # nothing known after minute MINUTE + 1 ends
+    assert final_minutes(MINUTE, pending=set(), **proven) == range(MINUTE, MINUTE + 2)
+    assert final_minutes(MINUTE, pending=set(), **{**rule, "proven_until_s": None}) == range(MINUTE, MINUTE)
 
 
 # ---- garbage on disk and in the landing zone ----------------------------------------------------
@@ -178,9 +200,9 @@ def test_a_marker_that_is_not_a_manifest_is_reported_and_left_alone(tmp_path: Pa
 def _minute_dirs(root: Path, symbol: str) -> dict[int, Path]:
     found = {}
     for path in (root / "Binance" / symbol).glob("*/*/*/*/*"):
-        name = parse_object_key(f"{path.relative_to(root).as_posix()}/batch-0-0.parquet")
-        assert name is not None
-        found[name.minute] = path
+        marker = parse_marker_key(f"{path.relative_to(root).as_posix()}/_SUCCESS")
+        assert marker is not None
+        found[marker[1]] = path
     return found
 
 
@@ -210,8 +232,8 @@ def test_markers_come_after_every_file_of_their_minute_and_quiet_minutes_get_one
     )  # fmt: skip
     collector = procs("run", env=collector_env(url, tmp_path))
     landing = tmp_path / "landing"
-    last = collector.wait_event("collector.stats", lambda e: e["last_ids"].get("BTCUSDT") == 1_002_399)
-    assert last["trades"] == {"BTCUSDT": 2400}
+    last = collector.wait_event("collector.stats", lambda e: e["last_trade_id"].get("BTCUSDT") == 1_002_399)
+    assert last["trades_received"] == {"BTCUSDT": 2400}
     dirs = wait_for(lambda: _minute_dirs(landing, "BTCUSDT") or None, what="partitions")
     first_minute = min(dirs)
     last_minute = max(m for m, p in _minute_dirs(landing, "BTCUSDT").items() if any(p.glob("*.parquet")))

@@ -64,16 +64,20 @@ def test_a_corrupted_spool_file_is_detected_and_moved_aside(tmp_path: Path) -> N
     assert list((tmp_path / "corrupt").rglob("batch-1-2.parquet~*"))
 
 
-def test_remove_cleans_empty_partition_directories(tmp_path: Path) -> None:
+def test_pruning_cleans_empty_partition_directories_and_keeps_full_ones(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     entry = spool.put("Binance/BTCUSDT/2024/08/08/23/54/batch-1-2.parquet", b"x")
+    kept = spool.put("Binance/BTCUSDT/2024/08/08/23/55/batch-3-4.parquet", b"y")
     spool.remove(entry)
+    assert spool.prune() == 1  # 23/54 only: 23/55 and its parents hold an object
+    spool.remove(kept)
+    assert spool.prune() == 7  # 23/55, then every parent up to Binance/
     assert list((tmp_path / "objects").iterdir()) == []
 
 
-def test_puts_and_removes_in_one_minute_from_two_threads_never_fail(tmp_path: Path) -> None:
-    """The sealer spools a minute's next batch while the uploader removes its last one (which
-    prunes the minute's directory once empty): the put must never lose its directory."""
+def test_puts_removes_and_pruning_in_one_minute_from_three_threads_never_fail(tmp_path: Path) -> None:
+    """The sealer spools a minute's next batch while an uploader removes its last one and the
+    housekeeping prunes empty directories: the put must never lose its directory."""
     spool = Spool(tmp_path)
     minute = "Binance/BTCUSDT/2024/08/08/23/54"
     entries: queue.Queue[SpoolEntry | None] = queue.Queue()
@@ -86,14 +90,26 @@ def test_puts_and_removes_in_one_minute_from_two_threads_never_fail(tmp_path: Pa
             except BaseException as exc:  # pragma: no cover - what the test is looking for
                 failures.append(exc)
 
-    thread = threading.Thread(target=remover)
-    thread.start()
+    done = threading.Event()
+
+    def pruner() -> None:
+        while not done.is_set():
+            try:
+                spool.prune()
+            except BaseException as exc:  # pragma: no cover - what the test is looking for
+                failures.append(exc)
+
+    threads = [threading.Thread(target=remover), threading.Thread(target=pruner)]
+    for thread in threads:
+        thread.start()
     try:
         for i in range(1000):
             entries.put(spool.put(f"{minute}/batch-{i}-{i}.parquet", b"x"))
     finally:
         entries.put(None)
-        thread.join(60)
+        done.set()
+        for thread in threads:
+            thread.join(60)
     assert failures == []
     assert spool.pending() == []
 

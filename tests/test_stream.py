@@ -10,7 +10,7 @@ import structlog
 import structlog.testing
 
 from collector.exceptions import ExchangeRefused
-from collector.stream import MAX_FRAME_BYTES, TradeStream
+from collector.stream import MAX_FRAME_BYTES, Backoff, TradeStream
 from tests.scripted_server import Script, ScriptedServer
 
 LOG = structlog.get_logger()
@@ -149,3 +149,91 @@ def test_holding_back_stops_reading_the_socket_until_released() -> None:
     assert not reading_while_held
     assert pauses == 1
     assert got == [f.encode() for f in frames]
+
+
+# ---- reconnect policy ---------------------------------------------------------------------------
+
+
+def test_backoff_grows_by_doubling_up_to_its_cap_with_jitter_and_resets() -> None:
+    low = Backoff(0.5, 30.0, rng=lambda: 0.0)
+    assert [low.next_delay_s() for _ in range(8)] == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0]
+    high = Backoff(0.5, 30.0, rng=lambda: 1.0)
+    assert [high.next_delay_s() for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    high.reset()
+    assert (high.failures, high.next_delay_s()) == (0, 0.5)
+
+
+def test_a_server_that_accepts_and_hangs_up_at_once_is_backed_off_from() -> None:
+    """The delay resets only once a connection has delivered for a while, not at each handshake."""
+    seconds = 3.0
+
+    async def main() -> TradeStream:
+        stream = TradeStream(server.url + "/ws/btcusdt@trade", lambda f, s: None, log=LOG)  # default delays
+        task = asyncio.create_task(stream.run())
+        await asyncio.sleep(seconds)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return stream
+
+    with ScriptedServer([Script(["a"], close_after=True)]) as server:
+        stream = asyncio.run(main())
+    # Delays of at least 0.25, 0.5, 1 and 2 s: at most four connections in three seconds
+    # (before, every handshake reset the backoff and 250 connections were made in under 3 s).
+    assert 2 <= server.connections <= 4
+    assert stream.reconnects == server.connections - 1
+
+
+def test_every_attempt_is_counted_the_refused_ones_too() -> None:
+    scripts = [Script([], status=503), Script([], status=503), Script(["ok"])]
+    with ScriptedServer(scripts) as server:
+        _, stream = asyncio.run(collect(server.url + "/ws/btcusdt@trade", 1))
+    assert (stream.attempts, stream.reconnects, stream.connections) == (3, 2, 1)
+
+
+def test_after_a_few_failures_one_line_names_the_host_the_cause_and_what_to_check() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def main() -> None:
+        stream = TradeStream(f"ws://127.0.0.1:{port}/ws/btcusdt@trade", lambda f, s: None, log=LOG,
+                             initial_delay_s=0.01, max_delay_s=0.02)  # fmt: skip
+        task = asyncio.create_task(stream.run())
+        deadline = asyncio.get_running_loop().time() + 60
+        while stream.attempts < 5 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 (a counter, no event)
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(main())
+    (explained,) = [e for e in logs if e["event"] == "collector.cannot_connect"]
+    assert explained["host"] == f"127.0.0.1:{port}" and explained["cause"].startswith("refused")
+    assert "COLLECTOR_WS_URL" in explained["check"] and "collector demo" in explained["note"]
+    assert len([e for e in logs if e["event"] == "collector.reconnecting"]) >= 4
+
+
+def test_an_exception_from_the_consumer_while_held_frames_are_handed_over_ends_run_with_it() -> None:
+    """A rotation's held frames go through the same delivery as any other, failures included."""
+
+    class Full(Exception):
+        pass
+
+    async def main() -> None:
+        stream: TradeStream
+
+        def on_chunk(frames: list[bytes], received_at_ns: int) -> None:
+            if frames and frames[0].startswith(b"new"):
+                raise Full("spool full")
+            stream.request_rotation("test")
+
+        stream = TradeStream(server.url + "/ws/btcusdt@trade", on_chunk, log=LOG, handover_s=0.0)
+        await asyncio.wait_for(stream.run(), timeout=60)
+
+    with (
+        ScriptedServer([Script(["old"]), Script(["new"])]) as server,
+        pytest.raises(Full, match="spool full"),
+    ):
+        asyncio.run(main())

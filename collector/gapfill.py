@@ -1,0 +1,390 @@
+"""Gap filling: every trade-id gap registered, filled from REST or recorded as unfilled, durably.
+
+    core finds a gap ─▶ GapFiller.register ─▶ ledger (gaps/open.json) ─▶ GapFiller.run
+        ─▶ Backfiller.fill (REST, within the weight budget) ─▶ pages batched by minute ─▶ landing
+        ─▶ closed: filled, or recorded in gaps/unfilled.jsonl with the reason
+
+A gap is registered from the event loop without blocking it: in memory at once, written to the
+journal of the batch holding the trade that revealed it (the same page-cache durability as
+that trade's frame, so a crash cannot lose one without the other), and saved to the ledger by
+a worker thread before any state file or journal says the collector got past it. A range
+left unfilled for a reason that may pass (`RETRYABLE`) is tried again after
+COLLECTOR_BACKFILL_RETRY_S, at most `MAX_ATTEMPTS` times; the markers that listed it are
+rewritten once its files have landed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+from collector.backfill import Backfiller, Shortfall
+from collector.batching import MinuteBatcher, SealedBatch, TimeUnit
+from collector.binance import Trade
+from collector.completion import UnfilledGap
+from collector.counters import Registry
+from collector.spool import read_jsonl, write_atomically
+
+__all__ = ["MAX_ATTEMPTS", "RETRYABLE", "GapFiller", "GapLedger", "OpenGap", "UnfilledRange"]
+
+# Reasons that may pass: the range is tried again later, up to MAX_ATTEMPTS times in all.
+RETRYABLE = frozenset({"rest_unavailable", "banned"})
+MAX_ATTEMPTS = 5
+
+
+@dataclass(kw_only=True)
+class OpenGap:
+    """Ids first_missing..last_missing of symbol are missing; next_id is where filling resumes."""
+
+    symbol: str
+    first_missing: int
+    last_missing: int
+    next_id: int
+    detected_at_ns: int
+    # The missing trades happened between these trade times (epoch seconds): after the last trade
+    # accepted before the gap (or the first minute not yet marked) and at or before the one after.
+    window_start_s: float | None = None
+    window_end_s: float | None = None
+    attempt: int = 1  # 2 and up: a retry of a range recorded unfilled for a passing reason
+
+    @property
+    def size(self) -> int:
+        return self.last_missing - self.first_missing + 1
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> OpenGap:
+        return cls(**{k: v for k, v in record.items() if k in _OPEN_FIELDS})
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnfilledRange:
+    """A range recorded as unfillable, with its reason and the trade-time window it falls in."""
+
+    symbol: str
+    first_missing: int
+    last_missing: int
+    reason: str
+    detail: str = ""
+    window_start_s: float | None = None
+    window_end_s: float | None = None
+    detected_at_ns: int = 0
+    attempt: int = 1
+    recorded_at: float = 0.0
+    retried: bool = False  # reopened for another attempt: no longer unfilled for now
+
+    @property
+    def size(self) -> int:
+        return self.last_missing - self.first_missing + 1
+
+    def falls_in(self, start_s: float, end_s: float) -> bool:
+        """May its trades have happened in [start_s, end_s)? Unknown windows fall nowhere."""
+        lo, hi = self.window_start_s, self.window_end_s
+        return not self.retried and lo is not None and hi is not None and lo < end_s and hi >= start_s
+
+    def as_gap(self) -> UnfilledGap:
+        return UnfilledGap(self.first_missing, self.last_missing, self.reason, self.detail)
+
+
+_OPEN_FIELDS = frozenset(f.name for f in fields(OpenGap))
+_UNFILLED_FIELDS = frozenset(f.name for f in fields(UnfilledRange))
+
+
+class GapLedger:
+    """Open gaps on disk (so a restart resumes them), and the record of what could not be filled.
+
+    Thread-safe: the event loop adds gaps in memory; `save` runs in worker threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.open_path = root / "open.json"
+        self.unfilled_path = root / "unfilled.jsonl"
+        self.open: list[OpenGap] = []
+        if self.open_path.exists():
+            self.open = [OpenGap.from_record(g) for g in json.loads(self.open_path.read_text())]
+        self.unfilled: list[UnfilledRange] = []
+        for record in read_jsonl(self.unfilled_path):
+            with contextlib.suppress(TypeError, ValueError):  # not a record of ours
+                self.unfilled.append(
+                    UnfilledRange(**{k: v for k, v in record.items() if k in _UNFILLED_FIELDS})
+                )
+        self._lock = threading.Lock()
+        self._dirty = False
+
+    @property
+    def unfilled_count(self) -> int:
+        return len(self.unfilled)
+
+    def unfilled_since(self, seconds: float) -> int:
+        """Ranges recorded in the last `seconds`: what an alarm should still be about."""
+        cutoff = time.time() - seconds
+        return sum(1 for r in self.unfilled if r.recorded_at >= cutoff)
+
+    def knows(self, symbol: str, first_missing: int) -> bool:
+        return any(
+            g.symbol == symbol and g.first_missing <= first_missing <= g.last_missing for g in self.open
+        ) or any(
+            r.symbol == symbol and r.first_missing <= first_missing <= r.last_missing for r in self.unfilled
+        )
+
+    def add(self, gap: OpenGap, *, save: bool = True) -> None:
+        self.open.append(gap)
+        self._dirty = True
+        if save:
+            self.save()
+
+    def save(self) -> None:
+        with self._lock:
+            self._dirty = False
+            write_atomically(self.open_path, json.dumps([asdict(g) for g in list(self.open)]).encode())
+
+    def save_if_dirty(self) -> None:
+        if self._dirty:
+            self.save()
+
+    def close(self, gap: OpenGap) -> None:
+        self.open = [g for g in self.open if g is not gap]
+        self.save()
+
+    def record_unfilled(self, unfilled: UnfilledRange) -> UnfilledRange:
+        record = dataclasses.replace(unfilled, recorded_at=time.time())
+        with self._lock, open(self.unfilled_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(asdict(record)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.unfilled.append(record)
+        return record
+
+    def unfilled_between(self, symbol: str, start_s: float, end_s: float) -> list[UnfilledRange]:
+        """Unfilled ranges whose trades may have happened in [start_s, end_s)."""
+        return [r for r in self.unfilled if r.symbol == symbol and r.falls_in(start_s, end_s)]
+
+    def due_for_retry(self, now_s: float, after_s: float) -> list[UnfilledRange]:
+        """Unfilled ranges whose reason may have passed, recorded at least `after_s` ago."""
+        return [
+            r
+            for r in self.unfilled
+            if r.reason in RETRYABLE
+            and not r.retried
+            and r.attempt < MAX_ATTEMPTS
+            and r.recorded_at + after_s <= now_s
+            and r.window_start_s is not None
+        ]
+
+    def reopen(self, record: UnfilledRange) -> OpenGap:
+        """Try a recorded range again: it becomes an open gap, the record is marked as retried."""
+        self.unfilled = [dataclasses.replace(r, retried=True) if r is record else r for r in self.unfilled]
+        with self._lock:
+            write_atomically(
+                self.unfilled_path, "".join(json.dumps(asdict(r)) + "\n" for r in self.unfilled).encode()
+            )
+        gap = OpenGap(
+            symbol=record.symbol,
+            first_missing=record.first_missing,
+            last_missing=record.last_missing,
+            next_id=record.first_missing,
+            detected_at_ns=record.detected_at_ns or time.time_ns(),
+            window_start_s=record.window_start_s,
+            window_end_s=record.window_end_s,
+            attempt=record.attempt + 1,
+        )
+        self.add(gap)
+        return gap
+
+
+class BackfillLanding(Protocol):
+    async def land_backfill(self, batches: list[SealedBatch]) -> None: ...
+
+    def landing(self, symbol: str, minutes: range) -> bool: ...
+
+
+class MarkerRefresh(Protocol):
+    def refresh_later(self, symbol: str, minutes: range, landing: Any) -> None: ...
+
+
+class GapFiller:
+    """Registers gaps and works through them, one at a time, oldest first."""
+
+    def __init__(
+        self,
+        ledger: GapLedger,
+        backfiller: Backfiller,
+        *,
+        time_unit: TimeUnit,
+        max_batch_bytes: int,
+        max_trades: int,
+        retry_s: float,
+        log: Any,
+        metrics: Registry,
+    ) -> None:
+        self.ledger = ledger
+        self.backfiller = backfiller
+        self.time_unit: TimeUnit = time_unit
+        self.max_batch_bytes = max_batch_bytes
+        self.max_trades = max_trades
+        self.retry_s = retry_s
+        self.log = log
+        self.landing: BackfillLanding | None = None  # wired by the app
+        self.markers: MarkerRefresh | None = None
+        self._wakeup = asyncio.Event()
+        self._filled = metrics.counter("gaps_filled", "Trade-id gaps filled completely.")
+        self._backfilled = metrics.counter("backfilled_trades", "Trades filled in by REST backfill.")
+        metrics.gauge(
+            "open_gaps", "Gaps registered and not yet filled or recorded.", lambda: len(ledger.open)
+        )
+        metrics.gauge(
+            "gaps_unfilled", "Gap ranges recorded as unfillable, ever.", lambda: ledger.unfilled_count
+        )
+        metrics.gauge(
+            "gaps_unfilled_last_day",
+            "Gap ranges recorded as unfillable in the last 24 h.",
+            lambda: ledger.unfilled_since(86_400),
+        )
+
+    def register(self, gap: OpenGap) -> None:
+        """A gap the stream revealed (from the event loop): kept, saved by a worker thread, filled."""
+        self.ledger.add(gap, save=False)
+        self.log.warning(
+            "collector.gap_detected",
+            symbol=gap.symbol,
+            first_missing=gap.first_missing,
+            last_missing=gap.last_missing,
+            missing=gap.size,
+        )
+        saving = asyncio.get_running_loop().run_in_executor(None, self.ledger.save_if_dirty)
+        saving.add_done_callback(self._saved)
+        self._wakeup.set()
+
+    def _saved(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:  # retried by the next state save
+            self.log.error(
+                "collector.gap_ledger_failed", path=str(self.ledger.open_path), error=str(future.exception())
+            )
+
+    def open_gap_from(self, symbol: str) -> float:
+        """The earliest trade time an open gap of `symbol` may hold (inf when none is open)."""
+        starts = [g.window_start_s for g in self.ledger.open if g.symbol == symbol]
+        return min((s if s is not None else float("-inf") for s in starts), default=float("inf"))
+
+    def unfilled_in(self, symbol: str, minute: int) -> list[UnfilledGap]:
+        return [r.as_gap() for r in self.ledger.unfilled_between(symbol, minute * 60.0, minute * 60.0 + 60.0)]
+
+    async def run(self) -> None:
+        while True:
+            if not self.ledger.open:
+                self._reopen_due()
+            if not self.ledger.open:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(self.retry_s, 60.0)):
+                        await self._wakeup.wait()
+                continue
+            await self._fill(self.ledger.open[0])
+
+    def _reopen_due(self) -> None:
+        for record in self.ledger.due_for_retry(time.time(), self.retry_s):
+            retry = self.ledger.reopen(record)
+            self.log.info(
+                "collector.backfill_retry",
+                symbol=retry.symbol,
+                first=retry.first_missing,
+                last=retry.last_missing,
+                attempt=retry.attempt,
+                last_reason=record.reason,
+            )
+
+    async def _fill(self, gap: OpenGap) -> None:
+        if gap.size > self.max_trades:
+            shortfalls = [
+                Shortfall(
+                    gap.next_id,
+                    gap.last_missing,
+                    "too_large",
+                    f"{gap.size} trades exceed COLLECTOR_BACKFILL_MAX_TRADES",
+                )
+            ]
+        else:
+            self.log.info(
+                "collector.backfill_started", symbol=gap.symbol, first=gap.next_id, last=gap.last_missing
+            )
+            shortfalls = await self.backfiller.fill(
+                gap, lambda trades, next_id: self._land_page(gap, trades, next_id)
+            )
+        for shortfall in shortfalls:
+            await asyncio.to_thread(self._record, gap, shortfall)
+        if not shortfalls:
+            self._filled.inc()
+            self.log.info(
+                "collector.gap_filled", symbol=gap.symbol, first=gap.first_missing, last=gap.last_missing
+            )
+        await asyncio.to_thread(self.ledger.close, gap)
+        if (
+            gap.attempt > 1
+            and gap.window_start_s is not None
+            and gap.window_end_s is not None
+            and self.markers
+        ):
+            # A retried range: the markers of its minutes listed it as unfilled. They are updated
+            # once its files have landed, so no marker ever drops the gap before it lists the
+            # trades that filled it.
+            minutes = range(int(gap.window_start_s // 60), int(gap.window_end_s // 60) + 1)
+            landing = self.landing
+            self.markers.refresh_later(
+                gap.symbol, minutes, lambda: landing is not None and landing.landing(gap.symbol, minutes)
+            )
+
+    def _record(self, gap: OpenGap, shortfall: Shortfall) -> None:
+        hole = self.ledger.record_unfilled(
+            UnfilledRange(
+                symbol=gap.symbol,
+                first_missing=shortfall.first_missing,
+                last_missing=shortfall.last_missing,
+                reason=shortfall.reason,
+                detail=shortfall.detail,
+                window_start_s=gap.window_start_s,
+                window_end_s=gap.window_end_s,
+                detected_at_ns=gap.detected_at_ns,
+                attempt=gap.attempt,
+            )
+        )
+        self.log.error(
+            "collector.gap_unfilled",
+            symbol=hole.symbol,
+            first_missing=hole.first_missing,
+            last_missing=hole.last_missing,
+            missing=hole.size,
+            reason=hole.reason,
+            detail=hole.detail,
+            record=str(self.ledger.unfilled_path),
+        )
+
+    async def _land_page(self, gap: OpenGap, trades: list[Trade], next_id: int) -> None:
+        """One page of backfilled trades: batched by minute, spooled, then the gap's progress saved."""
+        batcher = MinuteBatcher(
+            time_unit=self.time_unit,
+            max_batch_bytes=self.max_batch_bytes,
+            max_batch_age_s=float("inf"),
+            minute_grace_s=float("inf"),
+            max_open_minutes=2**31,
+            source="backfill",
+        )
+        sealed: list[SealedBatch] = []
+        for trade in trades:
+            sealed.extend(batcher.add(trade, 0.0))
+        sealed.extend(batcher.flush("backfill"))
+        assert self.landing is not None, "the app wires the landing before running"
+        await self.landing.land_backfill(sealed)
+        self._backfilled.inc(len(trades))
+        gap.next_id = next_id
+        await asyncio.to_thread(self.ledger.save)

@@ -1,0 +1,102 @@
+"""Gap filling: registration never blocks the event loop, every record is durable, and capture notes gaps."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from collector.backfill import Backfiller, BinanceRest
+from collector.counters import Registry
+from collector.gapfill import GapFiller, GapLedger, OpenGap, UnfilledRange
+
+LOG = structlog.get_logger()
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every fsync from now on: (thread name, the path of what was synced)."""
+    seen: list[tuple[str, str]] = []
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        seen.append((threading.current_thread().name, os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return seen
+
+
+def filler(root: Path) -> GapFiller:
+    rest = Backfiller(BinanceRest("http://127.0.0.1:9"), log=LOG)
+    return GapFiller(GapLedger(root), rest, time_unit="ms", max_batch_bytes=2_000_000, max_trades=10**6,
+                     retry_s=900, log=LOG, metrics=Registry())  # fmt: skip
+
+
+def test_registering_a_gap_does_no_fsync_on_the_event_loop_yet_saves_it(
+    tmp_path: Path, fsyncs: list[tuple[str, str]]
+) -> None:
+    gaps = filler(tmp_path)
+
+    async def main() -> str:
+        gaps.register(OpenGap(symbol="BTCUSDT", first_missing=5, last_missing=9, next_id=5, detected_at_ns=1))
+        loop_thread = threading.current_thread().name
+        deadline = asyncio.get_running_loop().time() + 60
+        while not fsyncs and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 (a list, no event)
+            await asyncio.sleep(0.01)
+        return loop_thread
+
+    loop_thread = asyncio.run(main())
+    assert fsyncs and all(thread != loop_thread for thread, _ in fsyncs)
+    assert [(g.first_missing, g.last_missing) for g in GapLedger(tmp_path).open] == [(5, 9)]
+
+
+def test_an_unfilled_range_is_fsynced_when_recorded(tmp_path: Path, fsyncs: list[tuple[str, str]]) -> None:
+    ledger = GapLedger(tmp_path)
+    ledger.record_unfilled(
+        UnfilledRange(symbol="BTCUSDT", first_missing=1, last_missing=2, reason="not_served")
+    )
+    assert str(ledger.unfilled_path) in [path for _, path in fsyncs]
+
+
+def test_the_earliest_open_window_says_which_minutes_a_gap_may_still_hold(tmp_path: Path) -> None:
+    gaps = filler(tmp_path)
+    ledger = gaps.ledger
+    assert gaps.open_gap_from("BTCUSDT") == float("inf")
+    ledger.add(OpenGap(symbol="BTCUSDT", first_missing=5, last_missing=9, next_id=5, detected_at_ns=1,
+                       window_start_s=600.0), save=False)  # fmt: skip
+    ledger.add(OpenGap(symbol="BTCUSDT", first_missing=50, last_missing=59, next_id=50, detected_at_ns=1,
+                       window_start_s=300.0), save=False)  # fmt: skip
+    ledger.add(
+        OpenGap(symbol="ETHUSDT", first_missing=5, last_missing=9, next_id=5, detected_at_ns=1), save=False
+    )
+    assert gaps.open_gap_from("BTCUSDT") == 300.0
+    assert gaps.open_gap_from("ETHUSDT") == float("-inf")  # no window known: it may be in any minute
+
+
+def test_capture_journals_the_gap_beside_the_trade_that_revealed_it(tmp_path: Path) -> None:
+    from collector.app import Collector
+    from collector.config import Settings
+    from collector.journal import Journal
+    from tests.landing import trade_frame
+
+    settings = Settings(destination=tmp_path / "landing", spool_dir=tmp_path / "spool", health_port=0)
+    t0 = 29_000_000 * 60_000
+
+    async def main() -> Any:
+        collector = Collector(settings)
+        collector.core.sequence.remember("BTCUSDT", 99)
+        collector.capture.on_chunk([trade_frame(100, t0).encode(), trade_frame(105, t0 + 1).encode()], 7)
+        return collector
+
+    collector = asyncio.run(main())
+    collector.journal.close_all()
+    (left,) = Journal(tmp_path / "spool" / "journal").leftovers()
+    (note,) = [OpenGap.from_record(__import__("json").loads(line)) for line in left.gaps()]
+    assert (note.first_missing, note.last_missing, note.window_end_s) == (101, 104, (t0 + 1) / 1000)
+    assert [(g.first_missing, g.last_missing) for g in collector.gaps.ledger.open] == [(101, 104)]
