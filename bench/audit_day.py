@@ -21,8 +21,8 @@ from pathlib import Path
 
 from collector.audit import audit
 from collector.batching import SealedBatch, _Columns
+from collector.completion import LandedFile, build_manifest
 from collector.layout import marker_key, object_key
-from collector.markers import LandedFile, build_manifest
 from collector.parquet import encode_parquet
 from collector.sinks import LocalSink
 
@@ -47,11 +47,17 @@ def write_day(root: Path, per_minute: int, first_minute: int) -> int:
             trade_id += 1
         batch = SealedBatch("BTCUSDT", minute, "ms", cols, per_minute * 200, "minute_closed")
         data = encode_parquet(batch)
-        key = object_key("BTCUSDT", minute, batch.first_trade_id, batch.last_trade_id)
+        key = object_key(
+            symbol="BTCUSDT",
+            minute=minute,
+            first_trade_id=batch.first_trade_id,
+            last_trade_id=batch.last_trade_id,
+        )
         sink.put(key, data)
         digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
         name = key.rsplit("/", 1)[-1]
-        landed = LandedFile(name, len(data), digest, per_minute, cols.trade_id[0], trade_id - 1)
+        landed = LandedFile(name=name, bytes=len(data), sha256=digest, rows=per_minute,
+                            first_trade_id=cols.trade_id[0], last_trade_id=trade_id - 1)  # fmt: skip
         doc = build_manifest("BTCUSDT", minute, [landed], written_at_s=time.time())
         sink.put_marker(marker_key("BTCUSDT", minute), json.dumps(doc).encode())
     return trade_id - 4_000_000_000

@@ -6,6 +6,13 @@ generated and WebSocket-framed before the first client connects, then written in
 `--symbols BTCUSDT,ETHUSDT,...` interleaves several symbols (each its own consecutive ids,
 `--trades` in all), as a combined stream of the whole market carries them.
 
+Trade times, three shapes: by default every trade is stamped with the moment the tape is built
+(a burst that falls in one or two minutes, the best case for a minute-partitioned collector);
+`--spacing-ms 30` advances each symbol's trade time by that much per trade (about 2,000 trades
+a minute), ending now, so a burst spans hours of trade time as a backlog does; `--replay PATH`
+loops a recording's own trades (its prices, sizes and bursty trade-time spacing), ids and times
+shifted on every loop so they stay consecutive and rising, ending now.
+
 One connection at a time; each receives the whole tape once, then the feed keeps the connection
 open (answering nothing) until the client leaves. Only what a benchmark needs of the protocol:
 the opening handshake, unmasked server text frames, and a close when the client closes.
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gzip
 import hashlib
 import json
 import shutil
@@ -36,7 +44,9 @@ import struct
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from collector.emulator import GeneratedTape
 
@@ -68,6 +78,40 @@ def _in_form(payload: str, *, aggregate: bool, combined: bool) -> bytes:
     return payload.encode()
 
 
+def _generated(trades: int, first_id: int, symbols: tuple[str, ...], spacing_ms: float) -> Iterator[str]:
+    if trades % len(symbols):
+        raise SystemExit(f"--trades {trades} does not divide among {len(symbols)} symbols")
+    clock: dict[str, Any] = {}
+    if spacing_ms > 0:  # each symbol's trades spacing_ms apart, the last one now
+        step_ms = spacing_ms / len(symbols)
+        clock = {"clock_start_ms": int(time.time() * 1000 - trades * step_ms), "clock_step_ms": step_ms}
+    tape = GeneratedTape(symbols, count=trades // len(symbols), first_id=first_id, **clock)
+    while not tape.exhausted:
+        for trade in tape.take(10_000):
+            yield trade.payload_ms
+
+
+def _replayed(trades: int, first_id: int, recording: Path) -> Iterator[str]:
+    """The recording's trades looped to `trades`, ids from `first_id`, times ending now."""
+    rows = []
+    with gzip.open(recording, "rt") as handle:
+        for line in handle:
+            if '"e":"trade"' in line:
+                data = json.loads(line.partition(" ")[2])["data"]
+                rows.append(data)
+    span_ms = rows[-1]["T"] - rows[0]["T"] + 1
+    loops = -(-trades // len(rows))
+    shift0 = int(time.time() * 1000) - loops * span_ms - rows[0]["T"]
+    for n in range(trades):
+        loop, row = divmod(n, len(rows))
+        data = rows[row]
+        shift = shift0 + loop * span_ms
+        out = {**data, "t": first_id + n, "T": data["T"] + shift, "E": data["E"] + shift}
+        out.pop("b", None)
+        out.pop("a", None)
+        yield json.dumps(out, separators=(",", ":"))
+
+
 def build_tape(
     trades: int,
     first_id: int,
@@ -75,15 +119,16 @@ def build_tape(
     aggregate: bool = False,
     combined: bool = False,
     symbols: tuple[str, ...] = ("BTCUSDT",),
+    spacing_ms: float = 0.0,
+    replay: Path | None = None,
 ) -> bytes:
     """`trades` in all, `trades // len(symbols)` of each symbol, interleaved."""
-    if trades % len(symbols):
-        raise SystemExit(f"--trades {trades} does not divide among {len(symbols)} symbols")
-    tape = GeneratedTape(symbols, count=trades // len(symbols), first_id=first_id)
+    payloads = (
+        _replayed(trades, first_id, replay) if replay else _generated(trades, first_id, symbols, spacing_ms)
+    )
     out = bytearray()
-    while not tape.exhausted:
-        for trade in tape.take(10_000):
-            out += frame(_in_form(trade.payload_ms, aggregate=aggregate, combined=combined))
+    for payload in payloads:
+        out += frame(_in_form(payload, aggregate=aggregate, combined=combined))
     return bytes(out)
 
 
@@ -116,9 +161,12 @@ async def serve(
     symbols: tuple[str, ...],
     tls: ssl.SSLContext | None,
     ca_file: str,
+    spacing_ms: float = 0.0,
+    replay: Path | None = None,
 ) -> None:
     def build(form: tuple[bool, bool]) -> bytes:
-        return build_tape(trades, first_id, aggregate=form[0], combined=form[1], symbols=symbols)
+        return build_tape(trades, first_id, aggregate=form[0], combined=form[1], symbols=symbols,
+                          spacing_ms=spacing_ms, replay=replay)  # fmt: skip
 
     tapes = {FORMS[name]: build(FORMS[name]) for name in forms}
 
@@ -173,7 +221,13 @@ def main() -> None:
     parser.add_argument(
         "--tls", action="store_true", help="serve wss:// with a certificate made for this run"
     )
+    parser.add_argument(
+        "--spacing-ms", type=float, default=0.0, help="each symbol's trade time step per trade (0: all now)"
+    )
+    parser.add_argument("--replay", type=Path, help="loop this recording's trades and their timing")
     args = parser.parse_args()
+    if args.replay and args.symbols != "BTCUSDT":
+        raise SystemExit("--replay serves the recording's one symbol; drop --symbols")
     with tempfile.TemporaryDirectory(prefix="bulk-feed-") as folder:
         tls = self_signed(Path(folder)) if args.tls else None
         ca_file = str(Path(folder) / "feed.pem")
@@ -181,7 +235,15 @@ def main() -> None:
         symbols = tuple(args.symbols.split(","))
         asyncio.run(
             serve(
-                args.port, args.trades, args.first_id, forms=forms, symbols=symbols, tls=tls, ca_file=ca_file
+                args.port,
+                args.trades,
+                args.first_id,
+                forms=forms,
+                symbols=symbols,
+                tls=tls,
+                ca_file=ca_file,
+                spacing_ms=args.spacing_ms,
+                replay=args.replay,
             )
         )
 

@@ -1,6 +1,6 @@
 """cryptofeed on the benchmark's feed: Binance trades, a callback that only counts, no storage.
 
-    <python with cryptofeed> bench/cryptofeed_peer.py ws://127.0.0.1:PORT 200000
+    <python with cryptofeed> bench/cryptofeed_peer.py ws://127.0.0.1:PORT 200000 [BTCUSDT,ETHUSDT,...]
 
 Run by bench/throughput.py with --cryptofeed-python (an interpreter with cryptofeed installed,
 kept out of the project's own environment). cryptofeed's Binance feed subscribes to
@@ -29,10 +29,16 @@ from cryptofeed.symbols import Symbols
 
 def main() -> None:
     url, trades = sys.argv[1], int(sys.argv[2])
+    symbols = sys.argv[3].split(",") if len(sys.argv) > 3 else ["BTCUSDT"]
     info: dict[str, Any] = defaultdict(dict)
-    info["tick_size"]["BTC-USDT"] = "0.01000000"
-    info["instrument_type"]["BTC-USDT"] = SPOT
-    Symbols.set(Binance.id, {"BTC-USDT": "BTCUSDT"}, info)
+    names = {}
+    for symbol in symbols:  # BTCUSDT -> BTC-USDT, as cryptofeed names pairs
+        quote = next(q for q in ("USDT", "FDUSD", "USDC", "BTC", "ETH", "BNB") if symbol.endswith(q))
+        name = f"{symbol[: -len(quote)]}-{quote}"
+        names[name] = symbol
+        info["tick_size"][name] = "0.01000000"
+        info["instrument_type"][name] = SPOT
+    Symbols.set(Binance.id, names, info)
 
     class LocalBinance(Binance):  # type: ignore[misc]
         websocket_endpoints: ClassVar[list[Any]] = [WebsocketEndpoint(url)]
@@ -49,7 +55,7 @@ def main() -> None:
             os._exit(0)  # the parent reads CPU time and peak RSS from this process's exit
 
     handler = FeedHandler(config={"log": {"disabled": True}})
-    handler.add_feed(LocalBinance(symbols=["BTC-USDT"], channels=[TRADES], callbacks={TRADES: on_trade}))
+    handler.add_feed(LocalBinance(symbols=list(names), channels=[TRADES], callbacks={TRADES: on_trade}))
     handler.run()
 
 

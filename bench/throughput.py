@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,13 @@ def _stamp(event: dict[str, Any]) -> float:
 
 
 class Feed:
-    """One bulk feed for the whole benchmark: every connection gets the whole tape, in its form."""
+    """One bulk feed per shape: every connection gets the whole tape, in its form."""
 
-    def __init__(self, trades: int, *, tls: bool, forms: str, symbols: str = "BTCUSDT") -> None:
+    def __init__(self, trades: int, *, tls: bool, forms: str, shape: Shape) -> None:
         args = [sys.executable, "bench/bulk_feed.py", "--trades", str(trades), "--forms", forms,
-                "--symbols", symbols]  # fmt: skip
+                "--symbols", shape.symbols, "--spacing-ms", str(shape.spacing_ms)]  # fmt: skip
+        if shape.replay:
+            args += ["--replay", str(shape.replay)]
         self.child = Child([*args, "--tls"] if tls else args)
         listening = self.child.wait_event("feed.listening")
         self.url = str(listening["url"])
@@ -137,6 +140,30 @@ class Feed:
         """The `after`-th connection's feed.sent (0-based): when its first byte was written."""
         self.child.wait_event("feed.sent", lambda e: self.sent_count() > after)
         return self.child.named("feed.sent")[after]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A burst as users meet it: which symbols, and how their trade times advance."""
+
+    name: str
+    label: str
+    symbols: str = "BTCUSDT"
+    spacing_ms: float = 0.0
+    replay: Path | None = None
+
+
+TEN = "BTCUSDT,ETHUSDT,BNBUSDT,SOLUSDT,XRPUSDT,DOGEUSDT,ADAUSDT,TRXUSDT,LINKUSDT,AVAXUSDT"
+RECORDING = REPO.parent / "shared" / "binance" / "btcusdt_trades_20240808_live.gz"
+SHAPES = {
+    "now": Shape("now", "BTCUSDT, every trade time now (one or two minutes: the best case)"),
+    "spaced": Shape("spaced", "BTCUSDT, trade times 30 ms apart (~2,000 a minute, hours of trade time)",
+                    spacing_ms=30.0),
+    "recording": Shape("recording", "BTCUSDT recording looped: its prices, sizes and bursty timing",
+                       replay=RECORDING),
+    "symbols": Shape("symbols", "10 symbols on one combined stream, each 30 ms apart (minute-crossing reads)",
+                     symbols=TEN, spacing_ms=30.0),
+}  # fmt: skip
 
 
 def _usage_figures(usage: Any, trades: int) -> dict[str, float]:
@@ -153,7 +180,9 @@ def burst(feed: Feed, trades: int, symbols: str = "BTCUSDT") -> dict[str, float]
         env = collector_env(feed.url, Path(tmp), symbols=symbols)
         collector = Child([sys.executable, "-m", "collector.cli", "run"], {**env, **feed.trust})
         try:
-            collector.wait_event("collector.stats", lambda e: sum((e.get("trades") or {}).values()) >= trades)
+            collector.wait_event(
+                "collector.stats", lambda e: sum((e.get("trades_received") or {}).values()) >= trades
+            )
             collector.popen.send_signal(signal.SIGTERM)
             _, status, usage = os.wait4(collector.popen.pid, 0)
             collector.popen.returncode = os.waitstatus_to_exitcode(status)
@@ -174,10 +203,11 @@ def burst(feed: Feed, trades: int, symbols: str = "BTCUSDT") -> dict[str, float]
         }
 
 
-def cryptofeed_burst(feed: Feed, python: str, trades: int) -> dict[str, float]:
+def cryptofeed_burst(feed: Feed, python: str, trades: int, symbols: str) -> dict[str, float]:
     """The same burst through cryptofeed (aggTrade frames, as it subscribes), counting only."""
     index = feed.sent_count()
-    peer = Child([python, "bench/cryptofeed_peer.py", feed.url, str(trades)], {**os.environ, **feed.trust})
+    peer = Child([python, "bench/cryptofeed_peer.py", feed.url, str(trades), symbols],
+                 {**os.environ, **feed.trust})  # fmt: skip
     try:
         done = peer.wait_event("cryptofeed.done")
         _, _, usage = os.wait4(peer.popen.pid, 0)
@@ -204,9 +234,6 @@ def _proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
 
 
 STEADY_WINDOWS = 3
-
-
-RECORDING = REPO.parent / "shared" / "binance" / "btcusdt_trades_20240808_live.gz"
 
 
 def recording_speed(path: Path, rate: float, wall_s: float) -> float:
@@ -294,10 +321,55 @@ def _summary(name: str, values: list[float], unit: str) -> str:
     )
 
 
+def run_shape(shape: Shape, args: argparse.Namespace) -> dict[str, float] | None:
+    """Interleaved runs of the collector (and cryptofeed) on one shape; prints, returns medians."""
+    several = "," in shape.symbols
+    if shape.replay and not shape.replay.exists():
+        print(f"shape {shape.name}: skipped, {shape.replay} not present (it lives in ../shared)")
+        return None
+    forms = "combined" if several else "raw"
+    if args.cryptofeed_python:
+        forms += ",aggregate"
+    feed = Feed(args.trades, tls=args.tls, forms=forms, shape=shape)
+    results, peers = [], []
+    try:
+        for run in range(args.runs):  # interleaved, so a noisy neighbour hurts both alike
+            result = burst(feed, args.trades, shape.symbols)
+            results.append(result)
+            print(f"  run {run + 1}: collector " + ", ".join(f"{k} {v:,.2f}" for k, v in result.items()),
+                  flush=True)  # fmt: skip
+            if args.cryptofeed_python:
+                peer = cryptofeed_burst(feed, args.cryptofeed_python, args.trades, shape.symbols)
+                peers.append(peer)
+                print(f"  run {run + 1}: cryptofeed " + ", ".join(f"{k} {v:,.2f}" for k, v in peer.items()),
+                      flush=True)  # fmt: skip
+    finally:
+        feed.child.kill()
+    scheme = "wss (TLS)" if args.tls else "ws (no TLS)"
+    print(f"shape {shape.name}: {shape.label}; {args.trades:,} trades over {scheme}:")
+    print(_summary("end-to-end", [r["trades_per_s"] for r in results], "trades/s"))
+    print(_summary("CPU per million", [r["cpu_s_per_million"] for r in results], "s"))
+    print(_summary("peak RSS", [r["peak_rss_mb"] for r in results], "MB"))
+    print(_summary("files", [r["files"] for r in results], ""))
+    print(_summary("bytes per trade", [r["bytes_per_trade"] for r in results], "B"))
+    medians = {k: statistics.median(r[k] for r in results) for k in results[0]}
+    if peers:
+        print("  cryptofeed, same trades (aggTrade form), callback counting only, nothing stored:")
+        print(_summary("first write to last", [r["trades_per_s"] for r in peers], "trades/s"))
+        print(_summary("CPU per million", [r["cpu_s_per_million"] for r in peers], "s"))
+        print(_summary("peak RSS", [r["peak_rss_mb"] for r in peers], "MB"))
+        ratios = [r["trades_per_s"] / p["trades_per_s"] for r, p in zip(results, peers, strict=True)]
+        medians["ratio"] = medians["trades_per_s"] / statistics.median(r["trades_per_s"] for r in peers)
+        print(f"  collector / cryptofeed   {medians['ratio']:.2f}x (medians; run by run "
+              f"{min(ratios):.2f}-{max(ratios):.2f}x)")  # fmt: skip
+    return medians
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=200_000, help="trades per burst run")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"bursts to run, of {', '.join(SHAPES)}")
     parser.add_argument("--steady-s", type=float, default=30.0, help="measured seconds per steady rate")
     parser.add_argument("--rates", default="50,5000", help="steady rates, trades/s")
     parser.add_argument("--replay-rate", type=float, default=50.0,
@@ -307,48 +379,25 @@ def main() -> None:
     parser.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
                         help="wss:// as Binance serves it (default); --no-tls for plain ws://")  # fmt: skip
     parser.add_argument("--cryptofeed-python", help="an interpreter with cryptofeed installed: compare")
-    parser.add_argument("--symbols", default="BTCUSDT",
-                        help="the burst's symbols; several: one combined stream, no cryptofeed")  # fmt: skip
     args = parser.parse_args()
-    several = "," in args.symbols
-    if several and args.cryptofeed_python:
-        print("cryptofeed: skipped, its peer subscribes to BTCUSDT alone")
-        args.cryptofeed_python = None
+    unknown = [name for name in args.shapes.split(",") if name and name not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shape {', '.join(unknown)}; choose from {', '.join(SHAPES)}")
     print(f"collector benchmark, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {platform.node()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")  # fmt: skip
-    forms = "combined" if several else "raw,aggregate" if args.cryptofeed_python else "raw"
-    feed = Feed(args.trades, tls=args.tls, forms=forms, symbols=args.symbols)
-    results, peers = [], []
-    for run in range(args.runs):  # interleaved, so a noisy neighbour hurts both alike
-        result = burst(feed, args.trades, args.symbols)
-        results.append(result)
-        print(
-            f"run {run + 1}: collector " + ", ".join(f"{k} {v:,.2f}" for k, v in result.items()), flush=True
-        )
-        if args.cryptofeed_python:
-            peer = cryptofeed_burst(feed, args.cryptofeed_python, args.trades)
-            peers.append(peer)
+    table = {}
+    for name in filter(None, args.shapes.split(",")):
+        medians = run_shape(SHAPES[name], args)
+        if medians:
+            table[name] = medians
+    if table:
+        print("every shape, medians:")
+        for name, m in table.items():
+            ratio = f", {m['ratio']:.2f}x cryptofeed" if "ratio" in m else ""
             print(
-                f"run {run + 1}: cryptofeed " + ", ".join(f"{k} {v:,.2f}" for k, v in peer.items()),
-                flush=True,
+                f"  {name:<10} {m['trades_per_s']:>10,.0f} trades/s, {m['cpu_s_per_million']:.2f} CPU-s/M,"
+                f" peak RSS {m['peak_rss_mb']:.0f} MB, {m['files']:.0f} files{ratio}"
             )
-    scheme = "wss (TLS)" if args.tls else "ws (no TLS)"
-    symbols = f" of {args.symbols.count(',') + 1} symbols (combined stream)" if several else ""
-    print(f"burst of {args.trades:,} trades{symbols} over {scheme}, bulk feed in its own process:")
-    print(_summary("end-to-end", [r["trades_per_s"] for r in results], "trades/s"))
-    print(_summary("CPU per million", [r["cpu_s_per_million"] for r in results], "s"))
-    print(_summary("peak RSS", [r["peak_rss_mb"] for r in results], "MB"))
-    print(_summary("bytes per trade", [r["bytes_per_trade"] for r in results], "B"))
-    if peers:
-        print("cryptofeed, same feed (aggTrade form), callback counting only, nothing stored:")
-        print(_summary("first write to last", [r["trades_per_s"] for r in peers], "trades/s"))
-        print(_summary("CPU per million", [r["cpu_s_per_million"] for r in peers], "s"))
-        print(_summary("peak RSS", [r["peak_rss_mb"] for r in peers], "MB"))
-        ratio = statistics.median(r["trades_per_s"] for r in results) / statistics.median(
-            r["trades_per_s"] for r in peers
-        )
-        print(f"  collector / cryptofeed   {ratio:.2f}x (medians of this run)")
-    feed.child.kill()
     steadies: list[tuple[str, float, list[str] | None]] = [
         (f"steady {float(r):,.0f} trades/s", float(r), None) for r in args.rates.split(",") if r
     ]
