@@ -88,6 +88,7 @@ class Collector:
         self.gaps.landing, self.gaps.markers = self.landing, self.markers
         self.capture = Capture(self.core, self.journal, gaps=self.gaps, markers=self.markers,
                                submit=self.landing.submit, rotate=self.stream.request_rotation,
+                               outages=lambda: self.stream.outages,
                                units_per_s=1_000 if s.time_unit == "ms" else 1_000_000, log=log,
                                metrics=metrics)  # fmt: skip
         self.stream.on_chunk, self.stream.handover_ready = self.capture.on_chunk, self.capture.handover_ready

@@ -43,6 +43,7 @@ class Capture:
         markers: MarkerScheduler,
         submit: Callable[[SealedBatch], None],
         rotate: Callable[[str], None],
+        outages: Callable[[], int],
         units_per_s: int,
         log: Any,
         metrics: Registry,
@@ -53,6 +54,7 @@ class Capture:
         self.markers = markers
         self.submit = submit
         self.rotate = rotate
+        self.outages = outages  # the stream's count of outages: continuity since a trade is proven by it
         self.units_per_s = units_per_s
         self.log = log
         self.last_trade_mono: float | None = None
@@ -120,7 +122,7 @@ class Capture:
                 )
                 self.journal.note_gap(found.batch_id, registered.to_json())
                 self.gaps.register(registered)
-            self.markers.saw_trades({s: t / units for s, t in result.last_trade_time.items()}, now)
+            self.markers.saw_trades(result.last_trade_time, units, now, self.outages())
         self.hand_on()
 
     def _report(self, result: ChunkResult) -> None:

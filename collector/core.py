@@ -25,7 +25,7 @@ from operator import itemgetter
 from typing import Any
 
 from collector.batching import UNITS_PER_MINUTE, MinuteBatcher, SealedBatch, TimeUnit
-from collector.binance import ServerShutdown, Skipped, decode_read
+from collector.binance import ServerShutdown, Skipped, decode_read, decode_trades
 from collector.sequence import Gap, SequenceTracker
 
 __all__ = ["CaptureCore", "CaptureStats", "ChunkResult", "GapSeen"]
@@ -69,8 +69,8 @@ class ChunkResult:
     journal: list[tuple[str, list[bytes]]] = field(default_factory=list)  # (batch_id, its frames)
 
     def _journal(self, batch_id: str, frames: list[bytes]) -> None:
-        if self.journal and self.journal[-1][0] == batch_id:
-            self.journal[-1][1].extend(frames)
+        if self.journal and self.journal[-1][0] == batch_id:  # a new list: `frames` may be the read's
+            self.journal[-1] = (batch_id, self.journal[-1][1] + frames)
         else:
             self.journal.append((batch_id, frames))
 
@@ -107,14 +107,14 @@ class CaptureCore:
         stats = self.stats
         stats.frames += len(frames)
         stats.reads += 1
-        read = decode_read(frames, combined=self.combined)
-        if read.others or read.one_by_one:
+        columns = decode_trades(frames, combined=self.combined)  # the usual read: trades only
+        if columns is None:
+            read = decode_read(frames, combined=self.combined)
             stats.slow_frames += read.one_by_one
             self._note_others(read.others, result)
-        columns = read.columns
-        if columns is None:
-            return result
-        frames = read.frames
+            columns, frames = read.columns, read.frames
+            if columns is None:
+                return result
         positions: dict[str, list[int] | None]
         values: tuple[Sequence[Any], ...] = (
             columns.trade_ids,
@@ -168,6 +168,35 @@ class CaptureCore:
         result: ChunkResult,
     ) -> None:
         """One symbol's trades of a chunk, in stretches that continue, each placed whole."""
+        stats = self.stats
+        times, per = values[3], self._units_per_minute
+        minute = times[0] // per
+        if min(times) // per == minute == max(times) // per and self.sequence.observe_run(symbol, values[0]):
+            # The usual run: it continues where the symbol left off, all in one minute.
+            placed, sealed = self.batcher.extend(
+                symbol, minute, values, received_at_ns=received_at_ns, frames=frames, now_s=now_s
+            )
+            for batch_id, start, stop in placed:
+                result._journal(batch_id, frames[start:stop] if len(placed) > 1 else frames)
+            if sealed:
+                self._collect(sealed)
+            stats.fast_chunks += 1
+            stats.trades[symbol] += len(frames)
+            self._last_time[symbol] = result.last_trade_time[symbol] = times[-1]
+            return
+        self._feed_pieces(symbol, values, frames, received_at_ns=received_at_ns, now_s=now_s, result=result)
+
+    def _feed_pieces(
+        self,
+        symbol: str,
+        values: tuple[Sequence[Any], ...],
+        frames: list[bytes],
+        *,
+        received_at_ns: int,
+        now_s: float,
+        result: ChunkResult,
+    ) -> None:
+        """A run that crosses a minute or has a discontinuity: split where it must be."""
         stats = self.stats
         stretches, duplicates = self.sequence.accept_run(symbol, values[0])
         stats.duplicates += duplicates

@@ -88,6 +88,18 @@ class Journal:
 
     def append_read(self, received_at_ns: int, parts: list[tuple[str, list[bytes]]]) -> None:
         """Everything one read brought, for every batch it went into: one write."""
+        if len(parts) == 1:  # the usual read
+            batch_id, frames = parts[0]
+            body = b"\n".join(frames)
+            if body.count(b"\n") == len(frames) - 1:
+                data = b"B %s %d %d\n%s\n" % (batch_id.encode(), received_at_ns, len(frames), body)
+                with self._lock:
+                    number = self._write_locked(data)
+                    live = self._live[number]
+                    if batch_id not in live:
+                        live.add(batch_id)
+                        self._segments_of.setdefault(batch_id, set()).add(number)
+                return
         chunks = []
         for batch_id, frames in parts:
             body = b"\n".join(frames)
@@ -117,10 +129,11 @@ class Journal:
     def _write(self, data: bytes, batch_ids: list[str]) -> None:
         with self._lock:
             number = self._write_locked(data)
-            live = self._live.setdefault(number, set())
+            live = self._live[number]
             for batch_id in batch_ids:
-                live.add(batch_id)
-                self._segments_of.setdefault(batch_id, set()).add(number)
+                if batch_id not in live:  # the usual read: a batch already in this segment
+                    live.add(batch_id)
+                    self._segments_of.setdefault(batch_id, set()).add(number)
 
     def _write_locked(self, data: bytes) -> int:
         if self._fd is None or self._size >= self.segment_bytes:

@@ -355,14 +355,17 @@ class MarkerScheduler:
         self._refreshes: list[tuple[str, range, Callable[[], bool]]] = []
         self._unsaved = False
 
-    def saw_trades(self, last_trade_s: dict[str, float], now_mono: float) -> None:
-        """The last accepted trade time of each symbol in a read (from the event loop, no I/O)."""
-        outages = self.stream_state()[1]
-        for symbol, trade_s in last_trade_s.items():
-            if symbol not in self._last_seen and symbol not in self.book.cursor:
-                self.book.note(symbol, int(trade_s // 60))
+    def saw_trades(
+        self, last_trade_time: dict[str, int], units_per_s: int, now_mono: float, outages: int
+    ) -> None:
+        """The last accepted trade time of each symbol in a read, in the stream's unit, and how
+        many outages the stream has had (from the event loop, once per read: no I/O)."""
+        last_seen = self._last_seen
+        for symbol, trade_time in last_trade_time.items():
+            if symbol not in last_seen and symbol not in self.book.cursor:
+                self.book.note(symbol, int(trade_time / units_per_s // 60))
                 self._unsaved = True
-            self._last_seen[symbol] = (trade_s, now_mono, outages)
+            last_seen[symbol] = (trade_time / units_per_s, now_mono, outages)
 
     def first_unmarked_s(self, symbol: str, trade_s: float) -> float:
         """Where a gap's time window opens when no trade before it is known (after a restart)."""

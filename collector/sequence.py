@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["RESET_DISTANCE", "Gap", "SequenceTracker", "Stretch"]
 
@@ -31,10 +32,9 @@ class Gap:
         return self.last_missing - self.first_missing + 1
 
 
-@dataclass(frozen=True, slots=True)
-class Stretch:
+class Stretch(NamedTuple):
     """Positions `start..stop` (exclusive) of a run of ids: accepted, consecutive, and after a
-    gap of `gap`'s ids when it is not None."""
+    gap of `gap`'s ids when it is not None. (A named tuple: one is made per read.)"""
 
     start: int
     stop: int
@@ -58,6 +58,15 @@ class SequenceTracker:
         """Ids up to `trade_id` are already held elsewhere (spool, journal): treat them as seen."""
         if trade_id > self._last.get(symbol, -1):
             self._last[symbol] = trade_id
+
+    def observe_run(self, symbol: str, trade_ids: Sequence[int]) -> bool:
+        """Accept a run of ids in one step when it continues exactly where the symbol left off
+        (`observe` would accept each, with no gap). Otherwise change nothing and return False."""
+        last = self._last.get(symbol)
+        if last is None or trade_ids[0] != last + 1 or not _consecutive(trade_ids, 0):
+            return False
+        self._last[symbol] = trade_ids[-1]
+        return True
 
     def accept_run(self, symbol: str, trade_ids: Sequence[int]) -> tuple[list[Stretch], int]:
         """Observe a run of ids at once: the stretches accepted, and how many were duplicates.
