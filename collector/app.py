@@ -32,6 +32,7 @@ from collector.journal import Journal
 from collector.landing import PERMANENT_ERROR_RETRY_S, Landing, SpoolBudget
 from collector.logs import get_logger
 from collector.markers import MarkerBook, MarkerScheduler, MarkerWriter
+from collector.preflight import check_symbols
 from collector.recovery import Recovery
 from collector.sinks import Sink, make_sink
 from collector.spool import Spool
@@ -41,6 +42,7 @@ from collector.systemd import Notifier, watchdog_interval_s
 __all__ = ["Collector", "make_sink"]
 
 TICK_S = 0.5  # how often age and minute-close deadlines are checked
+FIRST_STATS_S = 10.0
 
 
 class Collector:
@@ -102,6 +104,8 @@ class Collector:
     async def run(self) -> int:
         """Run until a signal or a fatal error. Returns the process exit code."""
         self._install_signal_handlers()
+        if not await self._symbols_exist():
+            return 2
         recovered = await self.recovery.run(self.sink, self.settings.symbols)
         self.landing.recover(recovered.spooled)
         health_port = await self._start_health()
@@ -194,15 +198,39 @@ class Collector:
         os._exit(1)
 
     async def _ticker(self) -> None:
-        next_stats = time.monotonic() + self.settings.stats_interval_s
-        tick_s = min(TICK_S, self.settings.stats_interval_s)  # stats as often as asked for
+        interval = self.settings.stats_interval_s
+        # The first line comes once the first object has landed, or after FIRST_STATS_S: a person
+        # who just started it sees it work without waiting a whole interval.
+        next_stats = time.monotonic() + min(interval, FIRST_STATS_S)
+        first = True
+        tick_s = min(TICK_S, interval)  # stats as often as asked for
         while True:
             await asyncio.sleep(tick_s)
             now = time.monotonic()
             self.capture.tick(now)
-            if now >= next_stats:
-                next_stats = now + self.settings.stats_interval_s
+            if now >= next_stats or (first and self.metrics.value("batches_landed")):
+                first = False
+                next_stats = now + interval
                 self.log.info("collector.stats", **self.metrics.values())
+
+    async def _symbols_exist(self) -> bool:
+        """Ask exchangeInfo about the symbols: Binance sends nothing for a stream that does not
+        exist, so an unknown symbol would otherwise mean waiting in silence."""
+        report = await asyncio.to_thread(
+            check_symbols, BinanceRest(self.settings.rest_url, timeout_s=10.0), self.settings.symbols
+        )
+        if report.error:
+            self.log.warning(
+                "collector.symbols_unchecked", error=report.error, note="going on without the check"
+            )
+        for symbol, status in report.not_trading.items():
+            self.log.warning("collector.symbol_not_trading", symbol=symbol, status=status,
+                             note="no trades will come until Binance lists it as TRADING again")  # fmt: skip
+        if report.unknown:
+            self.log.error("collector.fatal", kind="UnknownSymbol", error="; ".join(report.problems()),
+                           fix="correct COLLECTOR_SYMBOLS")  # fmt: skip
+            return False
+        return True
 
     # ---- what the stages ask of each other ---------------------------------------------------
 

@@ -12,7 +12,10 @@ marker and data file and reports:
 - duplicate_trades and gap: trade-id continuity across files and minutes. A gap that a marker
   declares as unfilled is listed as known, not counted as a defect.
 
-It exits 1 when it found a defect, 0 when the zone is clean.
+Minutes after a symbol's last marker are not final yet (the collector marks minutes in order,
+once each is complete): they are reported as pending, with their trades, and not checked
+against a marker; the summary says how much it checked of how much it found. It exits 1 when
+it found a defect, 0 when the zone is clean.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import gzip
 import hashlib
 import io
 import itertools
+import re
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,11 +40,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from collector.completion import parse_manifest
-from collector.layout import parse_marker_key, parse_object_key, partition_prefix, symbol_root
+from collector.layout import exchange_root, parse_marker_key, parse_object_key, partition_prefix, symbol_root
 from collector.parquet import landing_parquet_schema
 from collector.sinks import Sink
 
-__all__ = ["AuditReport", "Problem", "audit", "render"]
+__all__ = ["AuditReport", "Problem", "audit", "data_range", "render", "symbols_in"]
+
+_SYMBOL = re.compile(r"[A-Z0-9]{2,20}")
 
 # The trades a problem's list keeps in full; the counts are always complete.
 _SAMPLES = 20
@@ -65,6 +72,9 @@ class AuditReport:
     rows: int = 0
     bytes: int = 0
     max_files_per_minute: int = 0
+    pending_minutes: int = 0  # after the last marker: not final yet, not checked
+    pending_rows: int = 0
+    pending: list[Problem] = field(default_factory=list)  # per symbol: the pending stretch
     problems: list[Problem] = field(default_factory=list)
     known_gaps: list[Problem] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
@@ -93,6 +103,11 @@ class AuditReport:
             "bytes_per_trade": round(self.bytes / self.rows, 3) if self.rows else None,
             "files_per_minute": round(self.files / self.minutes, 3) if self.minutes else None,
             "max_files_per_minute": self.max_files_per_minute,
+            "found_minutes": self.minutes + self.pending_minutes,
+            "found_rows": self.rows + self.pending_rows,
+            "pending_minutes": self.pending_minutes,
+            "pending_rows": self.pending_rows,
+            "pending": [asdict(p) for p in self.pending],
             "problem_counts": dict(sorted(self.counts.items())),
             "problems": [asdict(p) for p in self.problems],
             "known_gaps": [asdict(p) for p in self.known_gaps],
@@ -125,34 +140,107 @@ def _days(start_minute: int, end_minute: int) -> Iterable[str]:
         day += timedelta(days=1)
 
 
+def symbols_in(sink: Sink) -> list[str]:
+    """Every symbol with anything under the exchange root."""
+    return sorted(name for name in sink.list_dirs(exchange_root()) if _SYMBOL.fullmatch(name))
+
+
 def data_range(sink: Sink, symbol: str) -> tuple[int, int] | None:
-    """From the first minute holding anything for `symbol` to the last marked one (or, with no
-    marker yet, the last with data): minutes still being written are not audited by default."""
-    data: list[int] = []
-    marked: list[int] = []
-    for key, _ in sink.list_keys(symbol_root(symbol)):
-        if (marker := parse_marker_key(key)) is not None:
-            marked.append(marker[1])
-        elif (name := parse_object_key(key)) is not None:
-            data.append(name.minute)
-    if not data and not marked:
-        return None
-    return min(data + marked), max(marked or data) + 1
+    """From the first minute holding anything for `symbol` to the last (end excluded)."""
+    minutes = [m for key, _ in sink.list_keys(symbol_root(symbol)) if (m := _minute_of_key(key)) is not None]
+    return (min(minutes), max(minutes) + 1) if minutes else None
+
+
+def last_marked(sink: Sink, symbol: str, not_before: int, now_s: float) -> int | None:
+    """The newest marked minute of `symbol`, looking back day by day from today (to `not_before`)."""
+    day = int(now_s // 86_400)
+    while day * 1440 + 1440 > not_before:
+        prefix = f"{symbol_root(symbol)}{datetime.fromtimestamp(day * 86_400, tz=UTC):%Y/%m/%d}/"
+        marked = [m[1] for key, _ in sink.list_keys(prefix) if (m := parse_marker_key(key)) is not None]
+        if marked:
+            return max(marked)
+        day -= 1
+    return None
+
+
+def _minute_of_key(key: str) -> int | None:
+    if (marker := parse_marker_key(key)) is not None:
+        return marker[1]
+    name = parse_object_key(key)
+    return name.minute if name is not None else None
 
 
 def audit(
-    sink: Sink, symbols: list[str], start_minute: int, end_minute: int, *, workers: int = 8
+    sink: Sink,
+    symbols: list[str],
+    start_minute: int,
+    end_minute: int,
+    *,
+    workers: int = 8,
+    now_s: float | None = None,
 ) -> AuditReport:
     """Audit minutes [start_minute, end_minute) of each symbol."""
     report = AuditReport(sink.describe(), symbols, _label(start_minute) or "", _label(end_minute) or "")
+    now_s = time.time() if now_s is None else now_s
     for symbol in symbols:
-        _audit_symbol(sink, symbol, start_minute, end_minute, report, workers=workers)
+        marked = last_marked(sink, symbol, start_minute, now_s)
+        pending_from = start_minute if marked is None else max(start_minute, marked + 1)
+        _audit_symbol(
+            sink, symbol, start_minute, end_minute, report, workers=workers, pending_from=pending_from
+        )
     return report
 
 
 def _audit_symbol(
-    sink: Sink, symbol: str, start: int, end: int, report: AuditReport, *, workers: int
+    sink: Sink, symbol: str, start: int, end: int, report: AuditReport, *, workers: int, pending_from: int
 ) -> None:
+    files_by_minute, markers = _listing(sink, symbol, start, end, report)
+    all_files = [f for files in files_by_minute.values() for f in files]
+    if not markers and not all_files:
+        pending_from = end  # nothing at all: every minute is simply missing
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        marker_docs = dict(zip(markers, pool.map(sink.get, markers.values()), strict=True))
+        findings = list(pool.map(lambda f: _read_file(sink, f), all_files))
+    for f, found in zip(all_files, findings, strict=True):
+        if f.minute >= pending_from:
+            report.pending_rows += len(f.ids) if f.ids is not None else 0
+        else:
+            report.files += 1 if f.data else 0
+            report.bytes += len(f.data)
+            report.rows += len(f.ids) if f.ids is not None else 0
+        for kind, detail in found:
+            report.add(kind, symbol, f.minute, detail)
+    if pending_from < end:
+        pending = range(pending_from, end)
+        with_data = sum(1 for m in pending if m in files_by_minute)
+        report.pending_minutes += len(pending)
+        detail = f"{len(pending)} minute(s) from {_label(pending_from)} on, {with_data} with data"
+        report.pending.append(Problem("pending", symbol, _label(pending_from), detail))
+    declared: list[tuple[int, int, int]] = []  # (first, last, minute) of gaps markers declare
+    for minute in range(start, min(end, pending_from)):
+        report.minutes += 1
+        files = files_by_minute.get(minute, [])
+        report.max_files_per_minute = max(report.max_files_per_minute, len(files))
+        raw = marker_docs.get(minute)
+        if raw is None:
+            kind = "missing_marker" if files else "missing_minute"
+            report.add(kind, symbol, minute, partition_prefix(symbol, minute))
+            continue
+        report.markers += 1
+        try:
+            doc = parse_manifest(raw)
+        except ValueError as exc:
+            report.add("bad_marker", symbol, minute, f"{markers[minute]}: {exc}")
+            continue
+        declared.extend((g["first_missing"], g["last_missing"], minute) for g in doc["unfilled_gaps"])
+        _check_marker(doc, files, report, symbol, minute)
+    _check_continuity([f for f in all_files if f.minute < pending_from], declared, report, symbol)
+
+
+def _listing(
+    sink: Sink, symbol: str, start: int, end: int, report: AuditReport
+) -> tuple[dict[int, list[_File]], dict[int, str]]:
+    """The symbol's data files and markers of the range, by minute; strays are reported."""
     listed: list[tuple[str, int]] = []
     for day in _days(start, end):
         listed.extend(sink.list_keys(f"{symbol_root(symbol)}{day}"))
@@ -166,46 +254,11 @@ def _audit_symbol(
         name = parse_object_key(key)
         if name is None:
             report.add("unexpected_object", symbol, None, key)
-            continue
-        if start <= name.minute < end and name.symbol == symbol:
+        elif start <= name.minute < end and name.symbol == symbol:
             files_by_minute[name.minute].append(
                 _File(key, name.minute, name.first_trade_id, name.last_trade_id, size, name.extension)
             )
-    all_files = [f for files in files_by_minute.values() for f in files]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        marker_docs = dict(zip(markers, pool.map(sink.get, markers.values()), strict=True))
-        findings = list(pool.map(lambda f: _read_file(sink, f), all_files))
-    for f, found in zip(all_files, findings, strict=True):
-        if f.data:
-            report.files += 1
-            report.bytes += len(f.data)
-        if f.ids is not None:
-            report.rows += len(f.ids)
-        for kind, detail in found:
-            report.add(kind, symbol, f.minute, detail)
-    declared: list[tuple[int, int, int]] = []  # (first, last, minute) of gaps markers declare
-    for minute in range(start, end):
-        report.minutes += 1
-        files = files_by_minute.get(minute, [])
-        report.max_files_per_minute = max(report.max_files_per_minute, len(files))
-        raw = marker_docs.get(minute)
-        if raw is None:
-            report.add(
-                "missing_marker" if files else "missing_minute",
-                symbol,
-                minute,
-                partition_prefix(symbol, minute),
-            )
-            continue
-        report.markers += 1
-        try:
-            doc = parse_manifest(raw)
-        except ValueError as exc:
-            report.add("bad_marker", symbol, minute, f"{markers[minute]}: {exc}")
-            continue
-        declared.extend((g["first_missing"], g["last_missing"], minute) for g in doc["unfilled_gaps"])
-        _check_marker(doc, files, report, symbol, minute)
-    _check_continuity(all_files, declared, report, symbol)
+    return files_by_minute, markers
 
 
 def _read_file(sink: Sink, f: _File) -> list[tuple[str, str]]:
@@ -319,16 +372,30 @@ def render(report: AuditReport) -> str:
     d = report.as_dict()
     lines = [
         f"audit of {d['destination']} for {', '.join(d['symbols'])}, {d['from']} to {d['to']} (end excluded)",
-        f"  minutes {d['minutes']:,}, markers {d['markers']:,}, files {d['files']:,} "
-        f"({d['files_per_minute']} per minute, at most {d['max_files_per_minute']}), "
-        f"trades {d['rows']:,}, bytes {d['bytes']:,} ({d['bytes_per_trade']} per trade)",
+        f"  checked {d['rows']:,} trades in {d['minutes']:,} minutes of the {d['found_rows']:,} trades in "
+        f"{d['found_minutes']:,} minutes found",
+        f"  markers {d['markers']:,}, files {d['files']:,} "
+        f"({d['files_per_minute'] or 0} per minute, at most {d['max_files_per_minute']}), "
+        f"bytes {d['bytes']:,} ({d['bytes_per_trade'] or 0} per trade)",
     ]
+    if report.pending:
+        lines.append(
+            f"  pending: {d['pending_minutes']:,} minutes ({d['pending_rows']:,} trades) after the last "
+            "marker, not checked: the collector marks a minute once it is final; audit again later"
+        )
+        lines.extend(f"    {p.symbol}: {p.detail}" for p in report.pending)
     if report.known_gaps:
         lines.append(f"  known gaps (declared unfilled in markers): {len(report.known_gaps)}")
         lines.extend(f"    {p.minute} {p.symbol}: {p.detail}" for p in report.known_gaps[:_SAMPLES])
+        if len(report.known_gaps) > _SAMPLES:
+            lines.append(f"    ... and {len(report.known_gaps) - _SAMPLES} more")
     if report.ok:
         lines.append("OK: no defects found")
     else:
         lines.append("DEFECTS: " + ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts.items())))
-        lines.extend(f"  {p.kind} {p.symbol} {p.minute or ''}: {p.detail}" for p in report.problems)
+        for kind, count in sorted(report.counts.items()):
+            shown = [p for p in report.problems if p.kind == kind]
+            lines.extend(f"  {p.kind} {p.symbol} {p.minute or ''}: {p.detail}" for p in shown)
+            if count > len(shown):
+                lines.append(f"  ... and {count - len(shown)} more {kind}")
     return "\n".join(lines)

@@ -66,10 +66,25 @@ class BinanceRest:
 
     def historical_trades(self, symbol: str, from_id: int, limit: int) -> RestPage:
         query = urllib.parse.urlencode({"symbol": symbol, "fromId": from_id, "limit": limit})
-        request = urllib.request.Request(f"{self.base_url}/api/v3/historicalTrades?{query}")  # noqa: S310
+        headers = {"X-MBX-TIME-UNIT": "MICROSECOND"} if self.time_unit == "us" else {}
+        return self._get(f"/api/v3/historicalTrades?{query}", headers)
+
+    def exchange_info(self, symbols: list[str] | None = None) -> RestPage:
+        """GET /api/v3/exchangeInfo (weight 20), for some symbols or the whole market (rows: the
+        response object, in a list of one)."""
+        query = ""
+        if symbols:
+            query = "?" + urllib.parse.urlencode({"symbols": json.dumps(symbols, separators=(",", ":"))})
+        page = self._get(f"/api/v3/exchangeInfo{query}", {})
+        if page.status == 200 and isinstance(page.rows, dict):
+            return RestPage(page.status, [page.rows], page.used_weight, None)
+        return page
+
+    def _get(self, path: str, headers: dict[str, str]) -> RestPage:
+        request = urllib.request.Request(f"{self.base_url}{path}")  # noqa: S310 (http(s) only, from settings)
         request.add_header("User-Agent", "trade-lake-collector")
-        if self.time_unit == "us":
-            request.add_header("X-MBX-TIME-UNIT", "MICROSECOND")
+        for name, value in headers.items():
+            request.add_header(name, value)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
                 body = response.read().decode()
@@ -81,12 +96,12 @@ class BinanceRest:
                 )
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")[:500]
-            headers = exc.headers
+            answer = exc.headers
             return RestPage(
                 exc.code,
                 None,
-                _int(headers.get("X-MBX-USED-WEIGHT-1M")) if headers else None,
-                _float(headers.get("Retry-After")) if headers else None,
+                _int(answer.get("X-MBX-USED-WEIGHT-1M")) if answer else None,
+                _float(answer.get("Retry-After")) if answer else None,
                 body,
             )
 

@@ -43,7 +43,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     lean.apply()
     settings = _settings(args)
-    configure_logging(settings.log_level)
+    _refuse_unusable(settings)
+    configure_logging(settings.log_level, settings.log_format)
     from collector.app import Collector
 
     async def main() -> int:
@@ -52,11 +53,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _refuse_unusable(settings: Settings) -> None:
+    """Directories that cannot be made or written stop the start, as a bad setting does."""
+    from collector.preflight import offline_problems
+
+    problems = offline_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Print the resolved settings; exit 2 naming each one that cannot work (--online: ask S3 and Binance)."""
+    from collector.preflight import offline_problems, online_problems
+
     settings = _settings(args)
-    print(json.dumps(settings.redacted(), indent=2))
+    print(json.dumps(settings.as_env(), indent=2))
     print(f"stream URL: {settings.stream_url()}", file=sys.stderr)
-    print("configuration OK", file=sys.stderr)
+    problems = offline_problems(settings)
+    warnings: list[str] = []
+    if args.online:
+        online, warnings = online_problems(settings)
+        problems += online
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if problems:
+        print("collector: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    checked = (
+        "checked with S3 and Binance"
+        if args.online
+        else "not checked online: add --online to ask S3 and Binance"
+    )
+    print(f"configuration OK ({checked})", file=sys.stderr)
     return 0
 
 
@@ -66,7 +94,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
-    url = f"http://127.0.0.1:{args.port}/health"
+    port = args.port
+    if port is None:  # the collector's own setting, from the environment or the .env file
+        port = _settings(args).health_port
+        if port == 0:
+            print(
+                "collector status: COLLECTOR_HEALTH_PORT=0: the collector serves no /health to ask",
+                file=sys.stderr,
+            )
+            return 1
+    url = f"http://127.0.0.1:{port}/health"
     deadline = time.monotonic() + args.wait
     last = ""
     while True:
@@ -152,6 +189,33 @@ def _faults(args: argparse.Namespace) -> Faults:
     )
 
 
+def _symbol_status(text: str) -> tuple[str, str]:
+    symbol, sep, status = text.partition("=")
+    if not sep or not symbol or not status:
+        raise ValueError(f"--status {text!r}: give SYMBOL=STATUS, e.g. ETHUSDT=BREAK")
+    return symbol.strip().upper(), status.strip().upper()
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1 to 65535)")
+    return port
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return seconds
+
+
 def _utc_minute(text: str) -> int:
     """Minutes since the epoch for 2026-11-22, 2026-11-22T10:15 or 2026-11-22T10:15Z (UTC)."""
     from datetime import UTC, datetime
@@ -167,8 +231,8 @@ def _utc_minute(text: str) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Check a landing zone's markers, files and trade-id continuity; exit 1 on any defect."""
-    from collector.audit import audit, data_range, render
-    from collector.config import S3Destination
+    from collector.audit import audit, data_range, render, symbols_in
+    from collector.config import S3Destination, parse_symbols
     from collector.exceptions import SinkPermanentError, SinkUnavailable
     from collector.sinks import LocalSink, S3Sink, Sink
 
@@ -177,41 +241,51 @@ def cmd_audit(args: argparse.Namespace) -> int:
     sink: Sink
     if isinstance(destination, S3Destination):
         sink = S3Sink(destination, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+    elif not destination.is_dir():
+        raise ValueError(f"{destination} is not a directory; pass a landing directory or s3://bucket/prefix")
     else:
-        if not destination.is_dir():
-            print(f"collector audit: {destination} is not a directory; pass a landing directory "
-                  "or s3://bucket/prefix", file=sys.stderr)  # fmt: skip
-            return 2
         sink = LocalSink(destination)
-    symbols = (
-        [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-        if args.symbols
-        else list(settings.symbols)
-    )
+    if args.symbols:
+        try:
+            symbols = list(parse_symbols(args.symbols))
+        except ValueError as exc:
+            raise ValueError(f"--symbols {args.symbols!r}: {exc}") from None
+    span = _audit_span(args)  # bad times fail here, before anything is read
     try:
-        if args.day:
-            start = _utc_minute(args.day)
-            end = start + 1440
-        elif args.start:
-            start = _utc_minute(args.start)
-            end = _utc_minute(args.end) if args.end else int(time.time() // 60) - 1
-        else:
+        symbols = symbols if args.symbols else symbols_in(sink)
+        if not symbols:
+            print(f"collector audit: nothing under {sink.describe('Binance/')}", file=sys.stderr)
+            return 1
+        if span is None:
             spans = [r for s in symbols if (r := data_range(sink, s))]
             if not spans:
                 print(
                     f"collector audit: nothing for {', '.join(symbols)} in {sink.describe()}", file=sys.stderr
                 )
                 return 1
-            start, end = min(r[0] for r in spans), max(r[1] for r in spans)
-        if end <= start:
-            print("collector audit: --to must be after --from", file=sys.stderr)
-            return 2
-        report = audit(sink, symbols, start, end)
+            span = min(r[0] for r in spans), max(r[1] for r in spans)
+        report = audit(sink, symbols, *span)
     except (SinkPermanentError, SinkUnavailable) as exc:
         print(f"collector audit: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report.as_dict(), indent=1) if args.json else render(report))
     return 0 if report.ok else 1
+
+
+def _audit_span(args: argparse.Namespace) -> tuple[int, int] | None:
+    """The minutes --day or --from/--to name (end excluded); None: everything found."""
+    if args.day:
+        start = _utc_minute(args.day)
+        return start, start + 1440
+    if not args.start:
+        if args.end:
+            raise ValueError("--to needs --from")
+        return None
+    start = _utc_minute(args.start)
+    end = _utc_minute(args.end) if args.end else int(time.time() // 60) - 1
+    if end <= start:
+        raise ValueError("--to must be after --from")
+    return start, end
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
@@ -229,6 +303,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             redeliver=args.redeliver,
             live=args.live,
             faults=_faults(args),
+            statuses=dict(_symbol_status(text) for text in args.status),
             log=log,
         )
         url = await server.start(args.host, args.port)
@@ -268,7 +343,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     if settings.is_s3:
         raise ConfigError(["collector demo writes to a local directory; give --destination a path"])
-    configure_logging("warning" if args.quiet else settings.log_level)
+    _refuse_unusable(settings)
+    configure_logging("warning" if args.quiet else settings.log_level, settings.log_format)
     from collector.app import Collector
     from collector.emulator import FeedServer
 
@@ -290,11 +366,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return code
 
     code = asyncio.run(main())
-    _print_inventory(Path(str(destination)))
+    landed = _print_inventory(Path(str(destination)), settings.marker_grace_s)
+    if code == 0 and not landed:
+        print(
+            f"collector demo: nothing landed in {args.seconds:g} s; the log lines above say why "
+            "(collector.upload_blocked, collector.fatal), or the feed had no trades to send",
+            file=sys.stderr,
+        )
+        return 1
     return code
 
 
-def _print_inventory(root: Path) -> None:
+def _print_inventory(root: Path, marker_grace_s: float) -> int:
+    """What landed under `root`, per symbol, and the minutes still without a marker; the trades."""
+    from collector.completion import minute_label
     from collector.inventory import scan_local
 
     found = scan_local(root)
@@ -306,8 +391,18 @@ def _print_inventory(root: Path) -> None:
             f"({inv.bytes / max(1, inv.rows):.1f} B/trade), ids {min(ids)}..{max(ids)}, "
             f"{inv.duplicates} duplicates, {inv.missing} missing"
         )
+        unmarked = sorted(inv.minutes - inv.marked)
+        if unmarked:
+            listed = ", ".join(minute_label(m)[11:16] for m in unmarked[:5])
+            more = f" and {len(unmarked) - 5} more" if len(unmarked) > 5 else ""
+            print(
+                f"    {len(unmarked)} minute(s) without _SUCCESS ({listed}{more} UTC): the demo "
+                f"stopped before they were final (a minute is marked {marker_grace_s:g} s after it "
+                "ends, once all of it has landed); `collector audit` lists them as pending"
+            )
     if not found:
         print("  nothing")
+    return sum(inv.rows for inv in found.values())
 
 
 def _with_tape(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -340,7 +435,7 @@ def _add_audit(audit: argparse.ArgumentParser) -> None:
         nargs="?",
         help="landing directory or s3://bucket/prefix (default: COLLECTOR_DESTINATION)",
     )
-    audit.add_argument("--symbols", help="comma-separated (default: COLLECTOR_SYMBOLS)")
+    audit.add_argument("--symbols", help="comma-separated (default: every symbol in the landing zone)")
     audit.add_argument("--day", help="one UTC day, e.g. 2026-11-22")
     audit.add_argument("--from", dest="start", help="first UTC minute, e.g. 2026-11-22T10:00")
     audit.add_argument("--to", dest="end", help="end UTC minute, excluded (default: the last full minute)")
@@ -355,6 +450,9 @@ def _add_emulate(emulate: argparse.ArgumentParser) -> None:
     emulate.add_argument("--ping-interval-s", type=float, default=20.0)
     emulate.add_argument(
         "--live", action="store_true", help="keep producing while no client is connected, like an exchange"
+    )
+    emulate.add_argument(
+        "--status", action="append", default=[], help="exchangeInfo status of a symbol, e.g. ETHUSDT=BREAK"
     )
     faults = emulate.add_argument_group(
         "scripted faults (all off by default; connection k gets the k-th, in turn)"
@@ -404,12 +502,16 @@ def build_parser() -> argparse.ArgumentParser:
     with_env(
         sub.add_parser("run", help="capture trades and land them (live Binance by default)")
     ).set_defaults(func=cmd_run)
-    with_env(
-        sub.add_parser("check-config", help="print the resolved settings; fail on a bad one")
-    ).set_defaults(func=cmd_check_config)
+    check = with_env(sub.add_parser("check-config", help="print the resolved settings; fail on a bad one"))
+    check.add_argument(
+        "--online", action="store_true", help="also ask S3 (the bucket) and Binance (the symbols)"
+    )
+    check.set_defaults(func=cmd_check_config)
 
-    status = sub.add_parser("status", help="print the running collector's health; exit 0 when healthy")
-    status.add_argument("--port", type=int, default=9108, help="COLLECTOR_HEALTH_PORT of the collector")
+    status = with_env(
+        sub.add_parser("status", help="print the running collector's health; exit 0 when healthy")
+    )
+    status.add_argument("--port", type=_port, default=None, help="default: COLLECTOR_HEALTH_PORT (9108)")
     status.add_argument("--wait", type=float, default=0.0, help="keep asking for up to this many seconds")
     status.set_defaults(func=cmd_status)
 
@@ -423,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_emulate(_with_tape(sub.add_parser("emulate", help="serve a local Binance-compatible trade feed")))
 
     demo = with_env(_with_tape(sub.add_parser("demo", help="run the local feed and the collector together")))
-    demo.add_argument("--seconds", type=float, default=30.0, help="how long to capture")
+    demo.add_argument("--seconds", type=_positive_seconds, default=30.0, help="how long to capture")
     # Its own directories: a demo's made-up trade ids must never meet a real run's state.
     demo.add_argument("--destination", default="demo-landing", help="local landing directory")
     demo.add_argument("--spool-dir", default="demo-spool", help="spool directory")

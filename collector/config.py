@@ -22,8 +22,10 @@ __all__ = [
     "ENV_PREFIX",
     "S3Destination",
     "Settings",
+    "env_name",
     "load_settings",
     "parse_destination",
+    "parse_symbols",
 ]
 
 ENV_PREFIX = "COLLECTOR_"
@@ -95,6 +97,9 @@ class Settings:
     s3_sse: str = "AES256"
     s3_kms_key_id: str | None = None
     log_level: str = "info"
+    # json: one JSON object per line; console: coloured, aligned lines for a person; auto: console
+    # when stdout is a terminal, else json (the systemd unit says json).
+    log_format: str = "auto"
     # A `collector.stats` line this often: enough to see progress in the journal, not a flood.
     stats_interval_s: float = 60.0
     # /health and /metrics on 127.0.0.1; 0 turns the endpoint off.
@@ -122,6 +127,10 @@ class Settings:
             url += f"{sep}timeUnit=MICROSECOND"
         return url
 
+    def as_env(self) -> dict[str, Any]:
+        """The settings under the names a user sets (`COLLECTOR_*`), credentials in URLs masked."""
+        return {env_name(key): value for key, value in self.redacted().items()}
+
     def redacted(self) -> dict[str, Any]:
         """The settings as plain values, with credentials in URLs masked, for printing."""
         out: dict[str, Any] = {}
@@ -137,6 +146,11 @@ class Settings:
                 value = _redact_url(value)
             out[key] = value
         return out
+
+
+def env_name(field: str) -> str:
+    """The variable that sets a Settings field: output_format is COLLECTOR_FORMAT, the rest by name."""
+    return f"{ENV_PREFIX}{'FORMAT' if field == 'output_format' else field.upper()}"
 
 
 def _redact_url(url: str) -> str:
@@ -163,6 +177,8 @@ def parse_destination(value: str) -> Path | S3Destination:
         return S3Destination(bucket=bucket, prefix=f"{prefix}/" if prefix else "")
     if "://" in value:
         raise ValueError(f"{value!r}: only s3:// URLs or local directory paths are accepted")
+    if value.lower().startswith("s3:") or value.lower().startswith("s3a:"):
+        raise ValueError(f"{value!r} looks like an S3 URL but is not one; write s3://bucket/prefix")
     if not value.strip():
         raise ValueError("empty; give a directory path or an s3://bucket/prefix URL")
     return Path(value)
@@ -194,7 +210,10 @@ class _Reader:
 
     def positive_float(self, name: str, default: float) -> float:
         def parse(text: str) -> float:
-            number = float(text)
+            try:
+                number = float(text)
+            except ValueError:
+                raise ValueError("not a number") from None
             if not number > 0 or number == float("inf"):
                 raise ValueError("must be a positive number of seconds")
             return number
@@ -203,7 +222,10 @@ class _Reader:
 
     def bounded_int(self, name: str, default: int, low: int, high: int) -> int:
         def parse(text: str) -> int:
-            number = int(text.replace("_", ""))
+            try:
+                number = int(text.replace("_", ""))
+            except ValueError:
+                raise ValueError("not a whole number") from None
             if not low <= number <= high:
                 raise ValueError(f"must be between {low:,} and {high:,}")
             return number
@@ -220,7 +242,7 @@ class _Reader:
         return str(self.convert(name, default, parse, " | ".join(choices)))
 
 
-def _parse_symbols(text: str) -> tuple[str, ...]:
+def parse_symbols(text: str) -> tuple[str, ...]:
     symbols = tuple(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
     if not symbols:
         raise ValueError("no symbol given")
@@ -316,7 +338,7 @@ def _read(r: _Reader) -> Settings:
     """Every setting from `r`, its problems collected in `r.problems`."""
     defaults = Settings()
     symbols = r.convert(
-        "SYMBOLS", defaults.symbols, _parse_symbols, "comma-separated symbols, e.g. BTCUSDT,ETHUSDT"
+        "SYMBOLS", defaults.symbols, parse_symbols, "comma-separated symbols, e.g. BTCUSDT,ETHUSDT"
     )
     time_unit = r.choice("TIME_UNIT", defaults.time_unit, ("ms", "us"))
     destination = r.convert(
@@ -373,6 +395,7 @@ def _read(r: _Reader) -> Settings:
         log_level=r.convert(
             "LOG_LEVEL", defaults.log_level, _parse_log_level, "debug | info | warning | error"
         ),
+        log_format=r.choice("LOG_FORMAT", defaults.log_format, ("auto", "json", "console")),
     )
 
 
@@ -401,6 +424,7 @@ _KNOWN = (
     "s3_sse",
     "s3_kms_key_id",
     "log_level",
+    "log_format",
     "stats_interval_s",
     "health_port",
     "cloudwatch_namespace",

@@ -266,6 +266,7 @@ class FeedServer:
         ping_interval_s: float = 20.0,
         redeliver: int = 0,
         live: bool = False,
+        statuses: dict[str, str] | None = None,
         faults: Faults | None = None,
         log: Any = None,
     ) -> None:
@@ -273,6 +274,7 @@ class FeedServer:
         self.faults = faults or Faults()
         # live: keep producing with nobody connected, as an exchange does (downtime makes a hole)
         self.live = live
+        self.statuses = statuses or {}  # exchangeInfo status per symbol (default TRADING)
         self.history: dict[str, list[TapeTrade]] = {}
         self.rest_calls = 0
         self.rest_throttled = 0
@@ -349,7 +351,10 @@ class FeedServer:
         return None
 
     def _rest(self, request: Request) -> Response:
-        """GET /api/v3/historicalTrades, with Binance's weight accounting, 429 and 418."""
+        """GET /api/v3/historicalTrades, with Binance's weight accounting, 429 and 418; and
+        /api/v3/exchangeInfo for the tape's symbols (the scripted faults are historicalTrades')."""
+        if urlsplit(request.path).path == "/api/v3/exchangeInfo":
+            return self._exchange_info(request)
         faults = self.faults
         self.rest_calls += 1
         now = time.time()
@@ -408,6 +413,25 @@ class FeedServer:
         start = len(trades) - limit if from_id is None else max(from_id, faults.rest_oldest_id, first) - first
         rows = trades[max(0, start) : max(0, start) + limit]
         return answer(200, "[" + ",".join(t.rest_row_us if micro else t.rest_row for t in rows) + "]")
+
+    def _exchange_info(self, request: Request) -> Response:
+        query = {k: v[0] for k, v in parse_qs(urlsplit(request.path).query).items()}
+        wanted: list[str] = list(self.tape.symbols)
+        try:
+            if "symbols" in query:
+                wanted = [str(s) for s in json.loads(query["symbols"])]
+            elif "symbol" in query:
+                wanted = [query["symbol"]]
+        except (ValueError, TypeError):
+            return _json_response(
+                400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbols'."}
+            )
+        if any(s not in self.tape.symbols for s in wanted):
+            return _json_response(400, {"code": -1121, "msg": "Invalid symbol."})
+        rows = [_symbol_info(s, self.statuses.get(s, "TRADING")) for s in wanted]
+        return _json_response(
+            200, {"timezone": "UTC", "serverTime": int(time.time() * 1000), "symbols": rows}
+        )
 
     async def _handle(self, ws: ServerConnection) -> None:
         parsed = self._parse(ws.request.path if ws.request else "")
@@ -554,3 +578,19 @@ class FeedServer:
                 await asyncio.sleep(0)
         if self.log:
             self.log.info("emulator.tape_finished", sent=self.sent)
+
+
+_QUOTES = ("USDT", "FDUSD", "USDC", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY")
+
+
+def _symbol_info(symbol: str, status: str = "TRADING") -> dict[str, Any]:
+    """An exchangeInfo row, with the fields the collector reads."""
+    quote = next((q for q in _QUOTES if symbol.endswith(q) and len(symbol) > len(q)), symbol[-4:])
+    return {"symbol": symbol, "status": status, "baseAsset": symbol[: -len(quote)], "quoteAsset": quote,
+            "isSpotTradingAllowed": True, "permissionSets": [["SPOT"]]}  # fmt: skip
+
+
+def _json_response(status: int, body: Any) -> Response:
+    reason = {200: "OK", 400: "Bad Request"}.get(status, "Error")
+    headers = Headers([("Content-Type", "application/json")])
+    return Response(status, reason, headers, json.dumps(body).encode())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from collector.layout import parse_object_key
+from collector.layout import parse_marker_key, parse_object_key
 
 __all__ = ["SymbolInventory", "read_trade_ids", "scan_local"]
 
@@ -21,6 +21,8 @@ class SymbolInventory:
     files: int = 0
     bytes: int = 0
     trade_ids: list[int] = field(default_factory=list)
+    minutes: set[int] = field(default_factory=set)  # minutes holding data
+    marked: set[int] = field(default_factory=set)  # minutes with a _SUCCESS
 
     @property
     def rows(self) -> int:
@@ -47,12 +49,20 @@ def read_trade_ids(path: Path) -> list[int]:
 
 def scan_local(root: Path) -> dict[str, SymbolInventory]:
     found: dict[str, SymbolInventory] = {}
+    marked: list[tuple[str, int]] = []
     for path in sorted(root.rglob("*")):
-        name = parse_object_key(path.relative_to(root).as_posix()) if path.is_file() else None
+        key = path.relative_to(root).as_posix() if path.is_file() else ""
+        if (marker := parse_marker_key(key)) is not None:
+            marked.append(marker)
+        name = parse_object_key(key)
         if name is None:
             continue
         inv = found.setdefault(name.symbol, SymbolInventory(name.symbol))
+        inv.minutes.add(name.minute)
         inv.files += 1
         inv.bytes += path.stat().st_size
         inv.trade_ids.extend(read_trade_ids(path))
+    for symbol, minute in marked:
+        if symbol in found:
+            found[symbol].marked.add(minute)
     return found

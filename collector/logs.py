@@ -1,6 +1,8 @@
-"""Logging: one JSON object per line on stdout, dotted event names, key-value fields.
+"""Logging: dotted event names with key-value fields, on stdout.
 
-systemd's journal keeps stdout; nothing else to configure.
+JSON lines (one object per line) for systemd's journal and for machines; structlog's console
+renderer (aligned, coloured) when a person runs the collector at a terminal. COLLECTOR_LOG_FORMAT
+chooses: json, console, or auto (console when stdout is a terminal).
 """
 
 from __future__ import annotations
@@ -24,14 +26,20 @@ def _event_first(_logger: Any, _name: str, event_dict: MutableMapping[str, Any])
     return head
 
 
-def configure_logging(level: str = "info") -> None:
+def configure_logging(level: str = "info", log_format: str = "auto") -> None:
+    console = log_format == "console" or (log_format == "auto" and sys.stdout.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty(), sort_keys=False)
+        if console
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
+            structlog.processors.TimeStamper(fmt="iso" if not console else "%H:%M:%S", utc=not console),
+            structlog.processors.format_exc_info if not console else structlog.dev.set_exc_info,
             _event_first,
-            structlog.processors.JSONRenderer(sort_keys=False),
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),

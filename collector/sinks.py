@@ -67,6 +67,9 @@ class Sink(Protocol):
     def list_keys(self, prefix: str) -> list[tuple[str, int]]:
         """(key, size) of every object under `prefix`, keys relative to the sink's root, sorted."""
 
+    def list_dirs(self, prefix: str) -> list[str]:
+        """The names one level below `prefix` (a folder path ending in /) that hold objects."""
+
     def describe(self, key: str = "") -> str: ...
 
 
@@ -115,6 +118,10 @@ class LocalSink:
             return (self.root / key).read_bytes()
         except FileNotFoundError:
             return None
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
     def list_keys(self, prefix: str) -> list[tuple[str, int]]:
         base = self.root / prefix
@@ -307,6 +314,25 @@ class S3Sink:
             for page in pages:
                 found.extend(
                     (obj["Key"][len(self.prefix) :], int(obj["Size"])) for obj in page.get("Contents", [])
+                )
+        except ClientError as exc:
+            raise self._classify(exc, prefix) from exc
+        except BotoCoreError as exc:
+            raise self._classify_botocore(exc, prefix) from exc
+        return sorted(found)
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found: list[str] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/"
+            )
+            for page in pages:
+                found.extend(
+                    p["Prefix"][len(self.prefix + prefix) :].rstrip("/")
+                    for p in page.get("CommonPrefixes", [])
                 )
         except ClientError as exc:
             raise self._classify(exc, prefix) from exc

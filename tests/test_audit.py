@@ -197,3 +197,49 @@ def test_the_collector_marks_minutes_in_s3_and_the_audit_reads_them_there(
     client.delete_object(Bucket=bucket, Key=victim)
     code, report = wait_for(lambda: _audit(f"s3://{bucket}/lake/", env=env), what="audit")
     assert code == 1 and report["problem_counts"]["missing_file"] == 1
+
+
+def test_by_default_every_symbol_is_checked_and_unmarked_minutes_are_pending(zone: Path) -> None:
+    shutil.copytree(zone / "Binance" / SYMBOL, zone / "Binance" / "ETHUSDT")
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "audit", str(zone), "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert done.returncode == 0 and report["symbols"] == ["BTCUSDT", "ETHUSDT"], done.stderr
+    assert report["pending_minutes"] >= 2 and report["pending_rows"] > 0  # the last minute of each
+    assert report["found_rows"] == report["rows"] + report["pending_rows"]
+    assert {p["symbol"] for p in report["pending"]} == {"BTCUSDT", "ETHUSDT"}
+    text = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "audit", str(zone)],
+        capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+    ).stdout  # fmt: skip
+    assert (
+        f"checked {report['rows']:,} trades in {report['minutes']:,} minutes of the {report['found_rows']:,}"
+        in text
+    )
+    assert "pending:" in text and "after the last marker" in text
+
+
+def test_more_defects_of_a_kind_than_are_listed_say_how_many_more(zone: Path) -> None:
+    folder = _marked_file(zone).parent
+    for i in range(25):
+        (folder / f"stray-{i}.txt").write_text("not data")
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "audit", str(zone), "--symbols", SYMBOL],
+        capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "unexpected_object 25" in done.stdout and "... and 5 more unexpected_object" in done.stdout
+
+
+def test_a_symbols_value_that_is_not_a_symbol_is_a_bad_argument(zone: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "audit", str(zone), "--symbols", "BTC-USDT"],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+    assert (
+        done.returncode == 2
+        and "--symbols 'BTC-USDT'" in done.stderr
+        and "not a Binance symbol" in done.stderr
+    )

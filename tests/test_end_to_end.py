@@ -235,7 +235,7 @@ def test_check_config_prints_the_resolved_settings(procs: Callable[..., Proc], t
     proc = procs("check-config", env={"COLLECTOR_SYMBOLS": "ethusdt,btcusdt"}, cwd=tmp_path)
     assert proc.popen.wait(timeout=60) == 0
     output = "".join(proc.lines)
-    assert '"symbols": "ETHUSDT,BTCUSDT"' in output
+    assert '"COLLECTOR_SYMBOLS": "ETHUSDT,BTCUSDT"' in output
     assert "stream?streams=ethusdt@trade/btcusdt@trade" in proc.stderr
 
 

@@ -35,8 +35,8 @@ def test_settings_are_read_from_the_parameter_and_the_environment_wins(
     proc = procs("check-config", env=env, cwd=tmp_path)
     assert proc.popen.wait(timeout=60) == 0, proc.stderr
     printed = json.loads("".join(proc.lines))
-    assert printed["symbols"] == "ETHUSDT,BNBUSDT"
-    assert printed["output_format"] == "parquet"
+    assert printed["COLLECTOR_SYMBOLS"] == "ETHUSDT,BNBUSDT"
+    assert printed["COLLECTOR_FORMAT"] == "parquet"
 
 
 def test_a_missing_parameter_is_a_clear_error(

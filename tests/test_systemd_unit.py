@@ -57,4 +57,5 @@ def test_unit_promises_what_the_collector_does() -> None:
     assert int(settings["TimeoutStopSec"]) > 20
     assert "WatchdogSec" in settings
     assert "COLLECTOR_SPOOL_DIR=/var/lib/collector/spool" in text
+    assert "COLLECTOR_LOG_FORMAT=json" in text  # the journal gets JSON lines, never the console form
     assert "SocketBindAllow=tcp:9108" in text  # the health port, matching COLLECTOR_HEALTH_PORT's default
