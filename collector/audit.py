@@ -272,7 +272,9 @@ def _read_file(sink: Sink, f: _File) -> list[tuple[str, str]]:
         if f.extension == ".parquet":
             parquet = pq.ParquetFile(io.BytesIO(data))
             schema = parquet.schema
-            if not any(schema.equals(landing_parquet_schema(u)) for u in ("ms", "us")):
+            kind = parse_object_key(f.key)
+            archive = kind is not None and kind.kind == "archive"
+            if not any(schema.equals(landing_parquet_schema(u, archive=archive)) for u in ("ms", "us")):
                 findings.append(("schema_drift", f"{f.key}: {parquet.schema_arrow}"))
             table = parquet.read(columns=["trade_id", "trade_time"])
         else:

@@ -69,6 +69,15 @@ class BinanceRest:
         headers = {"X-MBX-TIME-UNIT": "MICROSECOND"} if self.time_unit == "us" else {}
         return self._get(f"/api/v3/historicalTrades?{query}", headers)
 
+    def first_trade_id_from(self, symbol: str, start_ms: int) -> int | None:
+        """The id of the first trade at or after `start_ms` (aggTrades, weight 4); None when there
+        is none yet. Raises OSError or ValueError when the API cannot say."""
+        query = urllib.parse.urlencode({"symbol": symbol, "startTime": start_ms, "limit": 1})
+        page = self._get(f"/api/v3/aggTrades?{query}", {})
+        if page.status != 200 or not isinstance(page.rows, list):
+            raise ValueError(f"aggTrades answered HTTP {page.status or 'nothing'}: {page.body[:200]}")
+        return int(page.rows[0]["f"]) if page.rows else None
+
     def exchange_info(self, symbols: list[str] | None = None) -> RestPage:
         """GET /api/v3/exchangeInfo (weight 20), for some symbols or the whole market (rows: the
         response object, in a list of one)."""

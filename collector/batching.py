@@ -22,11 +22,16 @@ from typing import Literal
 
 from collector.binance import Trade
 
-__all__ = ["UNITS_PER_MINUTE", "MinuteBatcher", "SealReason", "SealedBatch", "TimeUnit"]
+__all__ = ["UNITS_PER_MINUTE", "MinuteBatcher", "SealReason", "SealedBatch", "Source", "TimeUnit"]
 
 TimeUnit = Literal["ms", "us"]
-SealReason = Literal["size", "age", "minute_closed", "crowded", "shutdown", "recovered", "backfill"]
+SealReason = Literal[
+    "size", "age", "minute_closed", "crowded", "shutdown", "recovered", "backfill", "archive"
+]
 UNITS_PER_MINUTE: dict[str, int] = {"ms": 60_000, "us": 60_000_000}
+# Where a batch's trades came from: the live stream, REST backfill, Binance's trade archive (which
+# carries no event time and no receive time: those land as nulls).
+Source = Literal["stream", "backfill", "archive"]
 
 
 @dataclass(slots=True)
@@ -52,7 +57,7 @@ class SealedBatch:
     raw_bytes: int
     reason: SealReason
     batch_id: str = ""
-    source: Literal["stream", "backfill"] = "stream"
+    source: Source = "stream"
     # (lowest, highest) trade id, kept as trades were buffered; None: found by a scan.
     id_range: tuple[int, int] | None = None
 
@@ -100,10 +105,10 @@ class MinuteBatcher:
         max_batch_age_s: float,
         minute_grace_s: float,
         max_open_minutes: int = 4,
-        source: Literal["stream", "backfill"] = "stream",
+        source: Source = "stream",
     ) -> None:
         self.time_unit: TimeUnit = time_unit
-        self.source: Literal["stream", "backfill"] = source
+        self.source: Source = source
         self._units_per_minute = UNITS_PER_MINUTE[time_unit]
         self.max_batch_bytes = max_batch_bytes
         self.max_batch_age_s = max_batch_age_s

@@ -122,7 +122,9 @@ class Capture:
                 )
                 self.journal.note_gap(found.batch_id, registered.to_json())
                 self.gaps.register(registered)
-            self.markers.saw_trades(result.last_trade_time, units, now, self.outages())
+            self.markers.saw_trades(
+                result.last_trade_time, units, now, self.outages(), result.first_trade_time
+            )
         self.hand_on()
 
     def _report(self, result: ChunkResult) -> None:

@@ -1,4 +1,4 @@
-"""`collector run | check-config | status | fetch-env | audit | emulate | demo`."""
+"""`collector run | check-config | status | fetch-env | audit | import | verify | emulate | demo`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from collector import __version__
 from collector.config import Settings, load_settings, parse_destination
@@ -154,6 +154,13 @@ def _tape(args: argparse.Namespace) -> object:
     if args.replay:
         return load_replay(Path(args.replay))
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
+    if getattr(args, "market", False):
+        from collector.emulator import MarketTape
+        from collector.market import Market
+
+        seconds_ago = args.clock_from_s if args.clock_from_s is not None else 0.0
+        start_us = int((time.time() - seconds_ago) * 1_000_000)
+        return MarketTape(Market(symbols, args.trades_per_day), start_us, count=args.count)
     # Ids continue from the clock, as a live exchange's do, so a second run into the same
     # spool is not mistaken for a replay of the first.
     first_id = args.first_id if args.first_id is not None else int(time.time()) * 1000
@@ -187,6 +194,22 @@ def _faults(args: argparse.Namespace) -> Faults:
         rest_down=args.rest_down,
         rest_unavailable_first=args.rest_unavailable_first,
     )
+
+
+def _archive_feed(args: argparse.Namespace, tape: object) -> Any:
+    """The trade archive the feed serves (with --archive: the --market's days)."""
+    if not args.archive:
+        return None
+    from collector.emulated_archive import ArchiveFeed, parse_defect
+    from collector.emulator import MarketTape
+
+    if not isinstance(tape, MarketTape):
+        raise ValueError("--archive serves the --market's days; add --market")
+    defects: dict[str, Any] = {}
+    for text in args.archive_defect:
+        when, defect = parse_defect(text)
+        defects.setdefault(when, []).append(defect)
+    return ArchiveFeed(tape.market, defects)
 
 
 def _symbol_status(text: str) -> tuple[str, str]:
@@ -294,9 +317,11 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
     log = get_logger()
 
+    tape = _tape(args)
+
     async def main() -> int:
         server = FeedServer(
-            _tape(args),  # type: ignore[arg-type]
+            tape,  # type: ignore[arg-type]
             rate=args.rate,
             speed=args.speed,
             ping_interval_s=args.ping_interval_s,
@@ -304,6 +329,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             live=args.live,
             faults=_faults(args),
             statuses=dict(_symbol_status(text) for text in args.status),
+            archive=_archive_feed(args, tape),
             log=log,
         )
         url = await server.start(args.host, args.port)
@@ -344,6 +370,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if settings.is_s3:
         raise ConfigError(["collector demo writes to a local directory; give --destination a path"])
     _refuse_unusable(settings)
+    if args.archive:
+        from collector.history_cli import demo_import
+
+        configure_logging("warning" if args.quiet else settings.log_level, settings.log_format, sys.stderr)
+        return demo_import(args, settings)
     configure_logging("warning" if args.quiet else settings.log_level, settings.log_format)
     from collector.app import Collector
     from collector.emulator import FeedServer
@@ -454,6 +485,16 @@ def _add_emulate(emulate: argparse.ArgumentParser) -> None:
     emulate.add_argument(
         "--status", action="append", default=[], help="exchangeInfo status of a symbol, e.g. ETHUSDT=BREAK"
     )
+    market = emulate.add_argument_group("a deterministic market: live stream, REST and archive agree")
+    market.add_argument("--market", action="store_true", help="serve it (--clock-from-s: from that long ago)")
+    market.add_argument("--trades-per-day", type=int, default=86_400, help="per symbol, evenly spread")
+    market.add_argument("--archive", action="store_true", help="serve its days as Binance's trade archive")
+    market.add_argument(
+        "--archive-defect",
+        action="append",
+        default=[],
+        help="DATE:missing:FIRST-LAST, DATE:truncate:HH:MM, DATE:bad-checksum, DATE:unpublished, DATE:header",
+    )
     faults = emulate.add_argument_group(
         "scripted faults (all off by default; connection k gets the k-th, in turn)"
     )
@@ -522,6 +563,17 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_fetch_env)
 
     _add_audit(sub.add_parser("audit", help="check a landing zone's markers, files and continuity"))
+    from collector.history_cli import add_commands, day
+
+    def with_settings(command: Any) -> Any:
+        def run(args: argparse.Namespace) -> int:
+            settings = _settings(args)
+            configure_logging(settings.log_level, settings.log_format, sys.stderr)  # stdout: the report
+            return int(command(args, settings))
+
+        return run
+
+    add_commands(sub, with_env, with_settings)
     _add_emulate(_with_tape(sub.add_parser("emulate", help="serve a local Binance-compatible trade feed")))
 
     demo = with_env(_with_tape(sub.add_parser("demo", help="run the local feed and the collector together")))
@@ -530,6 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--destination", default="demo-landing", help="local landing directory")
     demo.add_argument("--spool-dir", default="demo-spool", help="spool directory")
     demo.add_argument("--quiet", action="store_true", help="only warnings and the summary")
+    history = demo.add_argument_group("the history import, offline: the local feed serves an archive")
+    history.add_argument(
+        "--archive", action="store_true", help="import days of the local feed's archive, then verify the last"
+    )
+    history.add_argument("--from", dest="start", type=day, help="first UTC day, e.g. 2024-12-31")
+    history.add_argument("--to", dest="end", type=day, help="last UTC day (included)")
+    history.add_argument("--trades-per-day", type=int, default=86_400, help="per symbol")
     demo.set_defaults(func=cmd_demo, symbols="BTCUSDT,ETHUSDT", rate=200.0)
     return parser
 
@@ -545,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"collector: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
-        if args.command not in ("emulate", "demo", "audit"):
+        if args.command not in ("emulate", "demo", "audit", "import", "verify"):
             raise
         print(f"collector {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -84,6 +84,8 @@ class Settings:
     # Gaps larger than this are recorded, not fetched: at 1,000 trades a call and half the
     # weight budget, 5 million trades take about 40 minutes of REST calls.
     backfill_max_trades: int = 5_000_000
+    # Binance's public trade archive, for `collector import` and `collector verify`.
+    archive_url: str = "https://data.binance.vision"
     # A range left unfilled for a reason that passes (REST down, a ban) is tried again this long
     # after, up to 5 attempts; the minutes' markers are rewritten when it fills.
     backfill_retry_s: float = 900.0
@@ -376,6 +378,9 @@ def _read(r: _Reader) -> Settings:
         reconnect_initial_delay_s=initial,
         reconnect_max_delay_s=maximum,
         rest_url=r.convert("REST_URL", defaults.rest_url, _parse_http_url, "http(s):// URL").rstrip("/"),
+        archive_url=r.convert("ARCHIVE_URL", defaults.archive_url, _parse_http_url, "http(s):// URL").rstrip(
+            "/"
+        ),
         backfill_max_trades=r.bounded_int("BACKFILL_MAX_TRADES", defaults.backfill_max_trades, 0, 10**9),
         backfill_retry_s=r.positive_float("BACKFILL_RETRY_S", defaults.backfill_retry_s),
         connection_max_age_s=r.positive_float("CONNECTION_MAX_AGE_S", defaults.connection_max_age_s),
@@ -416,6 +421,7 @@ _KNOWN = (
     "reconnect_max_delay_s",
     "rest_url",
     "backfill_max_trades",
+    "archive_url",
     "backfill_retry_s",
     "connection_max_age_s",
     "stream_silence_s",

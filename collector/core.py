@@ -63,6 +63,7 @@ class ChunkResult:
     """What one chunk turned out to be, for the caller to journal, log and act on."""
 
     last_trade_time: dict[str, int] = field(default_factory=dict)  # per symbol with accepted trades
+    first_trade_time: dict[str, int] = field(default_factory=dict)  # of the first accepted, per symbol
     gaps: list[GapSeen] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     shutdowns: list[ServerShutdown] = field(default_factory=list)
@@ -183,6 +184,7 @@ class CaptureCore:
             stats.fast_chunks += 1
             stats.trades[symbol] += len(frames)
             self._last_time[symbol] = result.last_trade_time[symbol] = times[-1]
+            result.first_trade_time.setdefault(symbol, times[0])
             return
         self._feed_pieces(symbol, values, frames, received_at_ns=received_at_ns, now_s=now_s, result=result)
 
@@ -233,6 +235,7 @@ class CaptureCore:
                 result.gaps.append(GapSeen(gap, previous_time, cols[3][0], received_at_ns, first_batch))
             stats.trades[symbol] += len(run)
             self._last_time[symbol] = result.last_trade_time[symbol] = cols[3][-1]
+            result.first_trade_time.setdefault(symbol, cols[3][0])
 
     def _minutes(self, trade_times: Sequence[int]) -> list[tuple[int, int, int]]:
         """(minute, start, stop) of each stretch of trade times within one minute, in order."""

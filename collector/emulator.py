@@ -36,7 +36,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-__all__ = ["Faults", "FeedServer", "GeneratedTape", "ReplayTape", "TapeTrade", "load_replay"]
+from collector.emulated_archive import ArchiveFeed
+from collector.market import Market, MarketTrade
+
+__all__ = ["Faults", "FeedServer", "GeneratedTape", "MarketTape", "ReplayTape", "TapeTrade", "load_replay"]
 
 _START_PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 550.0, "SOLUSDT": 150.0}
 _FRAME = '{{"e":"trade","E":{E},"s":"{s}","t":{t},"p":"{p}","q":"{q}","T":{T},"m":{m},"M":true}}'
@@ -152,6 +155,62 @@ def _fmt8(scaled: int) -> str:
 
 
 @dataclass
+class MarketTape:
+    """The deterministic market's trades (collector.market) from `start_us` on, symbols merged
+    in trade-time order, `count` per symbol or without end. What the REST API and the archive
+    of the same feed serve for these ids is the same trade."""
+
+    market: Market
+    start_us: int
+    count: int | None = None
+    _next: dict[str, MarketTrade] = field(init=False)
+    _emitted: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._next = {
+            s: self.market.trade(s, self.market.id_at(s, self.start_us)) for s in self.market.symbols
+        }
+        self._emitted = dict.fromkeys(self.market.symbols, 0)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self.market.symbols
+
+    @property
+    def exhausted(self) -> bool:
+        return self.count is not None and all(n >= self.count for n in self._emitted.values())
+
+    def take(self, n: int) -> list[TapeTrade]:
+        out: list[TapeTrade] = []
+        for _ in range(n):
+            live = [s for s in self._next if self.count is None or self._emitted[s] < self.count]
+            if not live:
+                break
+            symbol = min(live, key=lambda s: self._next[s].time_us)
+            trade = self._next[symbol]
+            if trade.time_us > time.time_ns() // 1000:
+                break  # caught up with the present: the next trade has not happened yet
+            self._next[symbol] = self.market.trade(symbol, trade.trade_id + 1)
+            self._emitted[symbol] += 1
+            out.append(market_tape_trade(symbol, trade))
+        return out
+
+
+def market_tape_trade(symbol: str, t: MarketTrade) -> TapeTrade:
+    maker = "true" if t.is_buyer_maker else "false"
+    fields = {"s": symbol, "t": t.trade_id, "p": _fmt8(t.price), "q": _fmt8(t.quantity), "m": maker}
+    e_us = t.time_us + 1_000  # the event a millisecond after the trade
+    return TapeTrade(
+        symbol,
+        t.trade_id,
+        _FRAME.format(E=e_us // 1000, T=t.time_us // 1000, **fields),
+        _FRAME.format(E=e_us, T=t.time_us, **fields),
+        rest_row=_rest_row(t.trade_id, t.price, t.quantity, t.time_us // 1000, maker),
+        rest_row_us=_rest_row(t.trade_id, t.price, t.quantity, t.time_us, maker),
+    )
+
+
+@dataclass
 class ReplayTape:
     """The trade frames of a recording, in order, with their recorded pacing."""
 
@@ -259,7 +318,7 @@ class FeedServer:
 
     def __init__(
         self,
-        tape: GeneratedTape | ReplayTape,
+        tape: GeneratedTape | ReplayTape | MarketTape,
         *,
         rate: float = 0.0,
         speed: float = 0.0,
@@ -267,6 +326,7 @@ class FeedServer:
         redeliver: int = 0,
         live: bool = False,
         statuses: dict[str, str] | None = None,
+        archive: ArchiveFeed | None = None,
         faults: Faults | None = None,
         log: Any = None,
     ) -> None:
@@ -275,6 +335,9 @@ class FeedServer:
         # live: keep producing with nobody connected, as an exchange does (downtime makes a hole)
         self.live = live
         self.statuses = statuses or {}  # exchangeInfo status per symbol (default TRADING)
+        self.archive = archive  # the trade archive (data.binance.vision's paths), if served
+        self.market = tape.market if isinstance(tape, MarketTape) else None
+        self.archive_requests = 0
         self.history: dict[str, list[TapeTrade]] = {}
         self.rest_calls = 0
         self.rest_throttled = 0
@@ -344,6 +407,8 @@ class FeedServer:
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path.startswith("/api/"):
             return self._rest(request)
+        if request.path.startswith("/data/"):
+            return self._archive(request)
         parsed = self._parse(request.path)
         if isinstance(parsed, str):
             body = json.dumps({"code": -1121, "msg": parsed}).encode()
@@ -394,7 +459,7 @@ class FeedServer:
                 429, {"code": -1003, "msg": "Too much request weight used"}, Retry_After=f"{wait:.0f}"
             )
         parts = urlsplit(request.path)
-        if parts.path != "/api/v3/historicalTrades":
+        if parts.path not in ("/api/v3/historicalTrades", "/api/v3/aggTrades"):
             return answer(404, {"code": -1000, "msg": f"not served here: {parts.path}"})
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         symbol = query.get("symbol", "").upper()
@@ -403,9 +468,17 @@ class FeedServer:
         try:
             limit = min(1000, int(query.get("limit", "500")))
             from_id = int(query["fromId"]) if "fromId" in query else None
+            start_ms = int(query["startTime"]) if "startTime" in query else None
         except ValueError:
             return answer(400, {"code": -1100, "msg": "Illegal characters found in a parameter."})
         micro = request.headers.get("X-MBX-TIME-UNIT", "").upper() == "MICROSECOND"
+        if self.market is not None:
+            served = self._market_rows(symbol, from_id, start_ms, limit, micro)
+            if parts.path == "/api/v3/aggTrades":
+                return answer(200, json.dumps([_as_aggregate(json.loads(r)) for r in served]))
+            return answer(200, "[" + ",".join(served) + "]")
+        if parts.path == "/api/v3/aggTrades":
+            return answer(404, {"code": -1000, "msg": "aggTrades is served by the --market feed only"})
         trades = self.history.get(symbol, [])
         if not trades:
             return answer(200, "[]")
@@ -413,6 +486,43 @@ class FeedServer:
         start = len(trades) - limit if from_id is None else max(from_id, faults.rest_oldest_id, first) - first
         rows = trades[max(0, start) : max(0, start) + limit]
         return answer(200, "[" + ",".join(t.rest_row_us if micro else t.rest_row for t in rows) + "]")
+
+    def _market_rows(
+        self, symbol: str, from_id: int | None, start_ms: int | None, limit: int, micro: bool
+    ) -> list[str]:
+        """historicalTrades rows of the market: from an id, from a time, or the latest."""
+        market = self.market
+        assert market is not None
+        now_us = time.time_ns() // 1000
+        if start_ms is not None:
+            from_id = market.id_at(symbol, start_ms * 1000)
+            while market.trade(symbol, from_id - 1).time_us >= start_ms * 1000:  # jitter: step back
+                from_id -= 1
+            while market.trade(symbol, from_id).time_us < start_ms * 1000:
+                from_id += 1
+        elif from_id is None:
+            from_id = market.id_at(symbol, now_us) - limit
+        from_id = max(from_id, self.faults.rest_oldest_id)
+        rows = []
+        for trade_id in range(from_id, from_id + limit):
+            trade = market.trade(symbol, trade_id)
+            if trade.time_us > now_us:  # the future has no trades yet
+                break
+            tape = market_tape_trade(symbol, trade)
+            rows.append(tape.rest_row_us if micro else tape.rest_row)
+        return rows
+
+    def _archive(self, request: Request) -> Response:
+        self.archive_requests += 1
+        if self.archive is None:
+            return Response(
+                404, "Not Found", Headers(), b"this feed serves no archive; start it with --archive"
+            )
+        status, body = self.archive.answer(urlsplit(request.path).path)
+        kind = "application/zip" if request.path.endswith(".zip") else "text/plain"
+        return Response(
+            status, "OK" if status == 200 else "Not Found", Headers([("Content-Type", kind)]), body
+        )
 
     def _exchange_info(self, request: Request) -> Response:
         query = {k: v[0] for k, v in parse_qs(urlsplit(request.path).query).items()}
@@ -574,8 +684,9 @@ class FeedServer:
                 produced += len(trades)
                 await self._publish(trades, block=False)
             else:
-                await self._publish(self.tape.take(chunk), block=True)
-                await asyncio.sleep(0)
+                taken = self.tape.take(chunk)
+                await self._publish(taken, block=True)
+                await asyncio.sleep(0 if taken else 0.05)  # a market caught up with the present waits
         if self.log:
             self.log.info("emulator.tape_finished", sent=self.sent)
 
@@ -594,3 +705,9 @@ def _json_response(status: int, body: Any) -> Response:
     reason = {200: "OK", 400: "Bad Request"}.get(status, "Error")
     headers = Headers([("Content-Type", "application/json")])
     return Response(status, reason, headers, json.dumps(body).encode())
+
+
+def _as_aggregate(row: dict[str, Any]) -> dict[str, Any]:
+    """A historicalTrades row as an aggTrades row of one trade (a = f = l = the trade id)."""
+    return {"a": row["id"], "p": row["price"], "q": row["qty"], "f": row["id"], "l": row["id"],
+            "T": row["time"], "m": row["isBuyerMaker"], "M": True}  # fmt: skip

@@ -26,10 +26,12 @@ def _event_first(_logger: Any, _name: str, event_dict: MutableMapping[str, Any])
     return head
 
 
-def configure_logging(level: str = "info", log_format: str = "auto") -> None:
-    console = log_format == "console" or (log_format == "auto" and sys.stdout.isatty())
+def configure_logging(level: str = "info", log_format: str = "auto", stream: Any = None) -> None:
+    """`stream`: stdout (the daemon's), or stderr for a command whose stdout is its report."""
+    stream = stream or sys.stdout
+    console = log_format == "console" or (log_format == "auto" and stream.isatty())
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty(), sort_keys=False)
+        structlog.dev.ConsoleRenderer(colors=stream.isatty(), sort_keys=False)
         if console
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
@@ -42,7 +44,7 @@ def configure_logging(level: str = "info", log_format: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
 

@@ -356,14 +356,21 @@ class MarkerScheduler:
         self._unsaved = False
 
     def saw_trades(
-        self, last_trade_time: dict[str, int], units_per_s: int, now_mono: float, outages: int
+        self,
+        last_trade_time: dict[str, int],
+        units_per_s: int,
+        now_mono: float,
+        outages: int,
+        first_trade_time: dict[str, int] | None = None,
     ) -> None:
         """The last accepted trade time of each symbol in a read, in the stream's unit, and how
         many outages the stream has had (from the event loop, once per read: no I/O)."""
         last_seen = self._last_seen
         for symbol, trade_time in last_trade_time.items():
             if symbol not in last_seen and symbol not in self.book.cursor:
-                self.book.note(symbol, int(trade_time / units_per_s // 60))
+                # From the minute of the symbol's first trade, not of the read's last one.
+                first = (first_trade_time or {}).get(symbol, trade_time)
+                self.book.note(symbol, int(first / units_per_s // 60))
                 self._unsaved = True
             last_seen[symbol] = (trade_time / units_per_s, now_mono, outages)
 

@@ -66,8 +66,10 @@ _STATISTICS_COLUMNS = ["trade_id", "trade_time", "event_time", "received_at"]
 _DECIMAL = pa.decimal64(DECIMAL_PRECISION, DECIMAL_SCALE)
 
 
-def landing_schema(time_unit: TimeUnit) -> pa.Schema:
-    """The Parquet schema every landed object carries. Times are UTC at the stream's unit."""
+def landing_schema(time_unit: TimeUnit, *, archive: bool = False) -> pa.Schema:
+    """The Parquet schema every landed object carries. Times are UTC at the stream's unit (the
+    archive's, for archive objects). Archive objects have no event time and no receive time:
+    those two columns are optional there and null, nothing invented."""
     return pa.schema(
         [
             pa.field("symbol", pa.string(), nullable=False),
@@ -75,10 +77,10 @@ def landing_schema(time_unit: TimeUnit) -> pa.Schema:
             pa.field("price", _DECIMAL, nullable=False),
             pa.field("quantity", _DECIMAL, nullable=False),
             pa.field("trade_time", pa.timestamp(time_unit, tz="UTC"), nullable=False),
-            pa.field("event_time", pa.timestamp(time_unit, tz="UTC"), nullable=False),
+            pa.field("event_time", pa.timestamp(time_unit, tz="UTC"), nullable=archive),
             pa.field("is_buyer_maker", pa.bool_(), nullable=False),
             # Microseconds: a host clock is not better than that, and Spark reads no nanoseconds.
-            pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=archive),
         ]
     )
 
@@ -103,7 +105,22 @@ def _table(batch: SealedBatch) -> pa.Table:
     """The batch's columns as Arrow arrays, by views and without compute kernels: a cast
     would page in libarrow_compute (about 3 MB resident) for conversions done here for free."""
     cols = batch.columns
-    schema = landing_schema(batch.time_unit)
+    archive = batch.source == "archive"
+    schema = landing_schema(batch.time_unit, archive=archive)
+    if archive:
+        return pa.Table.from_arrays(
+            [
+                pa.repeat(pa.scalar(batch.symbol, pa.string()), batch.rows),
+                _int64_view(cols.trade_id, pa.int64()),
+                _int64_view(cols.price, _DECIMAL),
+                _int64_view(cols.quantity, _DECIMAL),
+                _int64_view(cols.trade_time, schema.field("trade_time").type),
+                pa.nulls(batch.rows, schema.field("event_time").type),
+                _bool_view(cols.is_buyer_maker),
+                pa.nulls(batch.rows, schema.field("received_at").type),
+            ],
+            schema=schema,
+        )
     arrays = [
         pa.repeat(pa.scalar(batch.symbol, pa.string()), batch.rows),
         _int64_view(cols.trade_id, pa.int64()),
@@ -158,9 +175,10 @@ def encode_parquet(batch: SealedBatch) -> bytes:
 
 
 @functools.cache
-def landing_parquet_schema(time_unit: TimeUnit) -> _parquet.ParquetSchema:
+def landing_parquet_schema(time_unit: TimeUnit, *, archive: bool = False) -> _parquet.ParquetSchema:
     """The Parquet schema (physical and logical types) of every landed file: the contract."""
-    return _metadata(_write(pa.Table.from_pylist([], schema=landing_schema(time_unit)))).schema
+    empty = pa.Table.from_pylist([], schema=landing_schema(time_unit, archive=archive))
+    return _metadata(_write(empty)).schema
 
 
 def _iso(value: int, time_unit: str) -> str:
@@ -174,13 +192,15 @@ def encode_csv_gz(batch: SealedBatch) -> bytes:
     """The same columns as CSV: decimals as Binance wrote them, times as ISO 8601 UTC."""
     cols = batch.columns
     unit = batch.time_unit
+    archive = batch.source == "archive"  # no event time, no receive time: empty fields
     lines = [",".join(COLUMNS)]
     for i in range(batch.rows):
         lines.append(
             f"{batch.symbol},{cols.trade_id[i]},{format_scaled(cols.price[i])},"
             f"{format_scaled(cols.quantity[i])},{_iso(cols.trade_time[i], unit)},"
-            f"{_iso(cols.event_time[i], unit)},{'true' if cols.is_buyer_maker[i] else 'false'},"
-            f"{_iso(cols.received_at_us[i], 'us')}"
+            f"{'' if archive else _iso(cols.event_time[i], unit)},"
+            f"{'true' if cols.is_buyer_maker[i] else 'false'},"
+            f"{'' if archive else _iso(cols.received_at_us[i], 'us')}"
         )
     return gzip.compress(("\n".join(lines) + "\n").encode("ascii"), compresslevel=6, mtime=0)
 

@@ -56,3 +56,16 @@ def test_readme_schema_table_matches_the_parquet_schema() -> None:
 
 def test_both_time_units_share_the_columns() -> None:
     assert [n for n, _ in arrow_columns("ms")] == [n for n, _ in arrow_columns("us")]
+
+
+def test_archive_objects_have_the_same_columns_with_event_and_receive_times_null() -> None:
+    """The archive has neither time: nothing is invented, the two columns are optional there."""
+    live, archive = landing_schema("ms"), landing_schema("ms", archive=True)
+    assert live.names == archive.names
+    assert [f.name for f in archive if f.nullable] == ["event_time", "received_at"]
+    assert not any(f.nullable for f in live)
+    glue = (REPO / "infra" / "terraform" / "catalog.tf").read_text()
+    for name in ("event_time", "received_at"):
+        assert re.search(rf'name = "{name}".*null in archive objects', glue), name
+    table = (REPO / "README.md").read_text().split("### Schema", 1)[1].split("\n\n", 2)[1]
+    assert table.count("null in archive objects") == 2

@@ -14,9 +14,9 @@ locals {
     { name = "price", type = "decimal(18,8)", comment = "exact price" },
     { name = "quantity", type = "decimal(18,8)", comment = "exact base quantity" },
     { name = "trade_time", type = "timestamp", comment = "trade time, UTC" },
-    { name = "event_time", type = "timestamp", comment = "event time, UTC" },
+    { name = "event_time", type = "timestamp", comment = "event time, UTC; null in archive objects (the archive has none)" },
     { name = "is_buyer_maker", type = "boolean", comment = "the buyer was the maker" },
-    { name = "received_at", type = "timestamp", comment = "collector clock at arrival, UTC" },
+    { name = "received_at", type = "timestamp", comment = "collector clock at arrival, UTC; null in archive objects" },
   ]
 }
 

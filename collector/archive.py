@@ -1,0 +1,265 @@
+"""Binance's public trade archive (data.binance.vision): which files, fetched, checked, read.
+
+    {base}/data/spot/daily/trades/{SYMBOL}/{SYMBOL}-trades-YYYY-MM-DD.zip      + .zip.CHECKSUM
+    {base}/data/spot/monthly/trades/{SYMBOL}/{SYMBOL}-trades-YYYY-MM.zip       + .zip.CHECKSUM
+
+One CSV per zip: trade id, price, qty, quoteQty, time, isBuyerMaker, isBestMatch, with no
+header row in spot files (futures files gained one in 2022: either is read). `time` is in
+milliseconds up to 2024-12-31 and in microseconds from 2025-01-01. A zip is checked against its
+CHECKSUM before a row of it is read; the rows are then streamed in blocks (pyarrow's CSV
+reader), prices and quantities parsed exactly (never through a float), and every row checked
+to be of the file's symbol's days. A matching checksum proves the download, not the archive:
+trade-id continuity (collector.history) is what proves a file complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import queue
+import threading
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from collector.exceptions import CollectorError
+
+__all__ = ["ArchiveBatch", "ArchiveFile", "ArchiveProblem", "download", "plan_files", "read_trades"]
+
+MICROSECONDS_FROM = date(2025, 1, 1)
+_EPOCH = date(1970, 1, 1)
+_CHUNK = 1 << 20
+_COLUMNS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match"]
+# CSV parsed per block: about 4 MB, 55,000 trades or so.
+_BLOCK_BYTES = 4 << 20
+# Prices and quantities: exact decimals of at most 10 integer digits and 8 decimals, as the
+# landing schema's DECIMAL(18,8); a value with more is refused, not rounded.
+_DECIMAL_PRECISION, _DECIMAL_SCALE = 18, 8
+
+
+class ArchiveProblem(CollectorError):
+    """A file that cannot be imported, and why; nothing of it lands. `not_published` files may
+    appear later (a day is published hours, sometimes days, after it ends)."""
+
+    def __init__(self, file: ArchiveFile, reason: str, message: str) -> None:
+        self.file = file
+        self.reason = reason  # not_published, checksum_mismatch, not_a_zip, wrong_content, unreachable
+        super().__init__(f"{file.name}: {message}")
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """One zip of the archive: a symbol's day or month."""
+
+    symbol: str
+    period: str  # "daily" or "monthly"
+    first_day: date
+    last_day: date
+
+    @property
+    def when(self) -> str:
+        return self.first_day.isoformat() if self.period == "daily" else self.first_day.isoformat()[:7]
+
+    @property
+    def name(self) -> str:
+        return f"{self.symbol}-trades-{self.when}.zip"
+
+    def url(self, base: str) -> str:
+        return f"{base.rstrip('/')}/data/spot/{self.period}/trades/{self.symbol}/{self.name}"
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first_day + timedelta(days=i) for i in range((self.last_day - self.first_day).days + 1)]
+
+    @property
+    def unit(self) -> str:
+        """The unit of its times: µs from 2025-01-01 (a month's file is all one side of it)."""
+        return "us" if self.first_day >= MICROSECONDS_FROM else "ms"
+
+    def bounds(self) -> tuple[int, int]:
+        """[start, end) of its days, in its unit since the epoch."""
+        per_day = 86_400_000_000 if self.unit == "us" else 86_400_000
+        start = (self.first_day - _EPOCH).days * per_day
+        return start, start + len(self.days) * per_day
+
+
+def plan_files(symbols: list[str], first: date, last: date, today: date | None = None) -> list[ArchiveFile]:
+    """Monthly files for whole months already over, daily files for the rest; oldest first."""
+    today = today or datetime.now(tz=UTC).date()
+    files: list[ArchiveFile] = []
+    for symbol in symbols:
+        day = first
+        while day <= last:
+            month_end = (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+            if day.day == 1 and month_end <= last and month_end < today.replace(day=1):
+                files.append(ArchiveFile(symbol, "monthly", day, month_end))
+                day = month_end + timedelta(days=1)
+            else:
+                files.append(ArchiveFile(symbol, "daily", day, day))
+                day += timedelta(days=1)
+    return sorted(files, key=lambda f: (f.first_day, f.symbol))
+
+
+def _get(url: str, timeout_s: float) -> Any:
+    request = urllib.request.Request(url, headers={"User-Agent": "trade-lake-collector"})  # noqa: S310 (http(s) from settings)
+    return urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310
+
+
+def download(file: ArchiveFile, base: str, target: Path, *, timeout_s: float = 60.0) -> int:
+    """Fetch a zip to `target` and check it against its CHECKSUM; its size. Raises ArchiveProblem."""
+    url = file.url(base)
+    try:
+        with _get(url + ".CHECKSUM", timeout_s) as response:
+            expected = response.read().decode("ascii", "replace").split()[0].lower()
+        digest = hashlib.sha256()
+        size = 0
+        partial = target.with_name(target.name + ".part")
+        with _get(url, timeout_s) as response, open(partial, "wb") as out:
+            while chunk := response.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            message = (
+                f"not published at {url} yet (HTTP 404); a day appears hours, sometimes days, "
+                "after it ends: import it later"
+            )
+            raise ArchiveProblem(file, "not_published", message) from exc
+        raise ArchiveProblem(file, "unreachable", f"{url} answered HTTP {exc.code}; try again later") from exc
+    except (OSError, IndexError) as exc:
+        message = f"cannot fetch {url}: {exc}; check COLLECTOR_ARCHIVE_URL and the network"
+        raise ArchiveProblem(file, "unreachable", message) from exc
+    if digest.hexdigest() != expected:
+        partial.unlink(missing_ok=True)
+        message = (
+            f"sha256 {digest.hexdigest()} does not match its CHECKSUM {expected}; nothing of it "
+            "was imported: download it again later"
+        )
+        raise ArchiveProblem(file, "checksum_mismatch", message)
+    partial.replace(target)
+    return size
+
+
+@dataclass(frozen=True)
+class ArchiveBatch:
+    """A block of a file's rows as Arrow arrays: ids, prices and quantities scaled by 10**8,
+    times in the file's unit, the maker flag."""
+
+    ids: Any
+    prices: Any
+    quantities: Any
+    times: Any
+    makers: Any
+
+
+def read_trades(file: ArchiveFile, path: Path) -> Iterator[ArchiveBatch]:
+    """The zip's rows in blocks. Raises ArchiveProblem for a file that is not what its name says."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyarrow import csv
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise ArchiveProblem(file, "not_a_zip", f"not a zip ({exc}); download it again") from exc
+    with archive:
+        members = archive.namelist()
+        expected = file.name.removesuffix(".zip") + ".csv"
+        if members != [expected]:
+            raise ArchiveProblem(file, "wrong_content", f"holds {members}, not the one file {expected}")
+        with archive.open(expected) as handle:
+            header = not handle.peek(1)[:1].isdigit() if hasattr(handle, "peek") else False
+        decimal = pa.decimal128(_DECIMAL_PRECISION, _DECIMAL_SCALE)
+        read_options = csv.ReadOptions(column_names=_COLUMNS, use_threads=False, block_size=_BLOCK_BYTES)
+        convert_options = csv.ConvertOptions(
+            column_types={
+                "id": pa.int64(),
+                "price": decimal,
+                "qty": decimal,
+                "time": pa.int64(),
+                "is_buyer_maker": pa.bool_(),
+            },
+            include_columns=["id", "price", "qty", "time", "is_buyer_maker"],
+            true_values=["True", "true"],
+            false_values=["False", "false"],
+        )
+        start, end = file.bounds()
+        try:
+            with archive.open(expected) as handle:
+                for chunk in _lines(handle, skip_first=header):
+                    block = csv.read_csv(pa.py_buffer(chunk), read_options, convert_options=convert_options)
+                    times = block.column("time")
+                    low, high = pc.min(times).as_py(), pc.max(times).as_py()
+                    if low < start or high >= end:
+                        message = f"holds trade times outside {file.when} (in {file.unit}: {low}..{high})"
+                        raise ArchiveProblem(file, "wrong_content", message)
+                    yield ArchiveBatch(
+                        block.column("id"),
+                        _scaled(file, block.column("price"), "price"),
+                        _scaled(file, block.column("qty"), "qty"),
+                        times,
+                        block.column("is_buyer_maker"),
+                    )
+        except (pa.ArrowInvalid, zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ArchiveProblem(file, "wrong_content", f"unreadable: {exc}") from exc
+
+
+def _lines(handle: Any, *, skip_first: bool) -> Iterator[bytes]:
+    """The decompressed CSV in blocks of whole lines, about _BLOCK_BYTES each, inflated in a
+    thread of its own (zlib lets go of the GIL) while the block before is parsed. Parsed block
+    by block (rather than by pyarrow's streaming reader, whose memory grew with the file: 300 MB
+    resident for a day of 3.3 million trades), memory stays that of a few blocks."""
+    blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def inflate() -> None:
+        try:
+            rest = handle.readline()[:0] if skip_first else b""
+            while not stop.is_set():
+                data = handle.read(_BLOCK_BYTES)
+                if not data:
+                    if rest.strip():
+                        blocks.put(rest if rest.endswith(b"\n") else rest + b"\n")
+                    break
+                data = rest + data
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                if cut:
+                    blocks.put(data[:cut])
+            blocks.put(None)
+        except BaseException as exc:  # handed to the reader, which raises it
+            blocks.put(exc)
+
+    worker = threading.Thread(target=inflate, name="inflate", daemon=True)
+    worker.start()
+    try:
+        while (block := blocks.get()) is not None:
+            if isinstance(block, BaseException):
+                raise block
+            yield block
+    finally:
+        stop.set()
+        while worker.is_alive():  # let it see `stop` if it waits to put a block
+            with contextlib.suppress(queue.Empty):
+                blocks.get(timeout=0.1)
+        worker.join()
+
+
+def _scaled(file: ArchiveFile, values: Any, column: str) -> Any:
+    """A DECIMAL(18,8) column (parsed exactly by the CSV reader, never through a float) as
+    int64 scaled by 10**8: the low half of each 128-bit value, high halves checked to be zero."""
+    import pyarrow as pa
+
+    values = values.combine_chunks() if hasattr(values, "combine_chunks") else values
+    if values.null_count:
+        raise ArchiveProblem(file, "wrong_content", f"column {column} has empty values")
+    words = memoryview(values.buffers()[1]).cast("q")[values.offset * 2 : (values.offset + len(values)) * 2]
+    if words[1::2].tobytes().count(0) != len(values) * 8:
+        raise ArchiveProblem(file, "wrong_content", f"column {column} has negative values")
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(words[::2].tobytes())])
