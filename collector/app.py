@@ -87,7 +87,7 @@ class Collector:
                                budget=SpoolBudget(s.spool_max_bytes), output_format=s.output_format,
                                save_state=self.recovery.save_state, gaps_in=self._gaps_in,
                                hold_back=self.stream.hold_back, log=log, metrics=metrics)  # fmt: skip
-        self.gaps.landing, self.gaps.markers = self.landing, self.markers
+        self.gaps.landing, self.gaps.markers, self.gaps.lake = self.landing, self.markers, self.sink
         self.capture = Capture(self.core, self.journal, gaps=self.gaps, markers=self.markers,
                                submit=self.landing.submit, rotate=self.stream.request_rotation,
                                outages=lambda: self.stream.outages,

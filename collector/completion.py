@@ -38,6 +38,7 @@ __all__ = [
     "manifest_gaps",
     "manifest_minute",
     "merge_file",
+    "merge_manifests",
     "minute_label",
     "parse_manifest",
     "proven_until",
@@ -229,3 +230,20 @@ def final_minutes(
             break
         minute += 1
     return range(cursor, minute)
+
+
+def merge_manifests(
+    found: dict[str, Any], mine: dict[str, Any], symbol: str, minute: int, *, written_at_s: float
+) -> dict[str, Any] | None:
+    """A minute the landing zone has a marker for already (an import of Binance's archive
+    wrote it while the collector was away): the files and unfilled gaps of both, with the
+    found marker's revision + 1; None when the found one lists everything already."""
+    files = {f.name: f for f in manifest_files(found)}
+    mine_files = {f.name: f for f in manifest_files(mine)}
+    gaps = sorted(set(manifest_gaps(found)) | set(manifest_gaps(mine)))
+    if mine_files.keys() <= files.keys() and gaps == manifest_gaps(found):
+        return None
+    files.update(mine_files)
+    return build_manifest(
+        symbol, minute, files.values(), gaps, revision=found["revision"] + 1, written_at_s=written_at_s
+    )

@@ -31,12 +31,15 @@ from collector.batching import MinuteBatcher, SealedBatch, TimeUnit
 from collector.binance import Trade
 from collector.completion import UnfilledGap
 from collector.counters import Registry
+from collector.exceptions import SinkError
+from collector.lake import LakeDays
+from collector.sinks import Sink
 from collector.spool import read_jsonl, write_atomically
 
 __all__ = ["MAX_ATTEMPTS", "RETRYABLE", "GapFiller", "GapLedger", "OpenGap", "UnfilledRange"]
 
 # Reasons that may pass: the range is tried again later, up to MAX_ATTEMPTS times in all.
-RETRYABLE = frozenset({"rest_unavailable", "banned"})
+RETRYABLE = frozenset({"rest_unavailable", "banned", "lake_unavailable"})
 MAX_ATTEMPTS = 5
 
 
@@ -236,6 +239,7 @@ class GapFiller:
         self.retry_s = retry_s
         self.log = log
         self.landing: BackfillLanding | None = None  # wired by the app
+        self.lake: Sink | None = None  # the landing zone, read for ids an import landed
         self.markers: MarkerRefresh | None = None
         self._wakeup = asyncio.Event()
         self._filled = metrics.counter("gaps_filled", "Trade-id gaps filled completely.")
@@ -305,21 +309,24 @@ class GapFiller:
             )
 
     async def _fill(self, gap: OpenGap) -> None:
-        if gap.size > self.max_trades:
-            shortfalls = [
-                Shortfall(
-                    gap.next_id,
-                    gap.last_missing,
-                    "too_large",
-                    f"{gap.size} trades exceed COLLECTOR_BACKFILL_MAX_TRADES",
-                )
-            ]
+        try:
+            ranges = await asyncio.to_thread(self._missing_in_lake, gap)
+        except (SinkError, OSError, ValueError) as exc:  # S3 unreachable, an unreadable object: later
+            detail = f"could not read what the landing zone holds of these ids: {exc}"
+            ranges, shortfalls = [], [Shortfall(gap.next_id, gap.last_missing, "lake_unavailable", detail)]
         else:
-            self.log.info(
-                "collector.backfill_started", symbol=gap.symbol, first=gap.next_id, last=gap.last_missing
-            )
-            shortfalls = await self.backfiller.fill(
-                gap, lambda trades, next_id: self._land_page(gap, trades, next_id)
+            shortfalls = []
+        missing = sum(hi - lo + 1 for lo, hi in ranges)
+        if missing > self.max_trades:
+            detail = f"{missing} trades exceed COLLECTOR_BACKFILL_MAX_TRADES"
+            shortfalls = [Shortfall(lo, hi, "too_large", detail) for lo, hi in ranges]
+            ranges = []
+        for low, high in ranges:
+            gap.next_id = max(gap.next_id, low)  # the ids before `low` are in the lake already
+            part = dataclasses.replace(gap, first_missing=low, last_missing=high)
+            self.log.info("collector.backfill_started", symbol=gap.symbol, first=part.next_id, last=high)
+            shortfalls += await self.backfiller.fill(
+                part, lambda trades, next_id: self._land_page(gap, trades, next_id)
             )
         for shortfall in shortfalls:
             await asyncio.to_thread(self._record, gap, shortfall)
@@ -343,6 +350,38 @@ class GapFiller:
             self.markers.refresh_later(
                 gap.symbol, minutes, lambda: landing is not None and landing.landing(gap.symbol, minutes)
             )
+
+    def _missing_in_lake(self, gap: OpenGap) -> list[tuple[int, int]]:
+        """The ids of gap.next_id..last_missing the landing zone does not hold. Trades the
+        collector did not land itself can be there only in days before today (an import of
+        Binance's archive, published after a day ends): of those days, the objects whose id
+        ranges meet the gap's are read. Blocking: run it in a worker thread."""
+        whole = [(gap.next_id, gap.last_missing)]
+        if self.lake is None or gap.window_start_s is None or gap.next_id > gap.last_missing:
+            return whole
+        today = int(time.time() // 86_400)
+        first = int(gap.window_start_s // 86_400)
+        last = min(int((gap.window_end_s or time.time()) // 86_400), today - 1)
+        if first > last:
+            return whole
+        held = LakeDays(
+            self.lake,
+            gap.symbol,
+            list(range(first, last + 1)),
+            within=(gap.next_id, gap.last_missing),
+            markers=False,
+        )
+        ranges = held.present.missing(gap.next_id, gap.last_missing)
+        if ranges != whole:
+            self.log.info(
+                "collector.gap_partly_in_lake",
+                symbol=gap.symbol,
+                first=gap.next_id,
+                last=gap.last_missing,
+                held=gap.last_missing - gap.next_id + 1 - sum(hi - lo + 1 for lo, hi in ranges),
+                still_missing=len(ranges),
+            )
+        return ranges
 
     def _record(self, gap: OpenGap, shortfall: Shortfall) -> None:
         hole = self.ledger.record_unfilled(

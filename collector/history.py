@@ -29,10 +29,11 @@ from typing import Any
 from collector.archive import ArchiveFile, ArchiveProblem, download, plan_files, read_trades
 from collector.completion import LandedFile, UnfilledGap
 from collector.import_holes import HoleFiller
+from collector.lake import IdRanges, LakeDays
 from collector.layout import marker_key
 from collector.markers import write_marker
 from collector.sinks import Sink
-from collector.staging import IdRanges, LakeDays, MinuteStager, minute_manifest
+from collector.staging import MinuteStager, minute_manifest
 
 __all__ = ["FileReport", "ImportSummary", "Importer"]
 

@@ -19,7 +19,8 @@ from collector.batching import MinuteBatcher, SealedBatch
 from collector.binance import Trade
 from collector.completion import UnfilledGap
 from collector.gapfill import OpenGap
-from collector.staging import IdRanges, MinuteStager
+from collector.lake import IdRanges
+from collector.staging import MinuteStager
 
 if TYPE_CHECKING:
     from collector.archive import ArchiveFile

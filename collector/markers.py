@@ -32,6 +32,7 @@ from collector.completion import (
     manifest_files,
     manifest_gaps,
     merge_file,
+    merge_manifests,
     parse_manifest,
     proven_until,
 )
@@ -307,21 +308,38 @@ class MarkerWriter:
                 pending=pending,
                 limit=limit,
             )
+            today = int(now_s // 86_400) * 1_440
             for minute in due:
-                files = self.book.files_of(symbol, minute)
-                doc = build_manifest(symbol, minute, files, gaps_in(symbol, minute), written_at_s=now_s)
-                key = write_marker(self.sink, doc, symbol, minute)
-                self.written += 1
-                self.log.info(
-                    "collector.minute_marked",
-                    key=self.sink.describe(key),
-                    rows=doc["rows"],
-                    files=len(files),
-                    unfilled_gaps=len(doc["unfilled_gaps"]),
-                )
+                self._mark_one(symbol, minute, gaps_in(symbol, minute), now_s, look=minute < today)
             if due:
                 self.book.advance(symbol, due.stop)
             return len(due)
+
+    def _mark_one(
+        self, symbol: str, minute: int, gaps: list[UnfilledGap], now_s: float, *, look: bool
+    ) -> None:
+        """Write a final minute's marker; with `look` (a day before today, which an import of
+        Binance's archive may have marked while the collector was away), merged with the one
+        the landing zone has."""
+        files = self.book.files_of(symbol, minute)
+        mine = build_manifest(symbol, minute, files, gaps, written_at_s=now_s)
+        found = self._read_marker(symbol, minute, quiet=True) if look else None
+        doc = mine if found is None else merge_manifests(found, mine, symbol, minute, written_at_s=now_s)
+        if doc is not None:
+            write_marker(self.sink, doc, symbol, minute)
+            if found is None:
+                self.written += 1
+            else:
+                self.rewritten += 1
+        shown = doc or found or {}
+        self.log.info(
+            "collector.minute_marked",
+            key=self.sink.describe(marker_key(symbol, minute)),
+            rows=shown.get("rows"),
+            files=len(files),
+            unfilled_gaps=len(shown.get("unfilled_gaps", [])),
+            **({"merged_with": "the marker found", "revision": shown.get("revision")} if found else {}),
+        )
 
 
 class MarkerScheduler:

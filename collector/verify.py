@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from collector.archive import ArchiveFile, download, read_trades
+from collector.lake import IdRanges
 from collector.layout import parse_object_key, symbol_root
 from collector.sinks import Sink
-from collector.staging import IdRanges
 
 __all__ = ["VerifyReport", "render", "verify_day"]
 

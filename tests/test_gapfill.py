@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ import structlog
 
 from collector.backfill import Backfiller, BinanceRest
 from collector.counters import Registry
-from collector.gapfill import GapFiller, GapLedger, OpenGap, UnfilledRange
+from collector.exceptions import SinkUnavailable
+from collector.gapfill import RETRYABLE, GapFiller, GapLedger, OpenGap, UnfilledRange
+from collector.sinks import LocalSink
 
 LOG = structlog.get_logger()
 
@@ -77,6 +80,32 @@ def test_the_earliest_open_window_says_which_minutes_a_gap_may_still_hold(tmp_pa
     )
     assert gaps.open_gap_from("BTCUSDT") == 300.0
     assert gaps.open_gap_from("ETHUSDT") == float("-inf")  # no window known: it may be in any minute
+
+
+def test_a_gap_in_days_the_lake_cannot_be_read_for_is_recorded_for_a_retry_not_fetched(
+    tmp_path: Path,
+) -> None:
+    """Yesterday's ids may be in the lake (an import): if the lake cannot be read, fetching
+    them could land them twice, so the range waits for a retry instead."""
+
+    class Unreachable(LocalSink):
+        def list_keys(self, prefix: str) -> list[tuple[str, int]]:
+            raise SinkUnavailable("s3://lake/ is unreachable (test)", key=prefix)
+
+    gaps = filler(tmp_path / "spool")
+    gaps.lake = Unreachable(tmp_path / "landing")
+    yesterday_s = time.time() - 86_400
+    gap = OpenGap(symbol="BTCUSDT", first_missing=5, last_missing=9, next_id=5, detected_at_ns=1,
+                  window_start_s=yesterday_s, window_end_s=yesterday_s + 60)  # fmt: skip
+    gaps.ledger.add(gap, save=False)
+    asyncio.run(gaps._fill(gap))
+    (record,) = gaps.ledger.unfilled
+    assert (record.first_missing, record.last_missing, record.reason) == (5, 9, "lake_unavailable")
+    assert "unreachable (test)" in record.detail and "lake_unavailable" in RETRYABLE
+    assert gaps.backfiller.requests == 0  # nothing asked of REST
+    today = OpenGap(symbol="BTCUSDT", first_missing=20, last_missing=29, next_id=20, detected_at_ns=1,
+                    window_start_s=time.time() - 60, window_end_s=time.time())  # fmt: skip
+    assert gaps._missing_in_lake(today) == [(20, 29)]  # today's ids: no import can hold them yet
 
 
 def test_capture_journals_the_gap_beside_the_trade_that_revealed_it(tmp_path: Path) -> None:

@@ -469,3 +469,50 @@ def test_an_import_into_s3_lands_checked_encrypted_objects_and_markers(
     assert head["ServerSideEncryption"] == "AES256" and head["ChecksumSHA256"]
     report = audit(tmp_path, f"s3://{bucket}/lake/", env_extra={"COLLECTOR_S3_ENDPOINT_URL": moto_endpoint})
     assert report["exit"] == 0 and report["rows"] == PER_DAY, report
+
+
+def seconds_since(when: datetime) -> str:
+    return str(datetime.now(tz=UTC).timestamp() - when.timestamp())
+
+
+@pytest.mark.slow
+def test_a_collector_restarted_after_an_import_of_the_days_it_missed_lands_no_trade_twice(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """Live capture of yesterday 23:00-23:10, stopped; the import of yesterday; then a restart
+    whose stream resumes today at 00:30. Of the restart's gap, yesterday's part is in the lake
+    already (the import landed it): only today's part comes from REST, and the import's
+    markers of yesterday are kept, not overwritten with the collector's own file list."""
+    today = datetime.now(tz=UTC).date()
+    yesterday = today - timedelta(days=1)
+    late = datetime(yesterday.year, yesterday.month, yesterday.day, 23, 0, 10, tzinfo=UTC)
+    url, rest = market_urls(procs, "--clock-from-s", seconds_since(late), "--rate", "0", "--count", "20")
+    first_live = MARKET.id_at("BTCUSDT", int(late.timestamp() * 1e6))
+    env = collector_env(url, tmp_path, max_batch_age_s="1")
+    collector = procs("run", env=env)
+    collector.wait_event(
+        "collector.stats", lambda e: (e.get("last_trade_id") or {}).get("BTCUSDT", 0) >= first_live + 19
+    )
+    wait_for(lambda: len(collector.named("collector.minute_marked")) >= 9, what="the live minutes marked")
+    stop_cleanly(collector)
+    landing = tmp_path / "landing"
+    done = run_import(rest, landing, yesterday, yesterday)
+    assert done.returncode == 0, done.stderr[-3000:]
+    evening = landing / "Binance" / "BTCUSDT" / f"{yesterday:%Y/%m/%d}" / "23" / "40" / "_SUCCESS"
+    imported = parse_manifest(evening.read_bytes())
+    morning = datetime(today.year, today.month, today.day, 0, 30, 10, tzinfo=UTC)
+    url, rest = market_urls(procs, "--clock-from-s", seconds_since(morning), "--rate", "0")
+    env.update(collector_env(url, tmp_path, max_batch_age_s="1"))
+    collector = procs("run", env=env)
+    wait_for(lambda: len(collector.named("collector.minute_marked")) >= 50 + 40, what="00:00-00:40 marked")
+    stop_cleanly(collector)
+    rows = landed(landing)  # asserts that no trade id landed twice
+    start_of_today = MARKET.first_id("BTCUSDT", day_number(today))
+    assert set(expected_ids(yesterday)) <= set(rows)
+    resumed = MARKET.id_at("BTCUSDT", int(morning.timestamp() * 1e6))
+    assert all(rows[i][5] == "backfill" for i in range(start_of_today, resumed))  # today's part: REST
+    (in_lake,) = collector.named("collector.gap_partly_in_lake")
+    assert in_lake["held"] == start_of_today - (first_live + 20)  # yesterday 23:10 to 24:00
+    assert parse_manifest(evening.read_bytes()) == imported  # the import's marker, kept as it was
+    report = audit(landing, "--from", f"{yesterday}T00:00", "--to", f"{today}T00:30")
+    assert report["exit"] == 0 and report["pending_minutes"] == 0, report["problems"]

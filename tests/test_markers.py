@@ -282,12 +282,14 @@ def test_a_gap_filled_on_retry_rewrites_the_markers_that_listed_it(
     procs: Callable[..., Proc], tmp_path: Path
 ) -> None:
     # Trade 1,000,999 never comes on the stream; the first backfill meets five 503s and records
-    # the id as unfilled (the minute's marker says so); the retry a second later fills it.
+    # the id as unfilled (the minute's marker says so); the retry 8 s later fills it. (At 1 s the
+    # retry could reopen the range before the marker pass on a loaded machine: no marker would
+    # ever list the gap.)
     _, url = start_emulator(
         procs, "--count", "1500", "--rate", "300", "--clock-from-s", "1200", "--clock-step-ms", "100",
         "--skip-every", "1000", "--rest-unavailable-first", "5",
     )  # fmt: skip
-    collector = procs("run", env=collector_env(url, tmp_path, backfill_retry_s="1"))
+    collector = procs("run", env=collector_env(url, tmp_path, backfill_retry_s="8"))
     unfilled = collector.wait_event("collector.gap_unfilled")
     assert (unfilled["first_missing"], unfilled["reason"]) == (1_000_999, "rest_unavailable")
     listed = collector.wait_event("collector.minute_marked", lambda e: e["unfilled_gaps"] == 1)
