@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from collector.config import Settings, parse_destination, parse_symbols
+from collector.exceptions import SinkError
 
 __all__ = ["add_commands", "day", "demo_import"]
 
@@ -44,7 +45,16 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     _check_days(args.start, args.end)
     settings, sink = _sink(settings, args.destination)
     importer = _importer(settings, sink, settings.archive_url, settings.rest_url, args.downloads)
-    summary = asyncio.run(importer.run(args.symbols, args.start, args.end))
+    try:
+        sink.probe()  # a missing bucket or a denied permission, before anything is downloaded
+    except SinkError as exc:
+        print(f"collector import: {_plain(exc)}; nothing was imported", file=sys.stderr)
+        return 2
+    try:
+        summary = asyncio.run(importer.run(args.symbols, args.start, args.end))
+    except SinkError as exc:
+        print(f"collector import: stopped: {_plain(exc)}. {_RESUME}", file=sys.stderr)
+        return 1
     totals = summary.totals()
     print(json.dumps(totals, indent=1) if args.json else _render(totals, sink.describe()))
     return 1 if totals["skipped"] else 0
@@ -86,7 +96,22 @@ def demo_import(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await server.close()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except SinkError as exc:
+        print(f"collector demo: stopped: {_plain(exc)}. {_RESUME}", file=sys.stderr)
+        return 1
+
+
+_RESUME = (
+    "What landed is kept (an object whole or not at all, a minute's marker only after its "
+    "objects); run the same command again to finish the import"
+)
+
+
+def _plain(exc: Exception) -> str:
+    # The sink speaks for the daemon, which retries and keeps what it holds in its spool.
+    return str(exc).removesuffix("; retrying").replace(" (data stays in the spool)", "")
 
 
 def _check_days(first: date, last: date) -> None:

@@ -516,3 +516,19 @@ def test_a_collector_restarted_after_an_import_of_the_days_it_missed_lands_no_tr
     assert parse_manifest(evening.read_bytes()) == imported  # the import's marker, kept as it was
     report = audit(landing, "--from", f"{yesterday}T00:00", "--to", f"{today}T00:30")
     assert report["exit"] == 0 and report["pending_minutes"] == 0, report["problems"]
+
+
+def test_an_import_into_a_bucket_that_does_not_exist_stops_at_once_and_says_so(
+    tmp_path: Path, moto_endpoint: str, aws_env: dict[str, str]
+) -> None:
+    done = run_import(
+        "http://127.0.0.1:9",  # never asked: the bucket is checked first
+        tmp_path / "unused",
+        DAY_MS,
+        DAY_MS,
+        destination="s3://no-such-bucket-here/lake/",
+        env_extra={"COLLECTOR_S3_ENDPOINT_URL": moto_endpoint},
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr and not done.stdout
+    assert 'landing bucket "no-such-bucket-here" does not exist' in done.stderr
+    assert "create it or set COLLECTOR_DESTINATION; nothing was imported" in done.stderr
