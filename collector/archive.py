@@ -29,7 +29,15 @@ from typing import Any
 
 from collector.exceptions import CollectorError
 
-__all__ = ["ArchiveBatch", "ArchiveFile", "ArchiveProblem", "download", "plan_files", "read_trades"]
+__all__ = [
+    "ArchiveBatch",
+    "ArchiveFile",
+    "ArchiveProblem",
+    "decimal_to_scaled",
+    "download",
+    "plan_files",
+    "read_trades",
+]
 
 MICROSECONDS_FROM = date(2025, 1, 1)
 _EPOCH = date(1970, 1, 1)
@@ -253,13 +261,24 @@ def _lines(handle: Any, *, skip_first: bool) -> Iterator[bytes]:
 
 def _scaled(file: ArchiveFile, values: Any, column: str) -> Any:
     """A DECIMAL(18,8) column (parsed exactly by the CSV reader, never through a float) as
-    int64 scaled by 10**8: the low half of each 128-bit value, high halves checked to be zero."""
+    int64 scaled by 10**8."""
+    try:
+        return decimal_to_scaled(values)
+    except ValueError as exc:
+        raise ArchiveProblem(file, "wrong_content", f"column {column} {exc}") from exc
+
+
+def decimal_to_scaled(values: Any) -> Any:
+    """A DECIMAL(p, 8) Arrow column (p <= 18) as int64 scaled by 10**8, exactly: the low half of
+    each 128-bit value, the high halves checked to be zero. ValueError for nulls or negatives."""
     import pyarrow as pa
 
     values = values.combine_chunks() if hasattr(values, "combine_chunks") else values
+    if pa.types.is_decimal64(values.type):  # already 64-bit: a cast keeps the scaled integers
+        values = values.cast(pa.decimal128(values.type.precision, values.type.scale))
     if values.null_count:
-        raise ArchiveProblem(file, "wrong_content", f"column {column} has empty values")
+        raise ValueError("has empty values")
     words = memoryview(values.buffers()[1]).cast("q")[values.offset * 2 : (values.offset + len(values)) * 2]
     if words[1::2].tobytes().count(0) != len(values) * 8:
-        raise ArchiveProblem(file, "wrong_content", f"column {column} has negative values")
+        raise ValueError("has negative values")
     return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(words[::2].tobytes())])

@@ -11,12 +11,13 @@ one missing trades, the report says so: that is a fact about Binance's archive u
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from collector.archive import ArchiveFile, download, read_trades
+from collector.archive import ArchiveFile, decimal_to_scaled, download, read_trades
 from collector.lake import IdRanges
 from collector.layout import parse_object_key, symbol_root
 from collector.sinks import Sink
@@ -24,6 +25,7 @@ from collector.sinks import Sink
 __all__ = ["VerifyReport", "render", "verify_day"]
 
 _SAMPLES = 20
+_LAKE_COLUMNS = ("trade_id", "price", "quantity", "trade_time", "is_buyer_maker")
 _EPOCH = date(1970, 1, 1)
 
 
@@ -65,12 +67,14 @@ class VerifyReport:
         }
 
 
-def _lake_minute(sink: Sink, keys: list[str]) -> dict[int, tuple[int, int, int, bool, int]]:
-    """id -> (price, quantity, trade time in µs, maker, the unit's µs per tick) of a minute's files."""
+def _lake_minute(sink: Sink, keys: list[str]) -> Any:
+    """A minute's lake objects as one table: trade_id, price and quantity scaled by 10**8,
+    time in µs, maker, and the unit's µs per tick (to compare times at the coarser unit)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    found: dict[int, tuple[int, int, int, bool, int]] = {}
+    tables = []
     for key in keys:
         data = sink.get(key)
         if data is None or not key.endswith(".parquet"):
@@ -85,16 +89,20 @@ def _lake_minute(sink: Sink, keys: list[str]) -> dict[int, tuple[int, int, int, 
                 f"the lake's object {sink.describe(key)} cannot be read ({exc}); "
                 "`collector audit` lists what is wrong with it"
             ) from exc
-        unit = table.schema.field("trade_time").type.unit
-        scale = 1000 if unit == "ms" else 1
-        ids = table.column("trade_id").to_pylist()
-        prices = [int(v.scaleb(8)) for v in table.column("price").to_pylist()]
-        quantities = [int(v.scaleb(8)) for v in table.column("quantity").to_pylist()]
-        times = table.column("trade_time").cast(pa.int64()).to_pylist()
-        makers = table.column("is_buyer_maker").to_pylist()
-        for i, trade_id in enumerate(ids):
-            found[trade_id] = (prices[i], quantities[i], times[i] * scale, makers[i], scale)
-    return found
+        scale = 1000 if table.schema.field("trade_time").type.unit == "ms" else 1
+        tables.append(
+            pa.table(
+                {
+                    "trade_id": table.column("trade_id"),
+                    "l_price": decimal_to_scaled(table.column("price")),
+                    "l_qty": decimal_to_scaled(table.column("quantity")),
+                    "l_time": pc.multiply(table.column("trade_time").cast(pa.int64()), scale),
+                    "l_maker": table.column("is_buyer_maker"),
+                    "l_scale": pa.repeat(pa.scalar(scale, pa.int64()), len(table)),
+                }
+            )
+        )
+    return pa.concat_tables(tables) if tables else None
 
 
 def verify_day(sink: Sink, symbol: str, day: date, archive_url: str, staging: Path) -> VerifyReport:
@@ -112,68 +120,101 @@ def verify_day(sink: Sink, symbol: str, day: date, archive_url: str, staging: Pa
         for key, _ in sink.list_keys(prefix):
             if (name := parse_object_key(key)) is not None and name.symbol == symbol:
                 keys[name.minute].append(key)
-        per = 60_000_000 if file.unit == "us" else 60_000
-        to_us = 1 if file.unit == "us" else 1000
-        archive_minute: int | None = None
-        rows: list[tuple[int, int, int, int, bool]] = []
-        for batch in read_trades(file, path):
-            columns = [
-                batch.ids.to_pylist(),
-                batch.prices.to_pylist(),
-                batch.quantities.to_pylist(),
-                batch.times.to_pylist(),
-                batch.makers.to_pylist(),
-            ]
-            for trade_id, price, qty, t, maker in zip(*columns, strict=True):
-                minute = t // per
-                if minute != archive_minute:
-                    if archive_minute is not None:
-                        _compare(report, rows, _lake_minute(sink, keys.pop(archive_minute, [])))
-                    archive_minute, rows = minute, []
-                rows.append((trade_id, price, qty, t * to_us, maker))
-        if archive_minute is not None:
-            _compare(report, rows, _lake_minute(sink, keys.pop(archive_minute, [])))
+        for minute, archive in _archive_minutes(file, path):
+            _compare(report, archive, _lake_minute(sink, keys.pop(minute, [])))
         for leftover in keys.values():  # minutes of the lake the archive has no trade in
-            _compare(report, [], _lake_minute(sink, leftover))
+            _compare(report, None, _lake_minute(sink, leftover))
     finally:
         path.unlink(missing_ok=True)
     return report
 
 
-def _compare(
-    report: VerifyReport,
-    archive: list[tuple[int, int, int, int, bool]],
-    lake: dict[int, tuple[int, int, int, bool, int]],
-) -> None:
-    report.archive_trades += len(archive)
-    report.lake_trades += len(lake)
-    seen = set()
-    for trade_id, price, qty, time_us, maker in archive:
-        held = lake.get(trade_id)
-        if held is None:
-            report.only_in_archive.add(trade_id, trade_id)
-            continue
-        seen.add(trade_id)
-        report.compared += 1
-        l_price, l_qty, l_time, l_maker, scale = held
-        differences = {
-            name: {"lake": a, "archive": b}
-            for name, a, b in (
-                ("price", l_price, price),
-                ("quantity", l_qty, qty),
-                ("trade_time_us", l_time, time_us // scale * scale),
-                ("is_buyer_maker", l_maker, maker),
+def _archive_minutes(file: ArchiveFile, path: Path) -> Iterator[tuple[int, Any]]:
+    """The archive file's trades a minute at a time (trade_id, a_price, a_qty, a_time in µs,
+    a_maker), in the order of the file."""
+    import bisect
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    per = 60_000_000 if file.unit == "us" else 60_000
+    to_us = 1 if file.unit == "us" else 1000
+    pending: list[Any] = []
+    pending_minute: int | None = None
+    for batch in read_trades(file, path):
+        block = pa.table(
+            {
+                "trade_id": batch.ids,
+                "a_price": batch.prices,
+                "a_qty": batch.quantities,
+                "a_time": pc.multiply(batch.times, to_us),
+                "a_maker": batch.makers,
+            }
+        )
+        times = batch.times.combine_chunks() if hasattr(batch.times, "combine_chunks") else batch.times
+        values = memoryview(times.buffers()[1]).cast("q")[times.offset : times.offset + len(times)]
+        start = 0
+        while start < len(values):
+            minute = values[start] // per
+            stop = bisect.bisect_left(values, (minute + 1) * per, lo=start)
+            if minute != pending_minute and pending:
+                yield pending_minute, pa.concat_tables(pending)  # type: ignore[misc]
+                pending = []
+            pending_minute = minute
+            pending.append(block.slice(start, stop - start))
+            start = stop
+    if pending:
+        yield pending_minute, pa.concat_tables(pending)  # type: ignore[misc]
+
+
+def _compare(report: VerifyReport, archive: Any, lake: Any) -> None:
+    """One minute: ids on one side only, and the trades on both compared column by column."""
+    import pyarrow.compute as pc
+
+    report.archive_trades += len(archive) if archive is not None else 0
+    report.lake_trades += len(lake) if lake is not None else 0
+    if archive is None or lake is None:
+        only = report.only_in_lake if archive is None else report.only_in_archive
+        side = lake if archive is None else archive
+        if side is not None:
+            only.add_sorted(sorted(side.column("trade_id").to_pylist()))
+        return
+    both = archive.join(lake, keys="trade_id", join_type="full outer")
+    in_archive, in_lake = pc.is_valid(both.column("a_price")), pc.is_valid(both.column("l_price"))
+    report.only_in_archive.add_sorted(sorted(both.filter(pc.invert(in_lake)).column("trade_id").to_pylist()))
+    report.only_in_lake.add_sorted(sorted(both.filter(pc.invert(in_archive)).column("trade_id").to_pylist()))
+    both = both.filter(pc.and_(in_archive, in_lake))
+    scale = both.column("l_scale")
+    archive_time = pc.multiply(pc.divide(both.column("a_time"), scale), scale)  # at the coarser unit
+    checks = {
+        "price": ("l_price", both.column("a_price")),
+        "quantity": ("l_qty", both.column("a_qty")),
+        "trade_time_us": ("l_time", archive_time),
+        "is_buyer_maker": ("l_maker", both.column("a_maker")),
+    }
+    unequal = {name: pc.not_equal(both.column(column), other) for name, (column, other) in checks.items()}
+    differing = unequal["price"]
+    for mask in list(unequal.values())[1:]:
+        differing = pc.or_(differing, mask)
+    report.compared += len(both)
+    count = pc.sum(differing).as_py() or 0
+    report.differing += count
+    report.equal += len(both) - count
+    if count and len(report.samples) < _SAMPLES:
+        rows = both.append_column("a_time_cmp", archive_time).filter(differing).slice(0, _SAMPLES)
+        for row in sorted(rows.to_pylist(), key=lambda r: r["trade_id"]):
+            if len(report.samples) >= _SAMPLES:
+                break
+            values = {"trade_time_us": ("l_time", "a_time_cmp"), "price": ("l_price", "a_price"),
+                      "quantity": ("l_qty", "a_qty"), "is_buyer_maker": ("l_maker", "a_maker")}  # fmt: skip
+            report.samples.append(
+                {"trade_id": row["trade_id"]}
+                | {
+                    name: {"lake": row[mine], "archive": row[theirs]}
+                    for name, (mine, theirs) in values.items()
+                    if row[mine] != row[theirs]
+                }
             )
-            if a != b
-        }
-        if differences:
-            report.differing += 1
-            if len(report.samples) < _SAMPLES:
-                report.samples.append({"trade_id": trade_id, **differences})
-        else:
-            report.equal += 1
-    for trade_id in sorted(set(lake) - seen):
-        report.only_in_lake.add(trade_id, trade_id)
 
 
 def render(report: VerifyReport) -> str:
