@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collector.archive import plan_files, read_trades
+from collector.archive import ArchiveProblem, plan_files, read_trades
 from collector.completion import parse_manifest
 from collector.emulated_archive import ArchiveFeed
 from collector.market import Market
@@ -535,3 +535,51 @@ def test_an_import_into_a_bucket_that_does_not_exist_stops_at_once_and_says_so(
     assert done.returncode == 2 and "Traceback" not in done.stderr and not done.stdout
     assert 'landing bucket "no-such-bucket-here" does not exist' in done.stderr
     assert "create it or set COLLECTOR_DESTINATION; nothing was imported" in done.stderr
+
+
+def _zip_of(tmp_path: Path, member: str, text: str) -> Path:
+    import zipfile
+
+    path = tmp_path / "BTCUSDT-trades-2024-12-31.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(member, text)
+    return path
+
+
+CSV = "BTCUSDT-trades-2024-12-31.csv"
+
+
+def row(price: str = "1.0", time_ms: int = 1_735_603_200_000) -> str:
+    return f"1,{price},1.0,1.0,{time_ms},True,True\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason", "words"),
+    [
+        (None, "not_a_zip", "not a zip"),
+        (("other.csv", row()), "wrong_content", "not the one file"),
+        ((CSV, row("abc")), "wrong_content", "unreadable"),
+        ((CSV, row("1.123456789")), "wrong_content", "unreadable"),  # 9 decimals: refused, not rounded
+        ((CSV, row("-1.0")), "wrong_content", "negative"),
+        ((CSV, row(time_ms=1_735_689_600_000)), "wrong_content", "outside 2024-12-31"),  # the next day
+    ],
+)
+def test_a_corrupt_archive_file_is_refused_with_the_reason(
+    tmp_path: Path, content: tuple[str, str] | None, reason: str, words: str
+) -> None:
+    file = plan_files(["BTCUSDT"], DAY_MS, DAY_MS, today=date(2026, 1, 1))[0]
+    if content is None:
+        path = tmp_path / file.name
+        path.write_bytes(b"PK\x03\x04 this is not a zip")
+    else:
+        path = _zip_of(tmp_path, *content)
+    with pytest.raises(ArchiveProblem) as refused:
+        list(read_trades(file, path))
+    assert refused.value.reason == reason and words in str(refused.value), str(refused.value)
+    assert file.name in str(refused.value)
+
+
+def test_an_archive_file_with_only_a_header_row_reads_as_no_trades(tmp_path: Path) -> None:
+    file = plan_files(["BTCUSDT"], DAY_MS, DAY_MS, today=date(2026, 1, 1))[0]
+    header = "id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n"
+    assert list(read_trades(file, _zip_of(tmp_path, CSV, header))) == []
