@@ -33,10 +33,12 @@ __all__ = [
     "ArchiveBatch",
     "ArchiveFile",
     "ArchiveProblem",
+    "StagingError",
     "decimal_to_scaled",
     "download",
     "plan_files",
     "read_trades",
+    "write_staged",
 ]
 
 MICROSECONDS_FROM = date(2025, 1, 1)
@@ -48,6 +50,24 @@ _BLOCK_BYTES = 4 << 20
 # Prices and quantities: exact decimals of at most 10 integer digits and 8 decimals, as the
 # landing schema's DECIMAL(18,8); a value with more is refused, not rounded.
 _DECIMAL_PRECISION, _DECIMAL_SCALE = 18, 8
+
+
+class StagingError(CollectorError):
+    """The import's staging directory cannot be written (a full disk, permissions): the
+    import stops, since every file would meet it."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(
+            f"cannot write {path}: {exc.strerror or exc}; free space there or set "
+            "COLLECTOR_SPOOL_DIR (an import stages each file under it before publishing)"
+        )
+
+
+def write_staged(out: Any, data: bytes, path: Path) -> None:
+    try:
+        out.write(data)
+    except OSError as exc:
+        raise StagingError(path, exc) from exc
 
 
 class ArchiveProblem(CollectorError):
@@ -127,11 +147,18 @@ def download(file: ArchiveFile, base: str, target: Path, *, timeout_s: float = 6
         digest = hashlib.sha256()
         size = 0
         partial = target.with_name(target.name + ".part")
-        with _get(url, timeout_s) as response, open(partial, "wb") as out:
+        try:
+            out = open(partial, "wb")  # noqa: SIM115 (closed below, apart from the network's errors)
+        except OSError as exc:
+            raise StagingError(partial, exc) from exc
+        with _get(url, timeout_s) as response, out:
             while chunk := response.read(_CHUNK):
                 digest.update(chunk)
-                out.write(chunk)
+                write_staged(out, chunk, partial)
                 size += len(chunk)
+    except StagingError:
+        partial.unlink(missing_ok=True)
+        raise
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             message = (

@@ -134,6 +134,14 @@ class Importer:
             self.progress.begin(len(files), sum(len(f.days) for f in files))
         # Two files at a time along the path: one is read and staged while the one before it
         # is published and marked (the two share no minute: their days differ).
+        try:
+            await self._run_files(files, summary)
+        finally:  # a stopped import leaves nothing staged (a full disk is freed again)
+            shutil.rmtree(self.staging, ignore_errors=True)
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    async def _run_files(self, files: list[ArchiveFile], summary: ImportSummary) -> None:
         landing: asyncio.Task[None] | None = None
         with ThreadPoolExecutor(ENCODERS, thread_name_prefix="encode") as encoder:
             async for file, fetched in self._fetched(files):
@@ -158,9 +166,6 @@ class Importer:
                 landing = asyncio.create_task(self._land(prepared, summary))
             if landing is not None:
                 await landing
-        summary.seconds = time.monotonic() - started
-        shutil.rmtree(self.staging, ignore_errors=True)
-        return summary
 
     def _skip(self, summary: ImportSummary, file: ArchiveFile, problem: ArchiveProblem) -> None:
         summary.skipped.append({"name": file.name, "reason": problem.reason, "message": str(problem)})

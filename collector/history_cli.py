@@ -10,6 +10,7 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
+from collector.archive import StagingError
 from collector.config import Settings, parse_destination, parse_symbols
 from collector.exceptions import SinkError
 
@@ -52,7 +53,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         summary = asyncio.run(importer.run(args.symbols, args.start, args.end))
-    except SinkError as exc:
+    except (SinkError, StagingError) as exc:
         print(f"collector import: stopped: {_plain(exc)}. {_RESUME}", file=sys.stderr)
         return 1
     totals = summary.totals()
@@ -98,7 +99,7 @@ def demo_import(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         return asyncio.run(main())
-    except SinkError as exc:
+    except (SinkError, StagingError) as exc:
         print(f"collector demo: stopped: {_plain(exc)}. {_RESUME}", file=sys.stderr)
         return 1
 

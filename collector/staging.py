@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.archive import ArchiveBatch, ArchiveFile
+from collector.archive import ArchiveBatch, ArchiveFile, StagingError
 from collector.batching import SealedBatch, TimeUnit, _Columns
 from collector.completion import (
     LandedFile,
@@ -214,7 +214,10 @@ class MinuteStager:
         )
         data = encode_batch(batch, self.output_format)
         path = self.staging / key.replace("/", "_")
-        path.write_bytes(data)
+        try:
+            path.write_bytes(data)
+        except OSError as exc:
+            raise StagingError(path, exc) from exc
         digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
         name = parse_object_key(key)
         assert name is not None

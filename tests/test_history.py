@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -583,3 +583,39 @@ def test_an_archive_file_with_only_a_header_row_reads_as_no_trades(tmp_path: Pat
     file = plan_files(["BTCUSDT"], DAY_MS, DAY_MS, today=date(2026, 1, 1))[0]
     header = "id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n"
     assert list(read_trades(file, _zip_of(tmp_path, CSV, header))) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """A tmpfs of a given size (root only; skipped where it cannot be mounted)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"disk-{size}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["16k", "256k"])  # the zip does not fit; the zip fits, its objects do not
+def test_a_full_staging_disk_stops_the_import_with_what_to_do_and_lands_nothing(
+    procs: Callable[..., Proc], tmp_path: Path, small_disk: Callable[[str], Path], size: str
+) -> None:
+    rest = market_feed(procs)
+    spool = small_disk(size)
+    landing = tmp_path / "landing"
+    done = run_import(rest, landing, DAY_MS, DAY_MS, env_extra={"COLLECTOR_SPOOL_DIR": str(spool)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "collector import: stopped: cannot write" in done.stderr
+    assert "No space left on device; free space there or set COLLECTOR_SPOOL_DIR" in done.stderr
+    assert "run the same command again" in done.stderr
+    assert not list(landing.rglob("*.parquet")) and not list(spool.iterdir())  # staging freed again
