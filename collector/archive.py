@@ -21,6 +21,7 @@ import threading
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -50,6 +51,7 @@ _BLOCK_BYTES = 4 << 20
 # Prices and quantities: exact decimals of at most 10 integer digits and 8 decimals, as the
 # landing schema's DECIMAL(18,8); a value with more is refused, not rounded.
 _DECIMAL_PRECISION, _DECIMAL_SCALE = 18, 8
+_MAX_SCALED = 10**18 - 1  # the largest DECIMAL(18,8) value, scaled
 
 
 class StagingError(CollectorError):
@@ -147,15 +149,16 @@ def download(file: ArchiveFile, base: str, target: Path, *, timeout_s: float = 6
         digest = hashlib.sha256()
         size = 0
         partial = target.with_name(target.name + ".part")
-        try:
-            out = open(partial, "wb")  # noqa: SIM115 (closed below, apart from the network's errors)
-        except OSError as exc:
-            raise StagingError(partial, exc) from exc
-        with _get(url, timeout_s) as response, out:
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                write_staged(out, chunk, partial)
-                size += len(chunk)
+        with _get(url, timeout_s) as response:
+            try:
+                out = open(partial, "wb")  # noqa: SIM115 (closed by the `with` just below)
+            except OSError as exc:
+                raise StagingError(partial, exc) from exc
+            with out:
+                while chunk := response.read(_CHUNK):
+                    digest.update(chunk)
+                    write_staged(out, chunk, partial)
+                    size += len(chunk)
     except StagingError:
         partial.unlink(missing_ok=True)
         raise
@@ -168,6 +171,7 @@ def download(file: ArchiveFile, base: str, target: Path, *, timeout_s: float = 6
             raise ArchiveProblem(file, "not_published", message) from exc
         raise ArchiveProblem(file, "unreachable", f"{url} answered HTTP {exc.code}; try again later") from exc
     except (OSError, IndexError) as exc:
+        target.with_name(target.name + ".part").unlink(missing_ok=True)
         message = f"cannot fetch {url}: {exc}; check COLLECTOR_ARCHIVE_URL and the network"
         raise ArchiveProblem(file, "unreachable", message) from exc
     if digest.hexdigest() != expected:
@@ -208,8 +212,6 @@ def read_trades(file: ArchiveFile, path: Path) -> Iterator[ArchiveBatch]:
         expected = file.name.removesuffix(".zip") + ".csv"
         if members != [expected]:
             raise ArchiveProblem(file, "wrong_content", f"holds {members}, not the one file {expected}")
-        with archive.open(expected) as handle:
-            header = not handle.peek(1)[:1].isdigit() if hasattr(handle, "peek") else False
         decimal = pa.decimal128(_DECIMAL_PRECISION, _DECIMAL_SCALE)
         read_options = csv.ReadOptions(column_names=_COLUMNS, use_threads=False, block_size=_BLOCK_BYTES)
         convert_options = csv.ConvertOptions(
@@ -224,16 +226,18 @@ def read_trades(file: ArchiveFile, path: Path) -> Iterator[ArchiveBatch]:
             true_values=["True", "true"],
             false_values=["False", "false"],
         )
-        start, end = file.bounds()
         try:
+            with archive.open(expected) as handle:
+                header = _is_header(handle.readline())
+            last_time = file.bounds()[0]
             with archive.open(expected) as handle:
                 for chunk in _lines(handle, skip_first=header):
                     block = csv.read_csv(pa.py_buffer(chunk), read_options, convert_options=convert_options)
+                    if not len(block):
+                        continue  # blank lines only
+                    _check_block(file, block, last_time)
                     times = block.column("time")
-                    low, high = pc.min(times).as_py(), pc.max(times).as_py()
-                    if low < start or high >= end:
-                        message = f"holds trade times outside {file.when} (in {file.unit}: {low}..{high})"
-                        raise ArchiveProblem(file, "wrong_content", message)
+                    last_time = pc.max(times).as_py()
                     yield ArchiveBatch(
                         block.column("id"),
                         _scaled(file, block.column("price"), "price"),
@@ -241,8 +245,38 @@ def read_trades(file: ArchiveFile, path: Path) -> Iterator[ArchiveBatch]:
                         times,
                         block.column("is_buyer_maker"),
                     )
-        except (pa.ArrowInvalid, zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (pa.ArrowInvalid, zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
             raise ArchiveProblem(file, "wrong_content", f"unreadable: {exc}") from exc
+
+
+# A header row's first field (futures files have one, spot files none): anything else on the
+# first line is a row, parsed and refused if it is not a trade, never skipped unread.
+_HEADER_FIELDS = frozenset({"id", "trade_id", "tradeid", "trade id", "agg_trade_id"})
+
+
+def _is_header(line: bytes) -> bool:
+    field = line.removeprefix(b"\xef\xbb\xbf").split(b",", 1)[0].strip().lower()
+    return field.decode("ascii", "replace") in _HEADER_FIELDS
+
+
+def _check_block(file: ArchiveFile, block: Any, after: int) -> None:
+    """Every row of a block: no empty id, time or maker; times within the file's days and in
+    order (each not before the one before it, and not before `after`, the previous block's)."""
+    import pyarrow.compute as pc
+
+    for column in ("id", "time", "is_buyer_maker"):
+        if block.column(column).null_count:
+            raise ArchiveProblem(file, "wrong_content", f"column {column} has empty values")
+    start, end = file.bounds()
+    times = block.column("time")
+    low, high = pc.min(times).as_py(), pc.max(times).as_py()
+    if low < start or high >= end:
+        message = f"holds trade times outside {file.when} (in {file.unit}: {low}..{high})"
+        raise ArchiveProblem(file, "wrong_content", message)
+    ordered = times.combine_chunks()
+    steps = pc.subtract(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
+    if ordered[0].as_py() < after or (len(steps) and pc.min(steps).as_py() < 0):
+        raise ArchiveProblem(file, "wrong_content", "holds trade times out of order")
 
 
 def _lines(handle: Any, *, skip_first: bool) -> Iterator[bytes]:
@@ -255,7 +289,11 @@ def _lines(handle: Any, *, skip_first: bool) -> Iterator[bytes]:
 
     def inflate() -> None:
         try:
-            rest = handle.readline()[:0] if skip_first else b""
+            rest = b""
+            if skip_first:
+                handle.readline()
+            elif handle.peek(3)[:3] == b"\xef\xbb\xbf":
+                handle.read(3)  # a byte-order mark before the first row
             while not stop.is_set():
                 data = handle.read(_BLOCK_BYTES)
                 if not data:
@@ -296,9 +334,10 @@ def _scaled(file: ArchiveFile, values: Any, column: str) -> Any:
 
 
 def decimal_to_scaled(values: Any) -> Any:
-    """A DECIMAL(p, 8) Arrow column (p <= 18) as int64 scaled by 10**8, exactly: the low half of
-    each 128-bit value, the high halves checked to be zero. ValueError for nulls or negatives."""
+    """A DECIMAL(p, 8) Arrow column as int64 scaled by 10**8, exactly: the low half of each
+    128-bit value, checked to fit DECIMAL(18,8). ValueError for nulls, negatives, or more."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     values = values.combine_chunks() if hasattr(values, "combine_chunks") else values
     if pa.types.is_decimal64(values.type):  # already 64-bit: a cast keeps the scaled integers
@@ -306,6 +345,12 @@ def decimal_to_scaled(values: Any) -> Any:
     if values.null_count:
         raise ValueError("has empty values")
     words = memoryview(values.buffers()[1]).cast("q")[values.offset * 2 : (values.offset + len(values)) * 2]
-    if words[1::2].tobytes().count(0) != len(values) * 8:
-        raise ValueError("has negative values")
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(words[::2].tobytes())])
+    high = words[1::2].tobytes()
+    if high.count(0) != len(high):  # the high halves: 0 for every value in 0 <= v < 2**64
+        raise ValueError("has negative values" if high.count(b"\xff") else "exceeds DECIMAL(18,8)")
+    scaled = pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(words[::2].tobytes())])
+    if len(scaled):
+        low, top = pc.min(scaled).as_py(), pc.max(scaled).as_py()
+        if low < 0 or top > _MAX_SCALED:  # a low half of 2**63 or more, or more than 18 digits
+            raise ValueError("exceeds DECIMAL(18,8)")
+    return scaled

@@ -65,6 +65,7 @@ class FileReport:
     unfilled: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # read, fill, publish, mark
+    unchecked: bool = False  # the REST API could not say what lies before its first row and after its last
 
 
 @dataclass
@@ -93,6 +94,7 @@ class ImportSummary:
             "markers_rewritten": total("markers_rewritten"),
             "gaps_unfilled": [g for f in self.files for g in f.unfilled],
             "warnings": [w for f in self.files for w in f.warnings],
+            "unchecked": [f.name for f in self.files if f.unchecked],
             "bytes_downloaded": self.bytes_downloaded,
             "seconds": round(self.seconds, 3),
             "trades_per_s": round(trades / self.seconds) if self.seconds else None,
@@ -274,7 +276,7 @@ class Importer:
         start, end = file.bounds()
         now = time.time()
         due = []
-        for minute in range(start // per, end // per):
+        for minute in _markable(stager, report, start // per, end // per):
             gaps = [g for g, before, after in unfilled if before // per <= minute <= after // per]
             held = stager.lake.minute(minute)
             doc, what = minute_manifest(
@@ -300,3 +302,15 @@ class Importer:
             list(pool.map(write, due))
         report.markers_rewritten += sum(1 for _, _, what in due if what == "rewritten")
         report.markers_written += sum(1 for _, _, what in due if what == "written")
+
+
+def _markable(stager: MinuteStager, report: FileReport, first: int, stop: int) -> range:
+    """The minutes a file's import may mark: all of its days, or, when the REST API could not
+    say whether trades lie before its first row or after its last (a day that stops at 16:00
+    checks out by its CHECKSUM), only the minutes from its first trade to its last."""
+    if not report.unchecked:
+        return range(first, stop)
+    if stager.first is None:
+        return range(0)
+    per = stager.per_minute
+    return range(stager.first[1] // per, (stager.last or stager.first)[1] // per + 1)

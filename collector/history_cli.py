@@ -58,7 +58,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     totals = summary.totals()
     print(json.dumps(totals, indent=1) if args.json else _render(totals, sink.describe()))
-    return 1 if totals["skipped"] else 0
+    return 1 if totals["skipped"] or totals["unchecked"] else 0
 
 
 def demo_import(args: argparse.Namespace, settings: Settings) -> int:
@@ -86,7 +86,7 @@ def demo_import(args: argparse.Namespace, settings: Settings) -> int:
             summary = await _importer(settings, sink, url, url, 3).run(symbols, args.start, args.end)
             totals = summary.totals()
             print(_render(totals, sink.describe()))
-            code = 1 if totals["skipped"] else 0
+            code = 1 if totals["skipped"] or totals["unchecked"] else 0
             for symbol in symbols:
                 report = await asyncio.to_thread(
                     verify_day, sink, symbol, args.end, url, settings.spool_dir / "verify"
@@ -162,6 +162,11 @@ def _render(t: dict[str, Any], where: str) -> str:
         lines.append(f"  unfilled: ids {ids} ({gap['reason']}): {gap['detail']}")
     for warning in t["warnings"]:
         lines.append(f"  warning: {warning}")
+    for name in t["unchecked"]:
+        lines.append(
+            f"  unmarked: {name}'s minutes before its first trade and after its last, since the REST "
+            "API could not say whether the archive lacks trades there; run the import again when it answers"
+        )
     for skipped in t["skipped"]:
         lines.append(f"  skipped {skipped['name']} ({skipped['reason']}): {skipped['message']}")
     return "\n".join(lines)

@@ -52,6 +52,7 @@ class HoleFiller:
         except (OSError, ValueError) as exc:
             warning = f"could not check {file.name}'s first and last trades against the REST API: {exc}"
             report.warnings.append(warning)
+            report.unchecked = True  # its minutes outside its first and last trade stay unmarked
             self.log.warning("collector.import_unchecked", file=file.name, error=str(exc))
             return []
         holes = []
@@ -101,7 +102,7 @@ class HoleFiller:
                 )
 
                 async def land(trades: list[Trade], next_id: int) -> None:
-                    await asyncio.to_thread(self._stage, stager, trades, report)
+                    await asyncio.to_thread(self._stage, stager, trades, present, report)
 
                 for short in await self._backfiller(file.unit).fill(open_gap, land):
                     detail = f"missing from {file.name}; the REST API: {short.detail}"
@@ -129,11 +130,13 @@ class HoleFiller:
                 reason=gap.reason,
                 detail=gap.detail,
             )
-        for staged in stager.staged:
-            present.add(staged.entry.first_trade_id, staged.entry.last_trade_id)
         return unfilled
 
-    def _stage(self, stager: MinuteStager, trades: list[Trade], report: FileReport) -> None:
+    def _stage(
+        self, stager: MinuteStager, trades: list[Trade], present: IdRanges, report: FileReport
+    ) -> None:
+        """REST's trades staged as backfill objects; their ids (each one, not the objects' name
+        ranges, which may span ids still missing) join `present`."""
         batcher = MinuteBatcher(
             time_unit=stager.unit,
             max_batch_bytes=2**62,
@@ -151,4 +154,5 @@ class HoleFiller:
         sealed: list[SealedBatch] = batcher.flush("backfill")
         for batch in sealed:
             stager.stage(batch, "backfill")
+            present.add_sorted(batch.columns.trade_id)
             report.filled += batch.rows

@@ -41,10 +41,14 @@ class VerifyReport:
     only_in_archive: IdRanges = field(default_factory=IdRanges)
     differing: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: dict[str, list[int]] = field(default_factory=lambda: {"lake": [], "archive": []})
 
     @property
     def ok(self) -> bool:
-        return not self.differing and not self.only_in_lake._ranges and not self.only_in_archive._ranges
+        once = not self.duplicates["lake"] and not self.duplicates["archive"]
+        return (
+            once and not self.differing and not self.only_in_lake._ranges and not self.only_in_archive._ranges
+        )
 
     def as_dict(self) -> dict[str, Any]:
         lake_only = sum(b - a + 1 for a, b in self.only_in_lake._ranges)
@@ -64,6 +68,9 @@ class VerifyReport:
             "only_in_archive": archive_only,
             "only_in_archive_ranges": self.only_in_archive._ranges[:_SAMPLES],
             "archive_lacks_trades": lake_only > 0,
+            "lake_ids_twice": len(self.duplicates["lake"]),
+            "lake_ids_twice_sample": sorted(self.duplicates["lake"])[:_SAMPLES],
+            "archive_ids_twice": len(self.duplicates["archive"]),
         }
 
 
@@ -167,12 +174,31 @@ def _archive_minutes(file: ArchiveFile, path: Path) -> Iterator[tuple[int, Any]]
         yield pending_minute, pa.concat_tables(pending)  # type: ignore[misc]
 
 
+def _once(report: VerifyReport, side: str, table: Any) -> Any:
+    """The table with each trade id once; an id it holds twice is counted (a join would pair
+    every copy with the other side's and call them equal)."""
+    import pyarrow.compute as pc
+
+    if table is None or pc.count_distinct(table.column("trade_id")).as_py() == len(table):
+        return table
+    seen: set[int] = set()
+    first = []
+    for i, trade_id in enumerate(table.column("trade_id").to_pylist()):
+        if trade_id in seen:
+            report.duplicates[side].append(trade_id)
+        else:
+            seen.add(trade_id)
+            first.append(i)
+    return table.take(first)
+
+
 def _compare(report: VerifyReport, archive: Any, lake: Any) -> None:
     """One minute: ids on one side only, and the trades on both compared column by column."""
     import pyarrow.compute as pc
 
     report.archive_trades += len(archive) if archive is not None else 0
     report.lake_trades += len(lake) if lake is not None else 0
+    lake, archive = _once(report, "lake", lake), _once(report, "archive", archive)
     if archive is None or lake is None:
         only = report.only_in_lake if archive is None else report.only_in_archive
         side = lake if archive is None else archive
@@ -237,5 +263,12 @@ def render(report: VerifyReport) -> str:
             f"  only in the lake: {d['only_in_lake']:,} trades, ids {d['only_in_lake_ranges']}: "
             "Binance's archive lacks them (the lake has them from the live stream or REST)"
         )
+    if d["lake_ids_twice"]:
+        lines.append(
+            f"  the lake holds {d['lake_ids_twice']:,} trade ids more than once, e.g. "
+            f"{d['lake_ids_twice_sample']}: `collector audit` lists their files"
+        )
+    if d["archive_ids_twice"]:
+        lines.append(f"  the archive holds {d['archive_ids_twice']:,} trade ids more than once")
     lines.append("OK: the lake and the archive agree" if d["ok"] else "DIFFERENT")
     return "\n".join(lines)

@@ -562,6 +562,12 @@ def row(price: str = "1.0", time_ms: int = 1_735_603_200_000) -> str:
         ((CSV, row("1.123456789")), "wrong_content", "unreadable"),  # 9 decimals: refused, not rounded
         ((CSV, row("-1.0")), "wrong_content", "negative"),
         ((CSV, row(time_ms=1_735_689_600_000)), "wrong_content", "outside 2024-12-31"),  # the next day
+        ((CSV, row("100000000000")), "wrong_content", "exceeds DECIMAL(18,8)"),  # 12 digits
+        ((CSV, row("12345678901.5")), "wrong_content", "exceeds DECIMAL(18,8)"),  # 11 digits
+        ((CSV, "1,1.0,1.0,1.0,,True,True\n"), "wrong_content", "column time has empty values"),
+        ((CSV, row() + "2,1.0,1.0,1.0,1735603200001,,True\n"), "wrong_content", "column is_buyer_maker has"),
+        ((CSV, row() + ",1.0,1.0,1.0,1735603200001,True,True\n"), "wrong_content", "column id has empty"),
+        ((CSV, row(time_ms=1_735_603_200_005) + row()), "wrong_content", "out of order"),
     ],
 )
 def test_a_corrupt_archive_file_is_refused_with_the_reason(
@@ -619,3 +625,54 @@ def test_a_full_staging_disk_stops_the_import_with_what_to_do_and_lands_nothing(
     assert "No space left on device; free space there or set COLLECTOR_SPOOL_DIR" in done.stderr
     assert "run the same command again" in done.stderr
     assert not list(landing.rglob("*.parquet")) and not list(spool.iterdir())  # staging freed again
+
+
+def test_a_zip_whose_data_is_corrupt_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    file = plan_files(["BTCUSDT"], DAY_MS, DAY_MS, today=date(2026, 1, 1))[0]
+    rows = "".join(f"{i},1.{i % 97:08d},0.5,0.5,{1_735_603_200_000 + i},True,True\n" for i in range(1, 5000))
+    path = _zip_of(tmp_path, CSV, rows)
+    data = bytearray(path.read_bytes())
+    data[200:210] = b"\xff" * 10  # inside the deflate stream
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArchiveProblem) as refused:
+        list(read_trades(file, path))
+    assert refused.value.reason in ("wrong_content", "not_a_zip"), str(refused.value)
+
+
+def test_a_first_row_after_a_byte_order_mark_is_a_trade_not_a_header(tmp_path: Path) -> None:
+    file = plan_files(["BTCUSDT"], DAY_MS, DAY_MS, today=date(2026, 1, 1))[0]
+    path = _zip_of(tmp_path, CSV, "\ufeff" + row() + "2,1.0,1.0,1.0,1735603200001,True,True\n")
+    assert [i for b in read_trades(file, path) for i in b.ids.to_pylist()] == [1, 2]
+
+
+def test_verify_counts_an_id_the_lake_holds_twice_and_is_not_ok() -> None:
+    import pyarrow as pa
+
+    from collector.verify import VerifyReport, _compare
+
+    def table(prefix: str, ids: list[int]) -> Any:
+        n = len(ids)
+        return pa.table({"trade_id": ids, f"{prefix}_price": [1] * n, f"{prefix}_qty": [1] * n,
+                         f"{prefix}_time": [1000] * n, f"{prefix}_maker": [True] * n}
+                        | ({"l_scale": [1000] * n} if prefix == "l" else {}))  # fmt: skip
+
+    report = VerifyReport("BTCUSDT", "2024-12-31")
+    _compare(report, table("a", [1, 2]), table("l", [1, 2, 2]))
+    summary = report.as_dict()
+    assert not summary["ok"] and summary["lake_ids_twice"] == 1 and summary["lake_ids_twice_sample"] == [2]
+    assert summary["equal"] == 2 and summary["compared"] == 2
+
+
+@pytest.mark.slow
+def test_when_the_rest_api_cannot_check_a_files_edges_the_minutes_past_its_last_trade_stay_unmarked(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    archive = market_feed(procs, "--archive-defect", f"{DAY_MS}:truncate:16:00")
+    landing = tmp_path / "landing"
+    done = run_import(
+        archive, landing, DAY_MS, DAY_MS, env_extra={"COLLECTOR_REST_URL": "http://127.0.0.1:9"}
+    )
+    summary = json.loads(done.stdout)
+    assert done.returncode == 1 and summary["unchecked"] == [f"BTCUSDT-trades-{DAY_MS}.zip"]
+    assert summary["landed_trades"] == PER_DAY * 2 // 3  # 00:00 to 16:00
+    assert len(list(landing.rglob("_SUCCESS"))) == 16 * 60  # never a marker saying 16:00-24:00 is empty
