@@ -676,3 +676,21 @@ def test_when_the_rest_api_cannot_check_a_files_edges_the_minutes_past_its_last_
     assert done.returncode == 1 and summary["unchecked"] == [f"BTCUSDT-trades-{DAY_MS}.zip"]
     assert summary["landed_trades"] == PER_DAY * 2 // 3  # 00:00 to 16:00
     assert len(list(landing.rglob("_SUCCESS"))) == 16 * 60  # never a marker saying 16:00-24:00 is empty
+
+
+def test_a_month_the_lake_holds_data_in_comes_as_daily_files(tmp_path: Path) -> None:
+    """What the lake holds is read a file's days at a time: a month of live data would be
+    about 100 million ids in memory, a day 3 million."""
+    import structlog
+
+    from collector.history import Importer
+    from collector.sinks import LocalSink
+
+    sink = LocalSink(tmp_path / "landing")
+    importer = Importer(sink, archive_url="", rest_url="", staging=tmp_path / "s", log=structlog.get_logger())
+    months = [(f.period, f.when) for f in importer._plan(["BTCUSDT"], date(2024, 10, 1), date(2024, 11, 30))]
+    assert months == [("monthly", "2024-10"), ("monthly", "2024-11")]
+    sink.put("Binance/BTCUSDT/2024/11/17/10/17/batch-1-1.parquet", b"x")
+    files = importer._plan(["BTCUSDT"], date(2024, 10, 1), date(2024, 11, 30))
+    assert files[0].period == "monthly" and len(files) == 1 + 30
+    assert {f.period for f in files[1:]} == {"daily"} and files[-1].when == "2024-11-30"
