@@ -323,7 +323,19 @@ class MarkerWriter:
         the landing zone has."""
         files = self.book.files_of(symbol, minute)
         mine = build_manifest(symbol, minute, files, gaps, written_at_s=now_s)
-        found = self._read_marker(symbol, minute, quiet=True) if look else None
+        found = None
+        raw = self.sink.get(marker_key(symbol, minute)) if look else None
+        if raw is not None:
+            try:
+                found = parse_manifest(raw)
+            except ValueError as exc:  # it cannot be merged with what it cannot read: left alone
+                self.log.error(
+                    "collector.marker_unreadable",
+                    key=self.sink.describe(marker_key(symbol, minute)),
+                    error=str(exc),
+                    fix="run `collector audit` over this minute and the import of its day again",
+                )
+                return
         doc = mine if found is None else merge_manifests(found, mine, symbol, minute, written_at_s=now_s)
         if doc is not None:
             write_marker(self.sink, doc, symbol, minute)

@@ -308,3 +308,37 @@ def test_a_gap_filled_on_retry_rewrites_the_markers_that_listed_it(
     landed_ids = sorted(i for f in doc["files"] for i in _ids(Path(listed["key"]).parent / f["name"]))
     assert 1_000_999 in landed_ids and doc["rows"] == len(landed_ids)
     assert any(f["name"].startswith("backfill-") for f in doc["files"])
+
+
+def test_a_past_minute_whose_marker_cannot_be_read_is_left_alone_not_overwritten(tmp_path: Path) -> None:
+    """A marker of a day before today may be an import's: one the collector cannot read, it
+    cannot merge with, so it leaves it (and says so) rather than list only its own files."""
+    from structlog.testing import capture_logs
+
+    writer, sink = _writer(tmp_path)
+    key = marker_key("BTCUSDT", MINUTE)
+    sink.put_marker(key, b'{"manifest_version": 1, "tor')
+    with capture_logs() as logs:
+        assert _due(writer, END + 86_400) == 1  # a day later; the minute is done with all the same
+    (event,) = [e for e in logs if e["event"] == "collector.marker_unreadable"]
+    assert "collector audit" in event["fix"] and sink.get(key) == b'{"manifest_version": 1, "tor'
+    assert writer.book.cursor == {"BTCUSDT": MINUTE + 1}
+
+
+def test_merging_with_a_marker_found_keeps_its_files_and_raises_its_revision_only_for_news() -> None:
+    from collector.completion import merge_manifests
+
+    archive = LandedFile(name="archive-1-10.parquet", bytes=100, sha256="AAAA", rows=10,
+                         first_trade_id=1, last_trade_id=10)  # fmt: skip
+    backfill = LandedFile(name="backfill-11-12.parquet", bytes=50, sha256="BBBB", rows=2,
+                          first_trade_id=11, last_trade_id=12)  # fmt: skip
+    found = build_manifest("BTCUSDT", MINUTE, [archive], revision=2, written_at_s=END)
+    assert merge_manifests(found, build_manifest("BTCUSDT", MINUTE, [], written_at_s=END), "BTCUSDT",
+                           MINUTE, written_at_s=END) is None  # fmt: skip
+    mine = build_manifest(
+        "BTCUSDT", MINUTE, [backfill], [UnfilledGap(13, 13, "not_served")], written_at_s=END
+    )
+    merged = merge_manifests(found, mine, "BTCUSDT", MINUTE, written_at_s=END + 1)
+    assert merged is not None and merged["revision"] == 3 and merged["rows"] == 12
+    assert [f["name"] for f in merged["files"]] == ["archive-1-10.parquet", "backfill-11-12.parquet"]
+    assert [g["first_missing"] for g in merged["unfilled_gaps"]] == [13]
