@@ -97,6 +97,21 @@ class _OpenBatch:
 class MinuteBatcher:
     """Accumulates trades into per-(symbol, minute) batches and seals them."""
 
+    @classmethod
+    def until_flushed(
+        cls, time_unit: TimeUnit, *, source: Source = "stream", max_batch_bytes: int = 2**62
+    ) -> MinuteBatcher:
+        """A batcher for trades already in hand (a REST page, a journal left by a crash):
+        batches close by size or at flush(), never by age, grace or the open-minute cap."""
+        return cls(
+            time_unit=time_unit,
+            max_batch_bytes=max_batch_bytes,
+            max_batch_age_s=float("inf"),
+            minute_grace_s=float("inf"),
+            max_open_minutes=2**31,
+            source=source,
+        )
+
     def __init__(
         self,
         *,

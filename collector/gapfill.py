@@ -410,13 +410,8 @@ class GapFiller:
 
     async def _land_page(self, gap: OpenGap, trades: list[Trade], next_id: int) -> None:
         """One page of backfilled trades: batched by minute, spooled, then the gap's progress saved."""
-        batcher = MinuteBatcher(
-            time_unit=self.time_unit,
-            max_batch_bytes=self.max_batch_bytes,
-            max_batch_age_s=float("inf"),
-            minute_grace_s=float("inf"),
-            max_open_minutes=2**31,
-            source="backfill",
+        batcher = MinuteBatcher.until_flushed(
+            self.time_unit, source="backfill", max_batch_bytes=self.max_batch_bytes
         )
         sealed: list[SealedBatch] = []
         for trade in trades:

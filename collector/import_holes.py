@@ -137,14 +137,7 @@ class HoleFiller:
     ) -> None:
         """REST's trades staged as backfill objects; their ids (each one, not the objects' name
         ranges, which may span ids still missing) join `present`."""
-        batcher = MinuteBatcher(
-            time_unit=stager.unit,
-            max_batch_bytes=2**62,
-            max_batch_age_s=float("inf"),
-            minute_grace_s=float("inf"),
-            max_open_minutes=2**31,
-            source="backfill",
-        )
+        batcher = MinuteBatcher.until_flushed(stager.unit, source="backfill")
         per = stager.per_minute
         for trade in trades:
             held = stager.lake.minute(trade.trade_time // per).ids

@@ -117,13 +117,7 @@ class Recovery:
                             last_missing=gap.last_missing,
                             batch=leftover.batch_id,
                         )
-            batcher = MinuteBatcher(
-                time_unit=self.time_unit,
-                max_batch_bytes=2**62,
-                max_batch_age_s=float("inf"),
-                minute_grace_s=float("inf"),
-                max_open_minutes=2**31,
-            )
+            batcher = MinuteBatcher.until_flushed(self.time_unit)
             for received_at_ns, raw in leftover.frames():
                 frame = decode_frame(raw, received_at_ns)
                 if type(frame) is Trade:

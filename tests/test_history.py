@@ -50,7 +50,7 @@ def market_feed(procs: Callable[..., Proc], *extra: str) -> str:
     return market_urls(procs, "--first-id", "1", *extra)[1]
 
 
-def run_import(
+def import_command(
     rest: str,
     landing: Path,
     first: date,
@@ -58,40 +58,39 @@ def run_import(
     *extra: str,
     destination: str | None = None,
     env_extra: dict[str, str] | None = None,
-) -> Any:
+) -> tuple[list[str], dict[str, str]]:
+    """`collector import` of BTCUSDT's days from the feed at `rest`: (argv, environment)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
     env.update(
         {
             "COLLECTOR_ARCHIVE_URL": rest,
             "COLLECTOR_REST_URL": rest,
             "COLLECTOR_SPOOL_DIR": str(landing.parent / "spool"),
+            "PYTHONUNBUFFERED": "1",
             **(env_extra or {}),
         }
     )
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "collector.cli",
-            "import",
-            "--symbols",
-            "BTCUSDT",
-            "--from",
-            first.isoformat(),
-            "--to",
-            last.isoformat(),
-            "--destination",
-            destination or str(landing),
-            "--json",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-        check=False,
-    )
+    argv = [
+        sys.executable,
+        "-m",
+        "collector.cli",
+        "import",
+        "--symbols",
+        "BTCUSDT",
+        "--from",
+        first.isoformat(),
+        "--to",
+        last.isoformat(),
+        "--destination",
+        destination or str(landing),
+        *extra,
+    ]
+    return argv, env
+
+
+def run_import(rest: str, landing: Path, first: date, last: date, *extra: str, **options: Any) -> Any:
+    argv, env = import_command(rest, landing, first, last, "--json", *extra, **options)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)
 
 
 def audit(landing: Path, *extra: str, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -278,33 +277,7 @@ def test_a_killed_import_resumed_ends_with_every_trade_once(
     rest = market_feed(procs)
     landing = tmp_path / "landing"
     days = [DAY_MS - timedelta(n) for n in range(5, -1, -1)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-    env.update(
-        {
-            "COLLECTOR_ARCHIVE_URL": rest,
-            "COLLECTOR_REST_URL": rest,
-            "COLLECTOR_SPOOL_DIR": str(tmp_path / "spool"),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    first = Proc(
-        [
-            sys.executable,
-            "-m",
-            "collector.cli",
-            "import",
-            "--symbols",
-            "BTCUSDT",
-            "--from",
-            days[0].isoformat(),
-            "--to",
-            days[-1].isoformat(),
-            "--destination",
-            str(landing),
-        ],
-        env,
-        REPO,
-    )
+    first = Proc(*import_command(rest, landing, days[0], days[-1]), REPO)
     wait_for(lambda: "collector.import_file_done" in "".join(first._stderr), what="a first file done")
     first.popen.send_signal(signal.SIGKILL)
     first.popen.wait(timeout=60)
