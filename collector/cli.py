@@ -487,7 +487,11 @@ def _add_emulate(emulate: argparse.ArgumentParser) -> None:
     )
     market = emulate.add_argument_group("a deterministic market: live stream, REST and archive agree")
     market.add_argument("--market", action="store_true", help="serve it (--clock-from-s: from that long ago)")
-    market.add_argument("--trades-per-day", type=int, default=86_400, help="per symbol, evenly spread")
+    from collector.history_cli import positive_int
+
+    market.add_argument(
+        "--trades-per-day", type=positive_int, default=86_400, help="per symbol, evenly spread"
+    )
     market.add_argument("--archive", action="store_true", help="serve its days as Binance's trade archive")
     market.add_argument(
         "--archive-defect",
@@ -563,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_fetch_env)
 
     _add_audit(sub.add_parser("audit", help="check a landing zone's markers, files and continuity"))
-    from collector.history_cli import add_commands, day
+    from collector.history_cli import add_commands, day, positive_int
 
     def with_settings(command: Any) -> Any:
         def run(args: argparse.Namespace) -> int:
@@ -588,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--from", dest="start", type=day, help="first UTC day, e.g. 2024-12-31")
     history.add_argument("--to", dest="end", type=day, help="last UTC day (included)")
-    history.add_argument("--trades-per-day", type=int, default=86_400, help="per symbol")
+    history.add_argument("--trades-per-day", type=positive_int, default=86_400, help="per symbol")
     demo.set_defaults(func=cmd_demo, symbols="BTCUSDT,ETHUSDT", rate=200.0)
     return parser
 

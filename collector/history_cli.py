@@ -14,7 +14,7 @@ from collector.archive import StagingError
 from collector.config import Settings, parse_destination, parse_symbols
 from collector.exceptions import SinkError
 
-__all__ = ["add_commands", "day", "demo_import"]
+__all__ = ["add_commands", "day", "demo_import", "positive_int"]
 
 
 def day(text: str) -> date:
@@ -22,6 +22,16 @@ def day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UTC day such as 2024-08-08") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def _symbols(text: str) -> list[str]:
@@ -201,7 +211,7 @@ def add_commands(sub: Any, with_env: Any, run: Any) -> None:
     imp.add_argument(
         "--destination", help="a directory or s3://bucket/prefix (default: COLLECTOR_DESTINATION)"
     )
-    imp.add_argument("--downloads", type=int, default=3, help="files fetched at once")
+    imp.add_argument("--downloads", type=positive_int, default=3, help="files fetched at once")
     imp.add_argument("--json", action="store_true", help="print the summary as JSON")
     imp.set_defaults(func=run(cmd_import))
     ver = with_env(sub.add_parser("verify", help="compare the lake's trades of a day with Binance's archive"))

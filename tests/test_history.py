@@ -667,3 +667,25 @@ def test_a_month_the_lake_holds_data_in_comes_as_daily_files(tmp_path: Path) -> 
     files = importer._plan(["BTCUSDT"], date(2024, 10, 1), date(2024, 11, 30))
     assert files[0].period == "monthly" and len(files) == 1 + 30
     assert {f.period for f in files[1:]} == {"daily"} and files[-1].when == "2024-11-30"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["import", "--symbols", "BTCUSDT", "--from", "yesterday", "--to", "2024-12-31"], "is not a UTC day"),
+        (["import", "--symbols", "BTCUSDT", "--from", "2024-12-31", "--to", "2024-12-31", "--downloads", "0"],
+         "--downloads: 0 must be at least 1"),
+        (["import", "--symbols", "BTC-USDT!", "--from", "2024-12-31", "--to", "2024-12-31"], "--symbols"),
+        (["demo", "--archive", "--from", "2024-12-31", "--to", "2024-12-31", "--trades-per-day", "0"],
+         "--trades-per-day: 0 must be at least 1"),
+        (["demo", "--archive", "--to", "2024-12-31"], "give --from and --to"),
+        (["emulate", "--market", "--archive", "--trades-per-day", "-5"], "must be at least 1"),
+        (["emulate", "--market", "--archive", "--archive-defect", "2024-12-31:melted"],
+         "a defect is DATE:missing"),
+    ],
+)  # fmt: skip
+def test_bad_history_arguments_exit_2_with_what_is_wrong(tmp_path: Path, argv: list[str], words: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    done = subprocess.run([sys.executable, "-m", "collector.cli", *argv], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
