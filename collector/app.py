@@ -23,6 +23,7 @@ from collector.backfill import Backfiller, BinanceRest
 from collector.capture import Capture
 from collector.completion import UnfilledGap
 from collector.config import Settings
+from collector.connections import StreamPool
 from collector.core import CaptureCore
 from collector.counters import Registry
 from collector.exceptions import ExchangeRefused, SinkPermanentError, SinkUnavailable
@@ -30,13 +31,13 @@ from collector.gapfill import GapFiller, GapLedger
 from collector.health import HealthServer, Status
 from collector.journal import Journal
 from collector.landing import PERMANENT_ERROR_RETRY_S, Landing, SpoolBudget
+from collector.listings import ListingChange, Listings
 from collector.logs import get_logger
 from collector.markers import MarkerBook, MarkerScheduler, MarkerWriter
-from collector.preflight import check_symbols
+from collector.preflight import symbols_exist
 from collector.recovery import Recovery
 from collector.sinks import Sink, make_sink
 from collector.spool import Spool
-from collector.stream import TradeStream
 from collector.systemd import Notifier, watchdog_interval_s
 
 __all__ = ["Collector", "make_sink"]
@@ -59,16 +60,16 @@ class Collector:
         self.journal, ledger = Journal(s.spool_dir / "journal"), GapLedger(s.spool_dir / "gaps")
         self.core = CaptureCore(time_unit=s.time_unit, max_batch_bytes=s.max_batch_bytes,
                                 max_batch_age_s=s.max_batch_age_s, minute_grace_s=s.minute_grace_s,
-                                combined=len(s.symbols) > 1)  # fmt: skip
+                                combined=s.combined)  # fmt: skip
         spool = Spool(s.spool_dir)
         self.recovery = Recovery(state_path=s.spool_dir / "state.json", sequence=self.core.sequence,
                                  ledger=ledger, journal=self.journal, spool=spool, time_unit=s.time_unit,
                                  output_format=s.output_format, log=log)  # fmt: skip
-        self.stream = TradeStream(s.stream_url(), lambda frames, stamp: None, log=log,  # on_chunk: below
-                                  initial_delay_s=s.reconnect_initial_delay_s,
-                                  max_delay_s=s.reconnect_max_delay_s,
-                                  max_connection_age_s=s.connection_max_age_s, silence_s=s.stream_silence_s,
-                                  metrics=metrics)  # fmt: skip
+        self.stream = StreamPool(s, log=log, metrics=metrics)  # reads go to the capture: bound below
+        self.stream.add(s.symbols)  # with ALL: once exchangeInfo has answered, in run()
+        rest_info = BinanceRest(s.rest_url, timeout_s=30.0)
+        self.listings = (Listings(rest_info, quotes=s.quote_assets, refresh_s=s.symbols_refresh_s, log=log)
+                         if s.all_symbols else None)  # fmt: skip
         rest = Backfiller(BinanceRest(s.rest_url, time_unit=s.time_unit), log=log)
         self.gaps = GapFiller(ledger, rest, time_unit=s.time_unit, max_batch_bytes=s.max_batch_bytes,
                               max_trades=s.backfill_max_trades, retry_s=s.backfill_retry_s, log=log,
@@ -89,11 +90,10 @@ class Collector:
                                hold_back=self.stream.hold_back, log=log, metrics=metrics)  # fmt: skip
         self.gaps.landing, self.gaps.markers, self.gaps.lake = self.landing, self.markers, self.sink
         self.capture = Capture(self.core, self.journal, gaps=self.gaps, markers=self.markers,
-                               submit=self.landing.submit, rotate=self.stream.request_rotation,
-                               outages=lambda: self.stream.outages,
+                               submit=self.landing.submit,
                                units_per_s=1_000 if s.time_unit == "ms" else 1_000_000, log=log,
                                metrics=metrics)  # fmt: skip
-        self.stream.on_chunk, self.stream.handover_ready = self.capture.on_chunk, self.capture.handover_ready
+        self.stream.bind(self.capture.reader_for, self.capture.handover_ready)  # each slot's own reads
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier(log=log)
         self.health = HealthServer(metrics, self._status, s.health_port) if s.health_port else None
@@ -104,9 +104,11 @@ class Collector:
     async def run(self) -> int:
         """Run until a signal or a fatal error. Returns the process exit code."""
         self._install_signal_handlers()
-        if not await self._symbols_exist():
+        symbols = await self.listings.first() if self.listings else self.settings.symbols
+        if not self.listings and not await symbols_exist(self.settings, self.log):
             return 2
-        recovered = await self.recovery.run(self.sink, self.settings.symbols)
+        recovered = await self.recovery.run(self.sink, symbols)
+        self.stream.add(symbols)
         self.landing.recover(recovered.spooled)
         health_port = await self._start_health()
         if self.markers.book.problem:
@@ -114,7 +116,8 @@ class Collector:
         self.log.info(
             "collector.started",
             destination=self.sink.describe(),
-            stream=self.stream.url,
+            stream=self.stream.describe(),
+            symbols=len(symbols),
             spool=str(self.settings.spool_dir),
             recovered_objects=len(recovered.spooled),
             resealed_from_journal=recovered.resealed,
@@ -134,6 +137,10 @@ class Collector:
             asyncio.create_task(self.gaps.run(), name="gapfill"),
             asyncio.create_task(self.markers.run(), name="markers"),
         }
+        if self.listings:
+            watch = self.listings.watch(lambda: self.stream.symbols, self._listing_changed)
+            helpers.add(asyncio.create_task(watch,
+                                            name="listings"))  # fmt: skip
         interval = watchdog_interval_s()
         if interval and self.notifier.enabled:
             helpers.add(asyncio.create_task(self.notifier.watchdog(interval), name="watchdog"))
@@ -213,29 +220,23 @@ class Collector:
                 next_stats = now + interval
                 self.log.info("collector.stats", **self.metrics.values())
 
-    async def _symbols_exist(self) -> bool:
-        """Ask exchangeInfo about the symbols: Binance sends nothing for a stream that does not
-        exist, so an unknown symbol would otherwise mean waiting in silence."""
-        report = await asyncio.to_thread(
-            check_symbols, BinanceRest(self.settings.rest_url, timeout_s=10.0), self.settings.symbols
-        )
-        if report.error:
-            self.log.warning(
-                "collector.symbols_unchecked", error=report.error, note="going on without the check"
-            )
-        for symbol, status in report.not_trading.items():
-            self.log.warning("collector.symbol_not_trading", symbol=symbol, status=status,
-                             note="no trades will come until Binance lists it as TRADING again")  # fmt: skip
-        if report.unknown:
-            self.log.error("collector.fatal", kind="UnknownSymbol", error="; ".join(report.problems()),
-                           fix="correct COLLECTOR_SYMBOLS")  # fmt: skip
-            return False
-        return True
+    async def _listing_changed(self, change: ListingChange) -> None:
+        """New listings are streamed from now on; a symbol that stopped trading is unsubscribed,
+        its open minutes seal, land and are marked as any other's, and nothing more is expected."""
+        for symbol in change.removed:
+            if symbol in self.stream.where:  # while its connection's continuity still counts
+                self.markers.retire(symbol)
+        added, removed = self.stream.add(change.added), self.stream.remove(change.removed)
+        for symbol in added:
+            self.markers.reinstate(symbol)
+        self.log.info("collector.symbols_changed", listed=",".join(added[:50]), listed_count=len(added),
+                      delisted={s: change.removed[s] for s in removed}, symbols=len(self.stream.symbols),
+                      connections=len(self.stream.slots))  # fmt: skip
 
     # ---- what the stages ask of each other ---------------------------------------------------
 
-    def _stream_state(self) -> tuple[bool, int]:
-        return self.stream.connected.is_set(), self.stream.outages
+    def _stream_state(self, symbol: str) -> tuple[bool, int]:
+        return self.stream.state_of(symbol)
 
     def _pending_minutes(self, symbol: str) -> set[int]:
         return self.landing.pending_minutes(symbol) | self.core.batcher.open_minutes(symbol)
@@ -253,8 +254,8 @@ class Collector:
         stream, uploads = self.stream, self.landing.uploads
         since = stream.disconnected_since
         return Status(
-            stream_url=stream.url,
-            connected=stream.connected.is_set(),
+            stream_url=stream.describe(),
+            connected=stream.all_connected,
             disconnected_for_s=0.0 if since is None else time.monotonic() - since,
             destination=self.sink.describe(),
             destination_ok=uploads.sink_ok,
@@ -291,6 +292,8 @@ class Collector:
                 )
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, PERMANENT_ERROR_RETRY_S)
-        await self.stream.connected.wait()
-        self.notifier.ready(status=f"capturing {','.join(self.settings.symbols)} into {self.sink.describe()}")
-        self.log.info("collector.ready", destination=self.sink.describe(), stream=self.stream.url)
+        await self.stream.wait_connected()
+        self.notifier.ready(
+            status=f"capturing {self.settings.describe_symbols()} into {self.sink.describe()}"
+        )
+        self.log.info("collector.ready", destination=self.sink.describe(), stream=self.stream.describe())

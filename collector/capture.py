@@ -1,7 +1,7 @@
 """Capture: the stream's reads through the pure core, journaled, reported and handed on.
 
     stream ─▶ Capture.on_chunk ─▶ CaptureCore.feed_chunk ─▶ journal (one write per batch per read)
-                                 ├─▶ gaps ─▶ GapFiller.register     ├─▶ shutdown notices ─▶ stream rotation
+                                 ├─▶ gaps ─▶ GapFiller.register     ├─▶ shutdown notices ─▶ its rotation
                                  ├─▶ last trade times ─▶ MarkerScheduler.saw_trades
                                  └─▶ sealed batches ─▶ Landing.submit
 
@@ -42,8 +42,6 @@ class Capture:
         gaps: GapFiller,
         markers: MarkerScheduler,
         submit: Callable[[SealedBatch], None],
-        rotate: Callable[[str], None],
-        outages: Callable[[], int],
         units_per_s: int,
         log: Any,
         metrics: Registry,
@@ -53,8 +51,6 @@ class Capture:
         self.gaps = gaps
         self.markers = markers
         self.submit = submit
-        self.rotate = rotate
-        self.outages = outages  # the stream's count of outages: continuity since a trade is proven by it
         self.units_per_s = units_per_s
         self.log = log
         self.last_trade_mono: float | None = None
@@ -90,14 +86,23 @@ class Capture:
             lambda: None if self.last_trade_mono is None else time.monotonic() - self.last_trade_mono,
         )
 
-    def on_chunk(self, frames: list[bytes], received_at_ns: int) -> None:
-        """The frames of one read: capture them, journal them, then act on what they were."""
+    def reader_for(self, stream: Any) -> Callable[[list[bytes], int], None]:
+        """`on_chunk` for the reads of one connection slot (a TradeStream of the pool): its own
+        outages prove its symbols' continuity, and a serverShutdown rotates it alone."""
+
+        def on_chunk(frames: list[bytes], received_at_ns: int) -> None:
+            self.on_chunk(frames, received_at_ns, stream)
+
+        return on_chunk
+
+    def on_chunk(self, frames: list[bytes], received_at_ns: int, stream: Any) -> None:
+        """The frames of one read of `stream`: capture them, journal them, then act on what they were."""
         now = time.monotonic()
         result = self.core.feed_chunk(frames, received_at_ns, now)
         if result.journal:
             self.journal.append_read(received_at_ns, result.journal)
         if result.skipped or result.shutdowns or self.core.sequence.resets:
-            self._report(result)
+            self._report(result, stream.request_rotation)
         if result.last_trade_time:
             self.last_trade_mono = now
             units = self.units_per_s
@@ -122,12 +127,13 @@ class Capture:
                 )
                 self.journal.note_gap(found.batch_id, registered.to_json())
                 self.gaps.register(registered)
+            # The connection's count of outages: continuity since a trade is proven by it.
             self.markers.saw_trades(
-                result.last_trade_time, units, now, self.outages(), result.first_trade_time
+                result.last_trade_time, units, now, stream.outages, result.first_trade_time
             )
         self.hand_on()
 
-    def _report(self, result: ChunkResult) -> None:
+    def _report(self, result: ChunkResult, rotate: Callable[[str], None]) -> None:
         sequence = self.core.sequence
         for symbol, remembered, seen in sequence.resets:
             self.log.error(
@@ -146,7 +152,7 @@ class Capture:
                 )
         for shutdown in result.shutdowns:
             self.log.info("collector.server_shutdown", event_time=shutdown.event_time)
-            self.rotate("server_shutdown")
+            rotate("server_shutdown")
 
     def tick(self, now_s: float) -> None:
         """Let time pass: batches old enough, or whose minute has closed, are sealed."""

@@ -62,13 +62,24 @@ def _refuse_unusable(settings: Settings) -> None:
         raise ConfigError(problems)
 
 
+def _stream_plan(settings: Settings) -> str:
+    per = settings.streams_per_connection
+    if settings.all_symbols:
+        return (f"streams: every TRADING spot symbol exchangeInfo lists ({settings.describe_symbols()}), "
+                f"at most {per} a connection, asked again every {settings.symbols_refresh_s:g}s")  # fmt: skip
+    if len(settings.symbols) <= per:
+        return f"stream URL: {settings.stream_url()}"
+    connections = -(-len(settings.symbols) // per)
+    return f"streams: {len(settings.symbols)} symbols on {connections}+ connections (at most {per} each)"
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Print the resolved settings; exit 2 naming each one that cannot work (--online: ask S3 and Binance)."""
     from collector.preflight import offline_problems, online_problems
 
     settings = _settings(args)
     print(json.dumps(settings.as_env(), indent=2))
-    print(f"stream URL: {settings.stream_url()}", file=sys.stderr)
+    print(_stream_plan(settings), file=sys.stderr)
     problems = offline_problems(settings)
     warnings: list[str] = []
     if args.online:
@@ -154,13 +165,8 @@ def _tape(args: argparse.Namespace) -> object:
     if args.replay:
         return load_replay(Path(args.replay))
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
-    if getattr(args, "market", False):
-        from collector.emulator import MarketTape
-        from collector.market import Market
-
-        seconds_ago = args.clock_from_s if args.clock_from_s is not None else 0.0
-        start_us = int((time.time() - seconds_ago) * 1_000_000)
-        return MarketTape(Market(symbols, args.trades_per_day), start_us, count=args.count)
+    if getattr(args, "market", False) or getattr(args, "market_symbols", None):
+        return _market_tape(args, symbols)
     # Ids continue from the clock, as a live exchange's do, so a second run into the same
     # spool is not mistaken for a replay of the first.
     first_id = args.first_id if args.first_id is not None else int(time.time()) * 1000
@@ -175,6 +181,31 @@ def _tape(args: argparse.Namespace) -> object:
         clock_jump_every=args.clock_jump_every,
         clock_jump_s=args.clock_jump_s,
     )
+
+
+def _market_tape(args: argparse.Namespace, symbols: tuple[str, ...]) -> object:
+    """--market: the named --symbols, or a heavy-tailed whole market of --market-symbols, with
+    its listings and delistings during the run."""
+    from collector.emulator import MarketTape
+    from collector.market import Market, Schedule, scheduled_names
+
+    seconds_ago = args.clock_from_s if args.clock_from_s is not None else 0.0
+    start_us = int((time.time() - seconds_ago) * 1_000_000)
+    listings, delistings = getattr(args, "listings", 0), getattr(args, "delistings", 0)
+    for count, after, names in ((listings, "list_after_s", "--listings/--list-after-s"),
+                                (delistings, "delist_after_s", "--delistings/--delist-after-s")):  # fmt: skip
+        if bool(count) != (getattr(args, after, None) is not None):
+            raise ValueError(f"{names}: give both, how many symbols and how many seconds after the start")
+    if not getattr(args, "market_symbols", None):
+        if listings or delistings:
+            raise ValueError("--listings and --delistings pick from a whole market; add --market-symbols N")
+        return MarketTape(Market(symbols, args.trades_per_day), start_us, count=args.count)
+    market = Market.whole_market(args.market_symbols + listings, args.market_trades_per_day, seed=args.seed)
+    listed, delisted = scheduled_names(market.symbols, listings, delistings)
+    schedule = Schedule.after_start(
+        dict.fromkeys(listed, args.list_after_s), dict.fromkeys(delisted, args.delist_after_s)
+    )
+    return MarketTape(market, start_us, count=args.count, schedule=schedule)
 
 
 def _faults(args: argparse.Namespace) -> Faults:
@@ -209,7 +240,7 @@ def _archive_feed(args: argparse.Namespace, tape: object) -> Any:
     for text in args.archive_defect:
         when, defect = parse_defect(text)
         defects.setdefault(when, []).append(defect)
-    return ArchiveFeed(tape.market, defects)
+    return ArchiveFeed(tape.market, defects, tape.schedule)
 
 
 def _symbol_status(text: str) -> tuple[str, str]:
@@ -311,6 +342,14 @@ def _audit_span(args: argparse.Namespace) -> tuple[int, int] | None:
     return start, end
 
 
+def _rate(args: argparse.Namespace) -> float:
+    """--rate, or its default: 50 trades a second for a generated tape; a --market trades at
+    its own pace (its trades happen at their times), which a cap would only make lag."""
+    if args.rate is not None:
+        return float(args.rate)
+    return 0.0 if getattr(args, "market", False) or getattr(args, "market_symbols", None) else 50.0
+
+
 def cmd_emulate(args: argparse.Namespace) -> int:
     configure_logging("info")
     from collector.emulator import FeedServer
@@ -322,7 +361,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     async def main() -> int:
         server = FeedServer(
             tape,  # type: ignore[arg-type]
-            rate=args.rate,
+            rate=_rate(args),
             speed=args.speed,
             ping_interval_s=args.ping_interval_s,
             redeliver=args.redeliver,
@@ -333,12 +372,16 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             log=log,
         )
         url = await server.start(args.host, args.port)
+        symbols = server.tape.symbols
         log.info(
             "emulator.listening",
             url=url,
             rest_url=url.replace("ws://", "http://"),
-            symbols=",".join(server.tape.symbols),
+            symbols=",".join(symbols) if len(symbols) <= 20 else f"{','.join(symbols[:10])},...",
+            symbol_count=len(symbols),
+            **_market_fields(server),
         )
+        _log_schedule(server, log)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -352,10 +395,46 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             rest_calls=server.rest_calls,
             rest_throttled=server.rest_throttled,
             rest_banned=server.rest_banned,
+            exchange_info_calls=server.exchange_info_calls,
+            subscribe_requests=server.subscribe_requests,
+            subscription_errors=server.subscription_errors,
+            rate_violations=server.rate_violations,
+            banned_handshakes=server.banned_handshakes,
         )
         return 0
 
     return asyncio.run(main())
+
+
+def _market_fields(server: Any) -> dict[str, Any]:
+    """What a whole market serves, for the listening line: its size, trades a day, its shape."""
+    market = server.market
+    if market is None or market.per_day is None:
+        return {}
+    counts, schedule = market.per_day, server.schedule
+    total = sum(counts)
+    return {
+        "market_symbols": len(counts) - len(schedule.listed_us),
+        "trades_per_day": total,
+        "top10_share": f"{sum(sorted(counts, reverse=True)[:10]) / total:.1%}",
+        "quietest_per_day": min(counts),
+        "listings": ",".join(schedule.listed_us) or None,
+        "delistings": ",".join(schedule.delisted_us) or None,
+    }
+
+
+def _log_schedule(server: Any, log: Any) -> None:
+    """Log each listing and delisting as it happens."""
+    import functools
+
+    loop = asyncio.get_running_loop()
+    now_us = time.time_ns() // 1000
+    for event, when in (("emulator.listed", server.schedule.listed_us),
+                        ("emulator.delisted", server.schedule.delisted_us)):  # fmt: skip
+        for at_us in sorted(set(when.values())):
+            names = ",".join(s for s, t in when.items() if t == at_us)
+            delay_s = max(0.0, (at_us - now_us) / 1e6)
+            loop.call_later(delay_s, functools.partial(log.info, event, symbols=names))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -381,7 +460,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         tape = _tape(args)
-        server = FeedServer(tape, rate=args.rate, speed=args.speed)  # type: ignore[arg-type]
+        server = FeedServer(tape, rate=_rate(args), speed=args.speed)  # type: ignore[arg-type]
         url = await server.start("127.0.0.1", 0)
         demo_settings = dataclasses.replace(
             settings,
@@ -443,7 +522,8 @@ def _with_tape(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "--first-id", type=int, default=None, help="generated tape: first id (default: from the clock)"
     )
-    p.add_argument("--rate", type=float, default=50.0, help="trades per second in all; 0 = as fast as read")
+    rate_help = "trades per second in all; 0 = as fast as read (default 50; --market: 0, its own pace)"
+    p.add_argument("--rate", type=float, default=None, help=rate_help)
     clock = p.add_argument_group("emulated clock (generated tape; default: trade times are now)")
     clock.add_argument(
         "--clock-from-s", type=float, default=None, help="first trade time this many seconds ago"
@@ -475,6 +555,40 @@ def _add_audit(audit: argparse.ArgumentParser) -> None:
     audit.set_defaults(func=cmd_audit)
 
 
+def _add_market_options(emulate: argparse.ArgumentParser) -> None:
+    market = emulate.add_argument_group("a deterministic market: live stream, REST and archive agree")
+    market.add_argument("--market", action="store_true", help="serve it (--clock-from-s: from that long ago)")
+    from collector.history_cli import positive_int
+
+    market.add_argument(
+        "--trades-per-day", type=positive_int, default=86_400, help="per symbol, evenly spread"
+    )
+    market.add_argument(
+        "--market-symbols",
+        type=positive_int,
+        help="serve a whole market of N heavy-tailed symbols instead of --symbols (implies --market)",
+    )
+    market.add_argument(
+        "--market-trades-per-day",
+        type=positive_int,
+        default=17_280_000,
+        help="the whole market's trades a day, in all (default: 200 a second)",
+    )
+    market.add_argument("--listings", type=positive_int, default=0, help="list this many new symbols...")
+    market.add_argument("--list-after-s", type=_positive_seconds, help="...this many seconds after the start")
+    market.add_argument("--delistings", type=positive_int, default=0, help="delist the N quietest symbols...")
+    market.add_argument(
+        "--delist-after-s", type=_positive_seconds, help="...this many seconds after the start"
+    )
+    market.add_argument("--archive", action="store_true", help="serve its days as Binance's trade archive")
+    market.add_argument(
+        "--archive-defect",
+        action="append",
+        default=[],
+        help="DATE:missing:FIRST-LAST, DATE:truncate:HH:MM, DATE:bad-checksum, DATE:unpublished, DATE:header",
+    )
+
+
 def _add_emulate(emulate: argparse.ArgumentParser) -> None:
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=9443)
@@ -485,20 +599,7 @@ def _add_emulate(emulate: argparse.ArgumentParser) -> None:
     emulate.add_argument(
         "--status", action="append", default=[], help="exchangeInfo status of a symbol, e.g. ETHUSDT=BREAK"
     )
-    market = emulate.add_argument_group("a deterministic market: live stream, REST and archive agree")
-    market.add_argument("--market", action="store_true", help="serve it (--clock-from-s: from that long ago)")
-    from collector.history_cli import positive_int
-
-    market.add_argument(
-        "--trades-per-day", type=positive_int, default=86_400, help="per symbol, evenly spread"
-    )
-    market.add_argument("--archive", action="store_true", help="serve its days as Binance's trade archive")
-    market.add_argument(
-        "--archive-defect",
-        action="append",
-        default=[],
-        help="DATE:missing:FIRST-LAST, DATE:truncate:HH:MM, DATE:bad-checksum, DATE:unpublished, DATE:header",
-    )
+    _add_market_options(emulate)
     faults = emulate.add_argument_group(
         "scripted faults (all off by default; connection k gets the k-th, in turn)"
     )

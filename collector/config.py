@@ -54,6 +54,16 @@ class Settings:
     """The resolved configuration. Times are seconds (`_s`), sizes bytes (`_bytes`)."""
 
     symbols: tuple[str, ...] = ("BTCUSDT",)
+    # COLLECTOR_SYMBOLS=ALL (or ALL:USDT,FDUSD): every TRADING spot symbol exchangeInfo lists
+    # (of these quote assets), asked at start and again every `symbols_refresh_s`; `symbols`
+    # is then empty.
+    all_symbols: bool = False
+    quote_assets: tuple[str, ...] = ()  # with all_symbols: only these quotes (empty: every quote)
+    symbols_refresh_s: float = 300.0
+    # Streams one WebSocket connection carries (Binance allows 1,024). 200 keeps the URL of 20-letter
+    # symbols under Binance's ~8,000 characters and a connection's share of the market small;
+    # the README's "Whole market" section says why.
+    streams_per_connection: int = 200
     ws_url: str = "wss://data-stream.binance.vision"
     time_unit: TimeUnit = "ms"
     destination: Path | S3Destination = Path("landing")
@@ -115,11 +125,17 @@ class Settings:
     def is_s3(self) -> bool:
         return isinstance(self.destination, S3Destination)
 
-    def stream_url(self) -> str:
-        """The WebSocket URL: a raw stream for one symbol, a combined stream for several."""
+    @property
+    def combined(self) -> bool:
+        """Frames come wrapped as {"stream", "data"}: every setting but one fixed symbol."""
+        return self.all_symbols or len(self.symbols) > 1
+
+    def stream_url(self, symbols: tuple[str, ...] | None = None) -> str:
+        """The WebSocket URL of a connection carrying `symbols` (default: the configured ones):
+        a raw stream for one fixed symbol, a combined stream otherwise."""
         base = self.ws_url.rstrip("/")
-        names = [f"{s.lower()}@trade" for s in self.symbols]
-        if len(names) == 1:
+        names = [f"{s.lower()}@trade" for s in (self.symbols if symbols is None else symbols)]
+        if not self.combined:
             url = f"{base}/ws/{names[0]}"
             sep = "?"
         else:
@@ -128,6 +144,13 @@ class Settings:
         if self.time_unit == "us":
             url += f"{sep}timeUnit=MICROSECOND"
         return url
+
+    def describe_symbols(self) -> str:
+        if self.all_symbols:
+            return "ALL" + (f":{','.join(self.quote_assets)}" if self.quote_assets else "")
+        if len(self.symbols) > 5:
+            return f"{','.join(self.symbols[:5])} and {len(self.symbols) - 5} more"
+        return ",".join(self.symbols)
 
     def as_env(self) -> dict[str, Any]:
         """The settings under the names a user sets (`COLLECTOR_*`), credentials in URLs masked."""
@@ -138,7 +161,11 @@ class Settings:
         out: dict[str, Any] = {}
         for key, raw in asdict(self).items():
             value = raw
-            if key == "destination":
+            if key in ("all_symbols", "quote_assets"):
+                continue  # both are spelt in COLLECTOR_SYMBOLS (ALL, ALL:USDT,FDUSD)
+            if key == "symbols" and self.all_symbols:
+                value = self.describe_symbols()
+            elif key == "destination":
                 value = str(self.destination)
             elif isinstance(raw, Path):
                 value = str(raw)
@@ -251,9 +278,24 @@ def parse_symbols(text: str) -> tuple[str, ...]:
     bad = [s for s in symbols if not _SYMBOL_RE.fullmatch(s)]
     if bad:
         raise ValueError(f"{', '.join(bad)} not a Binance symbol (2-20 letters and digits)")
-    if len(symbols) > 1024:
-        raise ValueError("Binance allows at most 1024 streams per connection")
     return symbols
+
+
+_QUOTE_RE = re.compile(r"^[A-Z0-9]{2,10}$")
+
+
+def parse_symbol_setting(text: str) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    """COLLECTOR_SYMBOLS: (all, quote assets, symbols). `ALL`, `ALL:USDT,FDUSD`, or a list."""
+    head, colon, rest = text.strip().partition(":")
+    if head.strip().upper() != "ALL":
+        return False, (), parse_symbols(text)
+    quotes = tuple(dict.fromkeys(q.strip().upper() for q in rest.split(",") if q.strip()))
+    if colon and not quotes:
+        raise ValueError("ALL: names no quote asset; write ALL, or ALL:USDT,FDUSD")
+    bad = [q for q in quotes if not _QUOTE_RE.fullmatch(q)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} not a quote asset (2-10 letters and digits)")
+    return True, quotes, ()
 
 
 def _parse_ws_url(text: str) -> str:
@@ -339,8 +381,11 @@ def _sources(env: Mapping[str, str] | None, env_file: Path | None, ssm_text: str
 def _read(r: _Reader) -> Settings:
     """Every setting from `r`, its problems collected in `r.problems`."""
     defaults = Settings()
-    symbols = r.convert(
-        "SYMBOLS", defaults.symbols, parse_symbols, "comma-separated symbols, e.g. BTCUSDT,ETHUSDT"
+    every, quotes, symbols = r.convert(
+        "SYMBOLS",
+        (False, (), defaults.symbols),
+        parse_symbol_setting,
+        "comma-separated symbols (BTCUSDT,ETHUSDT), ALL, or ALL:USDT,FDUSD",
     )
     time_unit = r.choice("TIME_UNIT", defaults.time_unit, ("ms", "us"))
     destination = r.convert(
@@ -362,6 +407,13 @@ def _read(r: _Reader) -> Settings:
         )
     return Settings(
         symbols=symbols,
+        all_symbols=every,
+        quote_assets=quotes,
+        symbols_refresh_s=r.positive_float("SYMBOLS_REFRESH_S", defaults.symbols_refresh_s),
+        # At most 1,024: Binance's limit per connection.
+        streams_per_connection=r.bounded_int(
+            "STREAMS_PER_CONNECTION", defaults.streams_per_connection, 1, 1024
+        ),
         ws_url=r.convert("WS_URL", defaults.ws_url, _parse_ws_url, "ws:// or wss:// base URL"),
         time_unit=time_unit,  # type: ignore[arg-type]
         destination=destination,
@@ -406,6 +458,8 @@ def _read(r: _Reader) -> Settings:
 
 _KNOWN = (
     "symbols",
+    "symbols_refresh_s",
+    "streams_per_connection",
     "ws_url",
     "time_unit",
     "destination",

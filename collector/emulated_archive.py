@@ -7,7 +7,8 @@ One CSV per zip, no header row (spot files have none), columns id, price, qty, q
 isBuyerMaker, isBestMatch; times in milliseconds up to 2024-12-31 and in microseconds from
 2025-01-01, as Binance publishes them. Scripted defects per date (`Defect`), the ones users
 have met in the real archive: ids missing, a day that stops early, a CHECKSUM that does not
-match, a day not published yet, a header row.
+match, a day not published yet, a header row. A symbol's files hold only what it traded between
+its listing and its delisting (`Schedule`); a day wholly outside them has no file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from collector.market import DAY_US, Market, MarketTrade
+from collector.market import DAY_US, Market, MarketTrade, Schedule
 
 __all__ = ["MICROSECONDS_FROM", "ArchiveFeed", "Defect", "parse_defect"]
 
@@ -70,9 +71,12 @@ def _row(trade: MarketTrade, micro: bool) -> str:
 class ArchiveFeed:
     """Zips and checksums of the market's days and months, with the scripted defects."""
 
-    def __init__(self, market: Market, defects: dict[str, list[Defect]] | None = None) -> None:
+    def __init__(
+        self, market: Market, defects: dict[str, list[Defect]] | None = None, schedule: Schedule | None = None
+    ) -> None:
         self.market = market
         self.defects = defects or {}
+        self.schedule = schedule or Schedule()
         self._cache: dict[str, bytes] = {}
 
     def answer(self, path: str) -> tuple[int, bytes]:
@@ -89,6 +93,9 @@ class ArchiveFeed:
         days = self._days(period, when)
         if days is None or days[-1] >= datetime.now(tz=UTC).date():
             return 404, b"not published yet"  # a day appears after it ends
+        first, end = self.schedule.window_us(symbol)
+        if (days[-1] - _EPOCH).days * DAY_US + DAY_US <= first or (days[0] - _EPOCH).days * DAY_US >= end:
+            return 404, b"no such file"  # before its listing or after its delisting
         if any(d.kind == "unpublished" for d in self._defects(when, days)):
             return 404, b"not published yet"
         data = self._zip(symbol, stem, days, when)
@@ -135,9 +142,12 @@ class ArchiveFeed:
             if len(days) == 1:
                 cuts += [d.seconds for d in self.defects.get(when, []) if d.kind == "truncate"]
             cut = number * DAY_US + min(cuts) * 1_000_000 if cuts else None
+            listed, delisted = self.schedule.window_us(symbol)
             for trade in self.market.day(symbol, number):
-                if cut is not None and trade.time_us >= cut:
+                if (cut is not None and trade.time_us >= cut) or trade.time_us >= delisted:
                     break
+                if trade.time_us < listed:
+                    continue
                 if any(lo <= trade.trade_id <= hi for lo, hi in missing):
                     continue
                 lines.append(_row(trade, micro))

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import gzip
+import heapq
 import json
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -37,7 +38,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from collector.emulated_archive import ArchiveFeed
-from collector.market import Market, MarketTrade
+from collector.emulated_subscriptions import Control, CountingConnection, Limits, Session
+from collector.market import Market, MarketTrade, Schedule, split_symbol
 
 __all__ = ["Faults", "FeedServer", "GeneratedTape", "MarketTape", "ReplayTape", "TapeTrade", "load_replay"]
 
@@ -157,20 +159,31 @@ def _fmt8(scaled: int) -> str:
 @dataclass
 class MarketTape:
     """The deterministic market's trades (collector.market) from `start_us` on, symbols merged
-    in trade-time order, `count` per symbol or without end. What the REST API and the archive
-    of the same feed serve for these ids is the same trade."""
+    in trade-time order, `count` per symbol or without end, each symbol only between its listing
+    and its delisting (`schedule`). What the REST API and the archive of the same feed serve for
+    these ids is the same trade. A trade is taken once its time has come (`time_us <= now`); the
+    symbols wait in a heap by their next trade's time, so a whole market costs log(symbols) a
+    trade."""
 
     market: Market
     start_us: int
     count: int | None = None
-    _next: dict[str, MarketTrade] = field(init=False)
-    _emitted: dict[str, int] = field(init=False)
+    schedule: Schedule = field(default_factory=Schedule)
+    _heap: list[tuple[int, int, MarketTrade]] = field(init=False)  # (next time, symbol index, trade)
+    _emitted: list[int] = field(init=False)
+    _ends: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._next = {
-            s: self.market.trade(s, self.market.id_at(s, self.start_us)) for s in self.market.symbols
-        }
-        self._emitted = dict.fromkeys(self.market.symbols, 0)
+        market = self.market
+        self._emitted = [0] * len(market.symbols)
+        self._ends, self._heap = [], []
+        for i, symbol in enumerate(market.symbols):
+            first, end = self.schedule.window_us(symbol)
+            self._ends.append(end)
+            trade = market.trade(symbol, market.first_at(symbol, max(self.start_us, first)))
+            if trade.time_us < end and self.count != 0:
+                self._heap.append((trade.time_us, i, trade))
+        heapq.heapify(self._heap)
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -178,21 +191,27 @@ class MarketTape:
 
     @property
     def exhausted(self) -> bool:
-        return self.count is not None and all(n >= self.count for n in self._emitted.values())
+        """Every symbol has sent its `count`, or been delisted."""
+        return not self._heap
+
+    def emitted(self, symbol: str) -> int:
+        return self._emitted[self.market.index_of(symbol)]
 
     def take(self, n: int) -> list[TapeTrade]:
+        """Up to `n` trades whose time has come, in time order."""
         out: list[TapeTrade] = []
-        for _ in range(n):
-            live = [s for s in self._next if self.count is None or self._emitted[s] < self.count]
-            if not live:
-                break
-            symbol = min(live, key=lambda s: self._next[s].time_us)
-            trade = self._next[symbol]
-            if trade.time_us > time.time_ns() // 1000:
-                break  # caught up with the present: the next trade has not happened yet
-            self._next[symbol] = self.market.trade(symbol, trade.trade_id + 1)
-            self._emitted[symbol] += 1
+        heap, market, symbols, count = self._heap, self.market, self.market.symbols, self.count
+        now_us = time.time_ns() // 1000
+        while heap and len(out) < n and heap[0][0] <= now_us:
+            _, i, trade = heap[0]
+            symbol = symbols[i]
             out.append(market_tape_trade(symbol, trade))
+            self._emitted[i] += 1
+            following = market.trade(symbol, trade.trade_id + 1)
+            if (count is None or self._emitted[i] < count) and following.time_us < self._ends[i]:
+                heapq.heapreplace(heap, (following.time_us, i, following))
+            else:
+                heapq.heappop(heap)
         return out
 
 
@@ -295,7 +314,7 @@ class Faults:
 @dataclass(eq=False)
 class _Client:
     ws: ServerConnection
-    symbols: frozenset[str]
+    symbols: dict[str, None]  # what it listens to, in subscription order (SUBSCRIBE changes it)
     combined: bool
     micro: bool
     queue: asyncio.Queue[str]
@@ -313,7 +332,10 @@ class FeedServer:
     """Serves a tape over WebSocket.
 
     A generated tape is paced at `rate` trades per second in all; a replay at `speed` times the
-    recorded pace. Zero means as fast as the slowest client reads.
+    recorded pace. Zero means as fast as the slowest client reads. Connections change their
+    streams with SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS under Binance's limits (`limits`;
+    collector.emulated_subscriptions), counted in `subscribe_requests`, `subscription_errors`,
+    `rate_violations` and `banned_handshakes`; `subscriptions()` is what each listens to now.
     """
 
     def __init__(
@@ -328,9 +350,13 @@ class FeedServer:
         statuses: dict[str, str] | None = None,
         archive: ArchiveFeed | None = None,
         faults: Faults | None = None,
+        limits: Limits | None = None,
         log: Any = None,
     ) -> None:
         self.tape = tape
+        self._symbol_set = frozenset(tape.symbols)
+        self.control = Control(limits)
+        self.exchange_info_calls = 0
         self.faults = faults or Faults()
         # live: keep producing with nobody connected, as an exchange does (downtime makes a hole)
         self.live = live
@@ -361,11 +387,44 @@ class FeedServer:
         self._producer: asyncio.Task[None] | None = None
         self._server: Server | None = None
 
+    @property
+    def subscribe_requests(self) -> int:
+        return self.control.subscribe_requests
+
+    @property
+    def subscription_errors(self) -> int:
+        return self.control.subscription_errors
+
+    @property
+    def rate_violations(self) -> int:
+        return self.control.rate_violations
+
+    @property
+    def banned_handshakes(self) -> int:
+        return self.control.banned_handshakes
+
+    @property
+    def schedule(self) -> Schedule:
+        """The market's listings and delistings (none for other tapes)."""
+        return self.tape.schedule if isinstance(self.tape, MarketTape) else Schedule()
+
+    def subscriptions(self) -> dict[int, frozenset[str]]:
+        """The symbols each open connection (by number, from 1) listens to now."""
+        return {client.number: frozenset(client.symbols) for client in self.clients}
+
+    def status_of(self, symbol: str) -> str | None:
+        """exchangeInfo's status of one of the tape's symbols now; None while it is not listed."""
+        scheduled = self.schedule.status(symbol, time.time_ns() // 1000)
+        if scheduled != "TRADING":
+            return scheduled
+        return self.statuses.get(symbol, "TRADING")
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._server = await serve(
             self._handle,
             host,
             port,
+            create_connection=CountingConnection,
             process_request=self._check_request,
             ping_interval=self.ping_interval_s,
             ping_timeout=None,
@@ -384,42 +443,50 @@ class FeedServer:
             self._server.close()
             await self._server.wait_closed()
 
-    def _parse(self, path: str) -> tuple[frozenset[str], bool, bool] | str:
+    def _parse(self, path: str) -> tuple[tuple[str, ...], bool, bool] | str:
+        """(symbols in URL order, combined, microseconds) of a stream URL, or why it is refused.
+        Bare /ws and /stream name no stream: the connection SUBSCRIBEs."""
         parts = urlsplit(path)
         query = parse_qs(parts.query)
         micro = query.get("timeUnit", ["MILLISECOND"])[0].upper() in ("MICROSECOND", "MICROSECONDS")
-        if parts.path.startswith("/ws/"):
-            names, combined = parts.path[len("/ws/") :].split("/"), False
+        if parts.path.startswith("/ws/") or parts.path == "/ws":
+            raw, combined = parts.path[len("/ws/") :], False
         elif parts.path == "/stream":
-            names, combined = query.get("streams", [""])[0].split("/"), True
+            raw, combined = query.get("streams", [""])[0], True
         else:
             return f"unknown path {parts.path}; use /ws/<symbol>@trade or /stream?streams=..."
-        symbols = set()
-        for name in names:
+        symbols: dict[str, None] = {}
+        for name in raw.split("/") if raw else []:
             symbol, _, kind = name.partition("@")
-            if kind != "trade" or symbol.upper() not in self.tape.symbols:
-                return f"stream {name!r} is not served; this feed has {', '.join(self.tape.symbols)} @trade"
-            symbols.add(symbol.upper())
+            if kind != "trade" or symbol.upper() not in self._symbol_set:
+                shown = ", ".join(self.tape.symbols[:20]) + (", ..." if len(self.tape.symbols) > 20 else "")
+                return f"stream {name!r} is not served; this feed has {shown} @trade"
+            symbols[symbol.upper()] = None
         if micro and isinstance(self.tape, ReplayTape):
             return "a replay serves the recording's own millisecond frames; drop timeUnit"
-        return frozenset(symbols), combined, micro
+        return tuple(symbols), combined, micro
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path.startswith("/api/"):
             return self._rest(request)
         if request.path.startswith("/data/"):
             return self._archive(request)
+        refused = self.control.refuse_handshake(_ip(connection), request.path)
+        if refused is not None:
+            return refused
         parsed = self._parse(request.path)
         if isinstance(parsed, str):
             body = json.dumps({"code": -1121, "msg": parsed}).encode()
             return Response(400, "Bad Request", Headers([("Content-Type", "application/json")]), body)
-        return None
+        return self.control.refuse_streams(len(parsed[0]))
 
     def _rest(self, request: Request) -> Response:
         """GET /api/v3/historicalTrades, with Binance's weight accounting, 429 and 418; and
         /api/v3/exchangeInfo for the tape's symbols (the scripted faults are historicalTrades')."""
         if urlsplit(request.path).path == "/api/v3/exchangeInfo":
-            return self._exchange_info(request)
+            self.exchange_info_calls += 1
+            query = {k: v[0] for k, v in parse_qs(urlsplit(request.path).query).items()}
+            return _json_response(*exchange_info(query, self.tape.symbols, self.status_of))
         faults = self.faults
         self.rest_calls += 1
         now = time.time()
@@ -463,7 +530,7 @@ class FeedServer:
             return answer(404, {"code": -1000, "msg": f"not served here: {parts.path}"})
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         symbol = query.get("symbol", "").upper()
-        if symbol not in self.tape.symbols:
+        if symbol not in self._symbol_set or self.status_of(symbol) is None:
             return answer(400, {"code": -1121, "msg": "Invalid symbol."})
         try:
             limit = min(1000, int(query.get("limit", "500")))
@@ -473,7 +540,16 @@ class FeedServer:
             return answer(400, {"code": -1100, "msg": "Illegal characters found in a parameter."})
         micro = request.headers.get("X-MBX-TIME-UNIT", "").upper() == "MICROSECOND"
         if self.market is not None:
-            served = self._market_rows(symbol, from_id, start_ms, limit, micro)
+            served = market_rows(
+                self.market,
+                symbol,
+                window=self.schedule.window_us(symbol),
+                from_id=from_id,
+                start_ms=start_ms,
+                limit=limit,
+                micro=micro,
+                oldest_id=faults.rest_oldest_id,
+            )
             if parts.path == "/api/v3/aggTrades":
                 return answer(200, json.dumps([_as_aggregate(json.loads(r)) for r in served]))
             return answer(200, "[" + ",".join(served) + "]")
@@ -487,31 +563,6 @@ class FeedServer:
         rows = trades[max(0, start) : max(0, start) + limit]
         return answer(200, "[" + ",".join(t.rest_row_us if micro else t.rest_row for t in rows) + "]")
 
-    def _market_rows(
-        self, symbol: str, from_id: int | None, start_ms: int | None, limit: int, micro: bool
-    ) -> list[str]:
-        """historicalTrades rows of the market: from an id, from a time, or the latest."""
-        market = self.market
-        assert market is not None
-        now_us = time.time_ns() // 1000
-        if start_ms is not None:
-            from_id = market.id_at(symbol, start_ms * 1000)
-            while market.trade(symbol, from_id - 1).time_us >= start_ms * 1000:  # jitter: step back
-                from_id -= 1
-            while market.trade(symbol, from_id).time_us < start_ms * 1000:
-                from_id += 1
-        elif from_id is None:
-            from_id = market.id_at(symbol, now_us) - limit
-        from_id = max(from_id, self.faults.rest_oldest_id)
-        rows = []
-        for trade_id in range(from_id, from_id + limit):
-            trade = market.trade(symbol, trade_id)
-            if trade.time_us > now_us:  # the future has no trades yet
-                break
-            tape = market_tape_trade(symbol, trade)
-            rows.append(tape.rest_row_us if micro else tape.rest_row)
-        return rows
-
     def _archive(self, request: Request) -> Response:
         self.archive_requests += 1
         if self.archive is None:
@@ -524,31 +575,16 @@ class FeedServer:
             status, "OK" if status == 200 else "Not Found", Headers([("Content-Type", kind)]), body
         )
 
-    def _exchange_info(self, request: Request) -> Response:
-        query = {k: v[0] for k, v in parse_qs(urlsplit(request.path).query).items()}
-        wanted: list[str] = list(self.tape.symbols)
-        try:
-            if "symbols" in query:
-                wanted = [str(s) for s in json.loads(query["symbols"])]
-            elif "symbol" in query:
-                wanted = [query["symbol"]]
-        except (ValueError, TypeError):
-            return _json_response(
-                400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbols'."}
-            )
-        if any(s not in self.tape.symbols for s in wanted):
-            return _json_response(400, {"code": -1121, "msg": "Invalid symbol."})
-        rows = [_symbol_info(s, self.statuses.get(s, "TRADING")) for s in wanted]
-        return _json_response(
-            200, {"timezone": "UTC", "serverTime": int(time.time() * 1000), "symbols": rows}
-        )
-
     async def _handle(self, ws: ServerConnection) -> None:
         parsed = self._parse(ws.request.path if ws.request else "")
         assert not isinstance(parsed, str)  # _check_request rejected those
         symbols, combined, micro = parsed
         self.connections += 1
-        client = _Client(ws, symbols, combined, micro, asyncio.Queue(maxsize=50_000), number=self.connections)
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=50_000)
+        client = _Client(ws, dict.fromkeys(symbols), combined, micro, queue, number=self.connections)
+        session = self.control.session(_ip(ws), client)
+        if isinstance(ws, CountingConnection):
+            ws.session = session  # its pings and pongs count too
         if self.redeliver:
             for trade in list(self._recent):
                 if trade.symbol in symbols:
@@ -558,7 +594,7 @@ class FeedServer:
         sender = asyncio.create_task(self._send(client))
         faults = asyncio.create_task(self._misbehave(client))
         try:
-            await ws.wait_closed()
+            await self._converse(client, session)
         finally:
             sender.cancel()
             faults.cancel()
@@ -568,6 +604,19 @@ class FeedServer:
                 self._has_clients.clear()
             while not client.queue.empty():  # release a producer blocked on this full queue
                 client.queue.get_nowait()
+
+    async def _converse(self, client: _Client, session: Session) -> None:
+        """Answer the client's requests in order, behind what is already queued for it (a stalled
+        connection answers late, as Binance's does); close it when it sends too fast."""
+        try:
+            async for message in client.ws:
+                if not session.hit():
+                    await session.close_overrun(client.ws)
+                    break
+                await client.queue.put(session.answer(message))
+        except ConnectionClosed:
+            pass
+        await client.ws.wait_closed()
 
     async def _send(self, client: _Client) -> None:
         try:
@@ -691,14 +740,92 @@ class FeedServer:
             self.log.info("emulator.tape_finished", sent=self.sent)
 
 
-_QUOTES = ("USDT", "FDUSD", "USDC", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY")
+def market_rows(
+    market: Market,
+    symbol: str,
+    *,
+    window: tuple[int, int],
+    from_id: int | None,
+    start_ms: int | None,
+    limit: int,
+    micro: bool,
+    oldest_id: int = 0,
+) -> list[str]:
+    """historicalTrades rows of the market: from an id, from a time, or the latest; none below
+    `oldest_id`, before the symbol's listing or from its delisting on (`window`, µs)."""
+    listed, delisted = window
+    now_us = min(time.time_ns() // 1000, delisted - 1)
+    if start_ms is not None:
+        from_id = market.first_at(symbol, max(start_ms * 1000, listed))
+    elif from_id is None:
+        from_id = market.id_at(symbol, now_us) - limit
+    from_id = max(from_id, oldest_id)
+    if listed > 0:
+        from_id = max(from_id, market.first_at(symbol, listed))
+    rows = []
+    for trade_id in range(from_id, from_id + limit):
+        trade = market.trade(symbol, trade_id)
+        if trade.time_us > now_us:  # the future has no trades yet
+            break
+        tape = market_tape_trade(symbol, trade)
+        rows.append(tape.rest_row_us if micro else tape.rest_row)
+    return rows
 
 
 def _symbol_info(symbol: str, status: str = "TRADING") -> dict[str, Any]:
     """An exchangeInfo row, with the fields the collector reads."""
-    quote = next((q for q in _QUOTES if symbol.endswith(q) and len(symbol) > len(q)), symbol[-4:])
-    return {"symbol": symbol, "status": status, "baseAsset": symbol[: -len(quote)], "quoteAsset": quote,
+    base, quote = split_symbol(symbol)
+    return {"symbol": symbol, "status": status, "baseAsset": base, "quoteAsset": quote,
             "isSpotTradingAllowed": True, "permissionSets": [["SPOT"]]}  # fmt: skip
+
+
+_SYMBOL_STATUSES = ("TRADING", "HALT", "BREAK")
+
+
+def exchange_info(
+    query: dict[str, str], symbols: tuple[str, ...], status_of: Callable[[str], str | None]
+) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of /api/v3/exchangeInfo: the whole market (every listed symbol, or
+    those of one `symbolStatus`), or the `symbols` / `symbol` asked for, as Binance answers."""
+    status = query.get("symbolStatus")
+    if status is not None and ("symbols" in query or "symbol" in query):
+        msg = "Combination of optional parameters invalid: symbolStatus goes without symbol(s)."
+        return 400, {"code": -1128, "msg": msg}
+    if status is not None and status not in _SYMBOL_STATUSES:
+        return 400, {"code": -1122, "msg": "Invalid symbolStatus."}
+    wanted = _wanted_symbols(query)
+    if wanted == "":
+        return 400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbols'."}
+    rows: list[tuple[str, str | None]]
+    if wanted is None:
+        rows = [(s, now) for s in symbols if (now := status_of(s)) is not None and status in (None, now)]
+    else:
+        known = set(symbols)
+        rows = [(s, status_of(s) if s in known else None) for s in wanted]
+        if any(now is None for _, now in rows):
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+    infos = [_symbol_info(s, now) for s, now in rows if now is not None]
+    return 200, {"timezone": "UTC", "serverTime": int(time.time() * 1000), "symbols": infos}
+
+
+def _wanted_symbols(query: dict[str, str]) -> list[str] | str | None:
+    """The symbols exchangeInfo is asked for (None: the whole market; "": not a list of names)."""
+    if "symbol" in query and "symbols" not in query:
+        return [query["symbol"]]
+    if "symbols" not in query:
+        return None
+    try:
+        wanted = json.loads(query["symbols"])
+    except ValueError:
+        return ""
+    if not isinstance(wanted, list) or not all(isinstance(s, str) for s in wanted):
+        return ""
+    return wanted
+
+
+def _ip(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return str(address[0]) if address else "unknown"
 
 
 def _json_response(status: int, body: Any) -> Response:

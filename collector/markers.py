@@ -357,8 +357,8 @@ class MarkerWriter:
 class MarkerScheduler:
     """Once a second, asks which minutes are final and has their markers written (in a thread).
 
-    What it asks is passed in: whether the stream stayed connected since a symbol's last trade
-    (`stream_state`: connected, and how many outages so far), the minutes of a symbol still
+    What it asks is passed in: whether the symbol's connection stayed up since its last trade
+    (`stream_state(symbol)`: connected, and how many outages so far), the minutes of a symbol still
     open or landing (`pending`), the earliest trade time an open gap may hold (`open_gap_from`),
     and the unfilled ranges that fall in a minute (`gaps_in`)."""
 
@@ -366,7 +366,7 @@ class MarkerScheduler:
         self,
         writer: MarkerWriter,
         *,
-        stream_state: Callable[[], tuple[bool, int]],
+        stream_state: Callable[[str], tuple[bool, int]],
         pending: Callable[[str], set[int]],
         open_gap_from: Callable[[str], float],
         gaps_in: GapsIn,
@@ -383,6 +383,8 @@ class MarkerScheduler:
         self._last_seen: dict[str, tuple[float, float, int]] = {}
         # Retried gaps that closed: (symbol, minutes, still landing?) whose markers need new gap lists.
         self._refreshes: list[tuple[str, range, Callable[[], bool]]] = []
+        # Symbols no longer streamed (they stopped trading): proven until this trade time, fixed.
+        self._retired: dict[str, float | None] = {}
         self._unsaved = False
 
     def saw_trades(
@@ -414,12 +416,29 @@ class MarkerScheduler:
         """Rewrite these minutes' gap lists once `landing()` says their files have all landed."""
         self._refreshes.append((symbol, minutes, landing))
 
+    def retire(self, symbol: str) -> None:
+        """The symbol stopped trading and is no longer streamed. Its connection was up since
+        its last trade: no trade can follow (the exchange halted it), so its minutes are proven
+        through the end of this one; otherwise only up to its last trade, as after any outage."""
+        proven = self.proven_until(symbol)
+        seen = self._last_seen.get(symbol)
+        if proven is not None and seen is not None and proven > seen[0]:
+            proven = (proven // 60 + 1) * 60
+        self._retired[symbol] = proven
+
+    def reinstate(self, symbol: str) -> None:
+        """Streamed again (listed again): nothing is proven until its next trade."""
+        if self._retired.pop(symbol, "absent") != "absent":
+            self._last_seen.pop(symbol, None)
+
     def proven_until(self, symbol: str) -> float | None:
+        if symbol in self._retired:
+            return self._retired[symbol]
         seen = self._last_seen.get(symbol)
         if seen is None:
             return None
         trade_s, received_mono, outages_then = seen
-        connected, outages = self.stream_state()
+        connected, outages = self.stream_state(symbol)
         return proven_until(
             trade_s,
             connected_since_then=connected and outages == outages_then,

@@ -9,6 +9,7 @@ sentence that says what is wrong and what to change.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import os
 from dataclasses import dataclass, field
@@ -19,7 +20,14 @@ from collector.backfill import BinanceRest
 from collector.config import S3Destination, Settings
 from collector.exceptions import SinkPermanentError, SinkUnavailable
 
-__all__ = ["SymbolReport", "check_symbols", "directory_problem", "offline_problems", "online_problems"]
+__all__ = [
+    "SymbolReport",
+    "check_symbols",
+    "directory_problem",
+    "offline_problems",
+    "online_problems",
+    "symbols_exist",
+]
 
 
 def directory_problem(path: Path, setting: str) -> str | None:
@@ -93,7 +101,8 @@ def check_symbols(rest: BinanceRest, symbols: tuple[str, ...]) -> SymbolReport:
     """Ask exchangeInfo about `symbols` (blocking: run it in a thread)."""
     report = SymbolReport()
     try:
-        page = rest.exchange_info(list(symbols))
+        # A long list would make a long URL: past 100 symbols, the whole market is asked.
+        page = rest.exchange_info(list(symbols)) if len(symbols) <= 100 else rest.exchange_info()
         if page.status == 400 and '"code":-1121' in page.body.replace(" ", ""):  # an unknown one
             page = rest.exchange_info()  # the whole market, to say which and what is close
         if page.status != 200 or not page.rows:
@@ -110,6 +119,23 @@ def check_symbols(rest: BinanceRest, symbols: tuple[str, ...]) -> SymbolReport:
         elif status != "TRADING":
             report.not_trading[symbol] = status
     return report
+
+
+async def symbols_exist(settings: Settings, log: Any) -> bool:
+    """Ask exchangeInfo about the configured symbols before capture: Binance sends nothing for a
+    stream that does not exist, so an unknown symbol would otherwise mean waiting in silence."""
+    rest = BinanceRest(settings.rest_url, timeout_s=10.0)
+    report = await asyncio.to_thread(check_symbols, rest, settings.symbols)
+    if report.error:
+        log.warning("collector.symbols_unchecked", error=report.error, note="going on without the check")
+    for symbol, status in report.not_trading.items():
+        log.warning("collector.symbol_not_trading", symbol=symbol, status=status,
+                    note="no trades will come until Binance lists it as TRADING again")  # fmt: skip
+    if report.unknown:
+        log.error("collector.fatal", kind="UnknownSymbol", error="; ".join(report.problems()),
+                  fix="correct COLLECTOR_SYMBOLS")  # fmt: skip
+        return False
+    return True
 
 
 def _statuses(info: Any) -> dict[str, str]:

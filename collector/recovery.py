@@ -32,6 +32,8 @@ from collector.spool import Spool, SpoolEntry, write_atomically
 
 __all__ = ["Recovered", "Recovery"]
 
+LOOKUPS_AT_ONCE = 16
+
 
 @dataclass(frozen=True, slots=True)
 class Recovered:
@@ -140,14 +142,20 @@ class Recovery:
         return resealed, gaps
 
     async def _ask_landing_zone(self, sink: Sink, symbols: tuple[str, ...]) -> None:
-        """Where each symbol left off, when nothing local knows: the newest objects landed."""
-        for symbol in symbols:
+        """Where each symbol left off, when nothing local knows: the newest objects landed
+        (LOOKUPS_AT_ONCE symbols at a time: a whole market is a thousand and more LISTs)."""
+        gate = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+
+        async def ask(symbol: str) -> None:
             if self.sequence.last_id(symbol) is None:
-                try:
-                    landed = await asyncio.to_thread(sink.latest_trade_id, symbol, time.time())
-                except Exception as exc:  # an unreachable destination must not stop capture
-                    self.log.warning("collector.landing_lookup_failed", symbol=symbol, error=str(exc))
-                    landed = None
+                async with gate:
+                    try:
+                        landed = await asyncio.to_thread(sink.latest_trade_id, symbol, time.time())
+                    except Exception as exc:  # an unreachable destination must not stop capture
+                        self.log.warning("collector.landing_lookup_failed", symbol=symbol, error=str(exc))
+                        landed = None
                 if landed is not None:
                     self.sequence.remember(symbol, landed)
             self.log.info("collector.continuity", symbol=symbol, last_trade_id=self.sequence.last_id(symbol))
+
+        await asyncio.gather(*(ask(symbol) for symbol in symbols))

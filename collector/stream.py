@@ -25,8 +25,9 @@ Planned rotations (make before break): on `serverShutdown`, when a connection ne
 24-hour limit (`max_connection_age_s`), or when it has been silent for `silence_s`, a second
 connection is opened while the first keeps delivering. The new connection's frames are held
 back until `handover_ready(held)` says the old one has caught up with them (or `handover_s`
-passes); then the old connection is closed and the held frames are delivered. The core drops
-the overlap by trade id, so a rotation costs no trade at all.
+passes, also when the new one has brought nothing: quiet symbols); then the old connection is
+closed and the held frames are delivered. The core drops the overlap by trade id, so a
+rotation costs no trade at all.
 
 Delivery: `on_chunk` is called synchronously, straight from the read, whenever nothing is
 waiting ahead of the chunk (the usual case: no queue, no task switch per read). Chunks wait in
@@ -43,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import random
 import socket
 import ssl
@@ -50,7 +52,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import picows
 from picows.url import WSInvalidURL
@@ -58,7 +60,7 @@ from picows.url import WSInvalidURL
 from collector.counters import Registry
 from collector.exceptions import ConnectionLost, ExchangeRefused, is_retryable
 
-__all__ = ["Backoff", "Chunk", "OnChunk", "TradeStream"]
+__all__ = ["AttemptLimit", "Backoff", "Chunk", "OnChunk", "TradeStream", "streams_in"]
 
 Chunk = tuple[list[bytes], int]  # the frames of one read, and when that read happened (ns)
 OnChunk = Callable[[list[bytes], int], None]
@@ -69,6 +71,7 @@ _TEXT = picows.WSMsgType.TEXT
 _DATA = (_TEXT, picows.WSMsgType.BINARY)
 _CONTINUATION = picows.WSMsgType.CONTINUATION
 _CLOSE = picows.WSMsgType.CLOSE
+_ANSWER_STARTS = (b'{"result"', b'{"error"', b'{"id"')  # Binance's answers to SUBSCRIBE and the like
 MAX_FRAME_BYTES = 2**20  # a trade frame is about 200 bytes; a megabyte is a broken peer
 # Failures in a row before `collector.cannot_connect` explains them (then every tenth again).
 EXPLAIN_AFTER_FAILURES = 3
@@ -109,6 +112,10 @@ class _Connection:
     close_code: int | None = None
     close_reason: str = ""
     held: list[Chunk] = field(default_factory=list)
+    url: str = ""  # what it was opened with (its streams, for the subscriptions)
+    streams: set[str] = field(default_factory=set)  # subscribed: the URL's, then the acknowledged changes
+    # Requests sent on it (SUBSCRIBE, ...) whose answers have not come: id -> the future to answer.
+    answers: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
 
 
 class _Listener(picows.WSListener):
@@ -139,6 +146,8 @@ class _Listener(picows.WSListener):
                     transport.send_close(frame.get_close_code(), message)
                     transport.disconnect()
                 return
+        if self._conn.answers and payload.startswith(_ANSWER_STARTS) and self._answered(payload):
+            return
         frames = self._frames
         if not frames:
             self._stamp = time.time_ns()
@@ -149,6 +158,19 @@ class _Listener(picows.WSListener):
         frames.append(payload)
         if frame.last_in_buffer:
             self._deliver()
+
+    def _answered(self, payload: bytes) -> bool:
+        """An answer to a request of ours (only looked for while one is awaited): its future set."""
+        try:
+            doc = json.loads(payload)
+            future = self._conn.answers.pop(doc["id"], None) if isinstance(doc, dict) else None
+        except (ValueError, KeyError, TypeError):
+            return False
+        if future is None:
+            return False
+        if not future.done():
+            future.set_result(doc)
+        return True
 
     def _reassemble(self, kind: Any, frame: Any) -> bytes | None:
         if kind is not _CONTINUATION:
@@ -171,14 +193,46 @@ class _Listener(picows.WSListener):
             self._stream._enqueue(self._conn, frames, self._stamp)
 
     def on_ws_disconnected(self, transport: Any) -> None:
+        answers, self._conn.answers = self._conn.answers, {}
+        for future in answers.values():  # a request on a closed connection gets no answer
+            if not future.done():
+                future.set_exception(ConnectionLost("the connection closed before answering"))
         self._deliver()
         self._stream._enqueue(self._conn, None, 0)
+
+
+class AttemptLimit:
+    """Binance's 300 connection attempts per 5 minutes per IP, shared by every connection of the
+    process (the limit held here is lower, to leave room for a restart's attempts)."""
+
+    WINDOW_S = 300.0
+
+    def __init__(self, per_5min: int = 250, *, log: Any = None) -> None:
+        self.per_5min = per_5min
+        self.log = log
+        self.total = 0  # every attempt, opened or not
+        self._times: collections.deque[float] = collections.deque()
+
+    async def take(self) -> None:
+        """Wait until one more attempt keeps inside the limit, and count it."""
+        while True:
+            now = time.monotonic()
+            while self._times and now - self._times[0] > self.WINDOW_S:
+                self._times.popleft()
+            if len(self._times) < self.per_5min:
+                break
+            wait_s = self.WINDOW_S - (now - self._times[0]) + 0.01
+            if self.log is not None:
+                self.log.warning("collector.connection_rate_limited", wait_s=round(wait_s, 1))
+            await asyncio.sleep(wait_s)
+        self._times.append(time.monotonic())
+        self.total += 1
 
 
 class Connector:
     """Opens connections: the attempt limit, the backoff between failures, and every attempt counted.
 
-    One per process: whatever many connections it opens share Binance's per-IP attempt limit."""
+    One per connection slot; several share one `AttemptLimit`, Binance's per-IP attempt limit."""
 
     def __init__(
         self,
@@ -191,17 +245,17 @@ class Connector:
         max_attempts_per_5min: int = 250,
         ping_idle_s: float = 20.0,
         healthy_after_s: float = 10.0,
+        limit: AttemptLimit | None = None,
     ) -> None:
-        self.url = url
+        self.url = url  # the next connection's; the pool changes it as the streams change
         self.log = log
         self.open_timeout_s = open_timeout_s
-        self.max_attempts_per_5min = max_attempts_per_5min
+        self.limit = limit or AttemptLimit(max_attempts_per_5min, log=log)
         self.ping_idle_s = ping_idle_s
         self.healthy_after_s = healthy_after_s
         self.backoff = Backoff(initial_delay_s, max_delay_s)
         self.connections = 0  # opened
-        self.attempts = 0  # every connection attempt, opened or not
-        self._attempts: collections.deque[float] = collections.deque()
+        self.attempts = 0  # every connection attempt of this slot, opened or not
         self._owed_delay = False  # the last connection ended before it proved healthy
 
     def register(self, metrics: Registry) -> None:
@@ -262,10 +316,10 @@ class Connector:
         )
 
     async def open(self, listener_for: ListenerFor) -> _Connection:
-        await self._respect_attempt_limit()
+        await self.limit.take()
         self.attempts += 1
         now = time.monotonic()
-        conn = _Connection(self.connections + 1, now, now)
+        conn = _Connection(self.connections + 1, now, now, url=self.url, streams=streams_in(self.url))
         try:
             async with asyncio.timeout(self.open_timeout_s):
                 transport, listener = await picows.ws_connect(
@@ -295,17 +349,6 @@ class Connector:
         self.log.info("collector.connected", url=self.url, connection=conn.number)
         return conn
 
-    async def _respect_attempt_limit(self) -> None:
-        window_s = 300.0
-        now = time.monotonic()
-        while self._attempts and now - self._attempts[0] > window_s:
-            self._attempts.popleft()
-        if len(self._attempts) >= self.max_attempts_per_5min:
-            wait_s = window_s - (now - self._attempts[0])
-            self.log.warning("collector.connection_rate_limited", wait_s=round(wait_s, 1))
-            await asyncio.sleep(wait_s)
-        self._attempts.append(time.monotonic())
-
 
 class TradeStream:
     """One logical subscription, kept open across drops and rotations."""
@@ -330,6 +373,7 @@ class TradeStream:
         healthy_after_s: float = 10.0,
         metrics: Registry | None = None,
         connector: Connector | None = None,
+        limit: AttemptLimit | None = None,
     ) -> None:
         self.url = url
         self.on_chunk = on_chunk
@@ -343,6 +387,7 @@ class TradeStream:
             max_attempts_per_5min=max_attempts_per_5min,
             ping_idle_s=ping_idle_s,
             healthy_after_s=healthy_after_s,
+            limit=limit,
         )
         self.max_connection_age_s = max_connection_age_s
         self.silence_s = silence_s
@@ -369,6 +414,7 @@ class TradeStream:
         # A connection still in its handshake: frames that come with the handshake's answer are
         # held for it, not dropped as a stranger's.
         self._opening: set[_Connection] = set()
+        self.on_active: Callable[[], None] = lambda: None  # a connection became the one delivering
         if metrics is not None:
             self._register(metrics)
 
@@ -394,6 +440,13 @@ class TradeStream:
     def reconnects(self) -> int:
         """Connection attempts after the first one, whether they opened or not."""
         return max(0, self.attempts - 1)
+
+    @property
+    def active(self) -> _Connection | None:
+        """The connection delivering now, while no rotation is under way (None otherwise)."""
+        if self._pending is not None or (self._rotation is not None and not self._rotation.done()):
+            return None
+        return self._active
 
     # ---- the public surface -----------------------------------------------------------------
 
@@ -511,11 +564,11 @@ class TradeStream:
 
     async def _maybe_hand_over(self) -> None:
         pending = self._pending
-        if pending is None or not pending.held:
+        if pending is None:
             return
         waited = time.monotonic() - self._pending_since
-        if not self.handover_ready(pending.held) and waited < self.handover_s:
-            return
+        if waited < self.handover_s and (not pending.held or not self.handover_ready(pending.held)):
+            return  # a quiet connection pair hands over once `handover_s` has passed with nothing lost
         old = self._active
         self.log.info(
             "collector.handover",
@@ -568,6 +621,7 @@ class TradeStream:
             counted = conn.frames
             self._deliver(conn, frames, received_at_ns)
             conn.frames = counted  # counted when they were held
+        self.on_active()
 
     # ---- connections --------------------------------------------------------------------------
 
@@ -618,6 +672,15 @@ async def _close(conn: _Connection) -> None:
         transport.disconnect()
         async with asyncio.timeout(5):
             await transport.wait_disconnected()
+
+
+def streams_in(url: str) -> set[str]:
+    """The stream names a connection URL subscribes: `/ws/<name>` or `/stream?streams=a/b`."""
+    parts = urlsplit(url)
+    if parts.path.startswith("/ws/"):
+        return {n for n in parts.path[len("/ws/") :].split("/") if n}
+    query = parse_qs(parts.query).get("streams", [""])[0]
+    return {n for n in query.split("/") if n}
 
 
 def _refusal_or_retry(status: int, url: str) -> Exception:

@@ -120,7 +120,8 @@ def test_capture_journals_the_gap_beside_the_trade_that_revealed_it(tmp_path: Pa
     async def main() -> Any:
         collector = Collector(settings)
         collector.core.sequence.remember("BTCUSDT", 99)
-        collector.capture.on_chunk([trade_frame(100, t0).encode(), trade_frame(105, t0 + 1).encode()], 7)
+        frames = [trade_frame(100, t0).encode(), trade_frame(105, t0 + 1).encode()]
+        collector.capture.on_chunk(frames, 7, collector.stream.slots[0].stream)
         return collector
 
     collector = asyncio.run(main())
