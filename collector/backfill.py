@@ -159,12 +159,19 @@ class Backfiller:
         self._paused_until = 0.0  # wall clock
 
     async def fill(
-        self, gap: OpenGap, on_trades: Callable[[list[Trade], int], Awaitable[None]]
+        self,
+        gap: OpenGap,
+        on_trades: Callable[[list[Trade], int], Awaitable[None]],
+        *,
+        max_pages: int | None = None,
     ) -> list[Shortfall]:
-        """Fetch gap.next_id..gap.last_missing; hand each page's trades (and the next id) to on_trades."""
+        """Fetch gap.next_id..gap.last_missing, at most `max_pages` pages of it (a turn: the
+        caller comes back for the rest); hand each page's trades (and the next id) to on_trades."""
         unfilled: list[Shortfall] = []
         next_id = gap.next_id
-        while next_id <= gap.last_missing:
+        pages = 0
+        while next_id <= gap.last_missing and (max_pages is None or pages < max_pages):
+            pages += 1
             limit = min(PAGE_LIMIT, gap.last_missing - next_id + 1)
             try:
                 page = await self._fetch(gap.symbol, next_id, limit)

@@ -5,7 +5,12 @@ Pure: the caller passes the monotonic clock (`now_s`) in, so tests drive time by
 Rules:
 - A batch holds trades of one symbol and one UTC minute of *trade time*; it never spans two.
 - It is sealed when its raw frames reach `max_batch_bytes`, when it is `max_batch_age_s` old,
-  or when a later minute's trade has been seen for that symbol and `minute_grace_s` has passed.
+  or `minute_grace_s` after its minute has ended: after a later minute's trade of that symbol,
+  or, for a symbol that trades no more in the minute, once the exchange's clock (extrapolated
+  from the batch's first trade by the monotonic clock, so the host's clock does not matter)
+  is past the minute's end. A quiet symbol's minute so lands and is marked within seconds.
+- Per symbol work is per symbol: a whole market's thousands of open batches cost nothing to a
+  symbol that opens one.
 - Memory is bounded: at most `max_open_minutes` batches are open per symbol (a flood of
   out-of-order minutes seals the oldest first), each at most `max_batch_bytes` of frames.
 - Columns are `array('q')`: 8 bytes a value instead of a Python int object and a pointer.
@@ -87,6 +92,7 @@ class _OpenBatch:
     columns: _Columns = field(default_factory=_Columns)
     raw_bytes: int = 0
     close_at_s: float | None = None  # set once a later minute is seen
+    ends_at_s: float = float("inf")  # monotonic time the minute (and its grace) ends, by the trade's clock
     id_range: tuple[int, int] | None = None  # (lowest, highest) trade id buffered
 
     def saw_ids(self, low: int, high: int) -> None:
@@ -130,6 +136,8 @@ class MinuteBatcher:
         self.minute_grace_s = minute_grace_s
         self.max_open_minutes = max_open_minutes
         self._open: dict[tuple[str, int], _OpenBatch] = {}
+        self._by_symbol: dict[str, dict[int, _OpenBatch]] = {}  # the same batches, per symbol
+        self._units_per_s = self._units_per_minute / 60
         self._watermark: dict[str, int] = {}  # latest minute seen per symbol
 
     @property
@@ -144,7 +152,7 @@ class MinuteBatcher:
         """Buffer one trade; return the batches this sealed (by size or crowding)."""
         minute = trade.trade_time // self._units_per_minute
         sealed: list[SealedBatch] = []
-        batch = self._batch_for(trade.symbol, minute, trade.trade_id, now_s, sealed)
+        batch = self._batch_for(trade.symbol, minute, trade.trade_id, trade.trade_time, now_s, sealed=sealed)
         cols = batch.columns
         batch.saw_ids(trade.trade_id, trade.trade_id)
         cols.trade_id.append(trade.trade_id)
@@ -184,7 +192,7 @@ class MinuteBatcher:
         total = sum(map(len, frames))
         cumulative: list[int] | None = None  # running frame sizes: only when a batch fills up
         while start < count:
-            batch = self._batch_for(symbol, minute, ids[start], now_s, sealed)
+            batch = self._batch_for(symbol, minute, ids[start], columns[3][start], now_s, sealed=sealed)
             if cumulative is None and batch.raw_bytes + total < self.max_batch_bytes:
                 stop, added = count, total  # the usual run: it fits
             else:
@@ -212,19 +220,24 @@ class MinuteBatcher:
         return placed, sealed
 
     def _batch_for(
-        self, symbol: str, minute: int, first_trade_id: int, now_s: float, sealed: list[SealedBatch]
-    ) -> _OpenBatch:
+        self, symbol: str, minute: int, first_trade_id: int, trade_time: int, now_s: float, *,
+        sealed: list[SealedBatch],
+    ) -> _OpenBatch:  # fmt: skip
         """The open batch of (symbol, minute), opened if need be (which may seal crowded ones)."""
         key = (symbol, minute)
         batch = self._open.get(key)
         if batch is None:
             batch = _OpenBatch(symbol, minute, now_s, f"{symbol}-{minute}-{first_trade_id}")
+            left_s = max(0.0, ((minute + 1) * self._units_per_minute - trade_time) / self._units_per_s)
+            batch.ends_at_s = now_s + left_s + self.minute_grace_s
             self._open[key] = batch
+            mine = self._by_symbol.setdefault(symbol, {})
+            mine[minute] = batch
             watermark = self._watermark.get(symbol)
             if watermark is None or minute > watermark:
                 self._watermark[symbol] = minute
-                for other in self._open.values():
-                    if other.symbol == symbol and other.minute < minute and other.close_at_s is None:
+                for other in mine.values():
+                    if other.minute < minute and other.close_at_s is None:
                         other.close_at_s = now_s + self.minute_grace_s
             else:
                 batch.close_at_s = now_s + self.minute_grace_s  # a late trade of a past minute
@@ -232,7 +245,7 @@ class MinuteBatcher:
         return batch
 
     def open_minutes(self, symbol: str) -> set[int]:
-        return {minute for (s, minute) in self._open if s == symbol}
+        return set(self._by_symbol.get(symbol, ()))
 
     def batch_id_for(self, trade: Trade) -> str:
         """`{symbol}-{minute}-{first_trade_id}` of the batch `add(trade)` will put the trade in."""
@@ -244,7 +257,7 @@ class MinuteBatcher:
         """Seal every batch that is old enough or whose minute has closed."""
         due: list[tuple[tuple[str, int], SealReason]] = []
         for key, batch in self._open.items():
-            if batch.close_at_s is not None and now_s >= batch.close_at_s:
+            if (batch.close_at_s is not None and now_s >= batch.close_at_s) or now_s >= batch.ends_at_s:
                 due.append((key, "minute_closed"))
             elif now_s - batch.opened_at_s >= self.max_batch_age_s:
                 due.append((key, "age"))
@@ -255,11 +268,18 @@ class MinuteBatcher:
         return [self._seal(key, reason) for key in sorted(self._open, key=lambda k: (k[1], k[0]))]
 
     def _seal_crowded(self, symbol: str) -> list[SealedBatch]:
-        keys = sorted(k for k in self._open if k[0] == symbol)
-        return [self._seal(key, "crowded") for key in keys[: max(0, len(keys) - self.max_open_minutes)]]
+        minutes = self._by_symbol.get(symbol, {})
+        if len(minutes) <= self.max_open_minutes:
+            return []
+        keys = [(symbol, m) for m in sorted(minutes)]
+        return [self._seal(key, "crowded") for key in keys[: len(keys) - self.max_open_minutes]]
 
     def _seal(self, key: tuple[str, int], reason: SealReason) -> SealedBatch:
         batch = self._open.pop(key)
+        mine = self._by_symbol[key[0]]
+        del mine[key[1]]
+        if not mine:
+            del self._by_symbol[key[0]]
         return SealedBatch(
             symbol=batch.symbol,
             minute=batch.minute,

@@ -41,6 +41,9 @@ __all__ = ["MAX_ATTEMPTS", "RETRYABLE", "GapFiller", "GapLedger", "OpenGap", "Un
 # Reasons that may pass: the range is tried again later, up to MAX_ATTEMPTS times in all.
 RETRYABLE = frozenset({"rest_unavailable", "banned", "lake_unavailable"})
 MAX_ATTEMPTS = 5
+# Pages (1,000 trades, weight 25) a gap is fetched before the next gap's turn: one, so the
+# weight budget is shared page by page among every symbol with a gap.
+TURN_PAGES = 1
 
 
 @dataclass(kw_only=True)
@@ -140,6 +143,12 @@ class GapLedger:
         ) or any(
             r.symbol == symbol and r.first_missing <= first_missing <= r.last_missing for r in self.unfilled
         )
+
+    def to_back(self, gap: OpenGap) -> None:
+        """The gap's turn is over: it waits behind every other open gap (saved: the order survives)."""
+        self.open.remove(gap)
+        self.open.append(gap)
+        self.save()
 
     def add(self, gap: OpenGap, *, save: bool = True) -> None:
         self.open.append(gap)
@@ -243,6 +252,8 @@ class GapFiller:
         self.markers: MarkerRefresh | None = None
         self._wakeup = asyncio.Event()
         self._filled = metrics.counter("gaps_filled", "Trade-id gaps filled completely.")
+        # Per gap being filled in turns: the ranges to fetch and what could not be, so far.
+        self._plans: dict[tuple[str, int, int], tuple[list[tuple[int, int]], list[Shortfall]]] = {}
         self._backfilled = metrics.counter("backfilled_trades", "Trades filled in by REST backfill.")
         metrics.gauge(
             "open_gaps", "Gaps registered and not yet filled or recorded.", lambda: len(ledger.open)
@@ -295,6 +306,7 @@ class GapFiller:
                         await self._wakeup.wait()
                 continue
             await self._fill(self.ledger.open[0])
+            await asyncio.sleep(0)  # a turn ended: let the event loop run before the next
 
     def _reopen_due(self) -> None:
         for record in self.ledger.due_for_retry(time.time(), self.retry_s):
@@ -309,25 +321,34 @@ class GapFiller:
             )
 
     async def _fill(self, gap: OpenGap) -> None:
-        try:
-            ranges = await asyncio.to_thread(self._missing_in_lake, gap)
-        except (SinkError, OSError, ValueError) as exc:  # S3 unreachable, an unreadable object: later
-            detail = f"could not read what the landing zone holds of these ids: {exc}"
-            ranges, shortfalls = [], [Shortfall(gap.next_id, gap.last_missing, "lake_unavailable", detail)]
-        else:
-            shortfalls = []
-        missing = sum(hi - lo + 1 for lo, hi in ranges)
-        if missing > self.max_trades:
-            detail = f"{missing} trades exceed COLLECTOR_BACKFILL_MAX_TRADES"
-            shortfalls = [Shortfall(lo, hi, "too_large", detail) for lo, hi in ranges]
-            ranges = []
+        """One turn of the gap first in line: at most TURN_PAGES pages, then, unless it is done,
+        it goes to the back of the line. Many symbols' gaps (after a restart) so share the weight
+        budget page by page: the quiet symbols' one-page gaps are not kept waiting behind
+        BTCUSDT's thousand pages, and BTCUSDT gets its share of every round."""
+        key = (gap.symbol, gap.first_missing, gap.attempt)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = await self._plan(gap)
+        ranges, shortfalls = plan
+        pages = TURN_PAGES
         for low, high in ranges:
+            if gap.next_id > high:
+                continue  # done in an earlier turn
             gap.next_id = max(gap.next_id, low)  # the ids before `low` are in the lake already
             part = dataclasses.replace(gap, first_missing=low, last_missing=high)
-            self.log.info("collector.backfill_started", symbol=gap.symbol, first=part.next_id, last=high)
-            shortfalls += await self.backfiller.fill(
-                part, lambda trades, next_id: self._land_page(gap, trades, next_id)
+            if gap.next_id == low:
+                self.log.info("collector.backfill_started", symbol=gap.symbol, first=part.next_id, last=high)
+            before = self.backfiller.requests
+            found = await self.backfiller.fill(
+                part, lambda trades, next_id: self._land_page(gap, trades, next_id), max_pages=pages
             )
+            shortfalls += found
+            pages -= self.backfiller.requests - before
+            gave_up = any(s.last_missing >= high for s in found)  # the rest of this range cannot be had
+            if gap.next_id <= high and not gave_up:
+                await asyncio.to_thread(self.ledger.to_back, gap)  # its turn is over; the rest later
+                return
+        del self._plans[key]
         for shortfall in shortfalls:
             await asyncio.to_thread(self._record, gap, shortfall)
         if not shortfalls:
@@ -350,6 +371,19 @@ class GapFiller:
             self.markers.refresh_later(
                 gap.symbol, minutes, lambda: landing is not None and landing.landing(gap.symbol, minutes)
             )
+
+    async def _plan(self, gap: OpenGap) -> tuple[list[tuple[int, int]], list[Shortfall]]:
+        """The id ranges of the gap to fetch (what the lake lacks), and what cannot be fetched."""
+        try:
+            ranges = await asyncio.to_thread(self._missing_in_lake, gap)
+        except (SinkError, OSError, ValueError) as exc:  # S3 unreachable, an unreadable object: later
+            detail = f"could not read what the landing zone holds of these ids: {exc}"
+            return [], [Shortfall(gap.next_id, gap.last_missing, "lake_unavailable", detail)]
+        missing = sum(hi - lo + 1 for lo, hi in ranges)
+        if missing > self.max_trades:
+            detail = f"{missing} trades exceed COLLECTOR_BACKFILL_MAX_TRADES"
+            return [], [Shortfall(lo, hi, "too_large", detail) for lo, hi in ranges]
+        return ranges, []
 
     def _missing_in_lake(self, gap: OpenGap) -> list[tuple[int, int]]:
         """The ids of gap.next_id..last_missing the landing zone does not hold. Trades the

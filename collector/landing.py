@@ -146,8 +146,10 @@ class Landing:
         self._idle.set()
         self._sealing = 0  # batches inside a sealer hop
         self._closing = False
-        # Batches sealed but not landed, per (symbol, minute): their minute is not final.
-        self._unlanded: collections.Counter[tuple[str, int]] = collections.Counter()
+        # Batches sealed but not landed, per symbol and minute: their minute is not final.
+        self._unlanded: collections.defaultdict[str, collections.Counter[int]] = collections.defaultdict(
+            collections.Counter
+        )
         self._dropped = [d for r in read_jsonl(spool.root / "dropped.jsonl") if (d := _dropped(r))]
         self._lost = metrics.counter("dropped_trades", "Trades not kept because the spool was full.")
         metrics.gauge("spool_bytes", "Bytes waiting in the spool.", lambda: self.budget.used_bytes)
@@ -159,7 +161,7 @@ class Landing:
 
     def submit(self, batch: SealedBatch) -> None:
         """A sealed batch, from the event loop: queued for the sealer (no I/O here)."""
-        self._unlanded[(batch.symbol, batch.minute)] += 1
+        self._unlanded[batch.symbol][batch.minute] += 1
         self._sealed.append(batch)
         self._sealed_trades += batch.rows
         self._idle.clear()
@@ -173,7 +175,7 @@ class Landing:
             self.budget.holds(entry.size)
             name = parse_object_key(entry.key)
             if name is not None:
-                self._unlanded[(name.symbol, name.minute)] += 1
+                self._unlanded[name.symbol][name.minute] += 1
             self._enqueue(Spooled(entry, name))
 
     def _enqueue(self, spooled: Spooled) -> None:
@@ -190,7 +192,7 @@ class Landing:
     async def land_backfill(self, batches: list[SealedBatch]) -> None:
         """Backfilled batches: spooled before this returns (their gap's progress is saved after)."""
         for batch in batches:
-            self._unlanded[(batch.symbol, batch.minute)] += 1
+            self._unlanded[batch.symbol][batch.minute] += 1
         done = await asyncio.to_thread(self._spool_group, batches, save_state=False)
         for batch, entry in done:
             self._spooled(batch, entry)
@@ -198,11 +200,12 @@ class Landing:
     # ---- what it knows ----------------------------------------------------------------------
 
     def pending_minutes(self, symbol: str) -> set[int]:
-        return {m for (s, m) in self._unlanded if s == symbol}
+        return set(self._unlanded.get(symbol, ()))
 
     def landing(self, symbol: str, minutes: range) -> bool:
         """Is a batch of any of these minutes still sealed, spooled or uploading?"""
-        return any((symbol, m) in self._unlanded for m in minutes)
+        mine = self._unlanded.get(symbol)
+        return mine is not None and any(m in mine for m in minutes)
 
     def dropped_in(self, symbol: str, minute: int) -> list[UnfilledGap]:
         return [
@@ -332,10 +335,12 @@ class Landing:
 
     def _gone(self, symbol: str, minute: int) -> None:
         """A batch of (symbol, minute) landed or was lost for good: one fewer on its way."""
-        slot = (symbol, minute)
-        self._unlanded[slot] -= 1
-        if self._unlanded[slot] <= 0:
-            del self._unlanded[slot]
+        mine = self._unlanded[symbol]
+        mine[minute] -= 1
+        if mine[minute] <= 0:
+            del mine[minute]
+            if not mine:
+                del self._unlanded[symbol]
 
     def _check_idle(self) -> None:
         if not self._sealed and not self._sealing and not self.uploads:

@@ -120,3 +120,27 @@ def test_microsecond_trade_times_are_bucketed_by_minute() -> None:
     b.add(trade(1, T0 * 1000 + 59_999_999), 0)
     b.add(trade(2, (T0 + MINUTE_MS) * 1000), 0)
     assert sorted(s.minute for s in b.flush()) == [T0 // MINUTE_MS, T0 // MINUTE_MS + 1]
+
+
+def test_a_quiet_symbol_s_minute_seals_once_its_end_and_grace_pass_by_the_trade_s_clock() -> None:
+    b = batcher(max_batch_age_s=3600.0)
+    assert b.add(trade(1, T0 + 50_000, "QUIETUSDT"), now_s=100.0) == []  # 10 s before the minute ends
+    assert b.tick(114.9) == []  # 10 s to the end, 5 s of grace: not yet
+    (sealed,) = b.tick(115.0)
+    assert (sealed.reason, ids(sealed)) == ("minute_closed", [1])
+    # A trade that arrives after its minute has ended (a slow stream) seals after the grace alone.
+    assert b.add(trade(2, T0 + 59_000, "QUIETUSDT"), now_s=200.0) == []
+    assert b.tick(204.9) == []
+    assert [s.reason for s in b.tick(205.0)] == ["minute_closed"]
+    assert b.open_minutes("QUIETUSDT") == set()
+
+
+def test_thousands_of_symbols_keep_their_open_minutes_apart() -> None:
+    b = batcher()
+    for i in range(3000):
+        b.add(trade(i, T0 + (i % 2) * MINUTE_MS, f"S{i % 1500:04d}USDT"), now_s=1.0)
+    assert b.open_minutes("S0007USDT") == {T0 // MINUTE_MS + 1}  # 7 and 1507: both odd
+    assert b.open_minutes("S0008USDT") == {T0 // MINUTE_MS}
+    assert b.buffered_trades == 3000
+    assert len(b.flush()) == 1500
+    assert b.open_minutes("S0007USDT") == set()

@@ -5,9 +5,7 @@ and a delisted symbol's minutes are marked through its delisting."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,55 +19,13 @@ from collector.layout import parse_object_key
 from collector.market import Market, Schedule
 from tests.conftest import Proc, collector_env, stop_cleanly, wait_for
 from tests.landing import ids_by_symbol
+from tests.threaded_feed import ThreadedFeed
 
 pytestmark = pytest.mark.slow
 
 SYMBOLS = 1_500
 PER_DAY = 17_280_000  # 200 trades a second in all; BTCUSDT about 43 a second
 LIST_AFTER_S, DELIST_AFTER_S, REFRESH_S = 20.0, 35.0, 4.0
-
-
-class ThreadedFeed:
-    """A FeedServer on its own event loop in a thread, so the test can read what it sent."""
-
-    def __init__(self, server: FeedServer) -> None:
-        self.server = server
-        self.url = ""
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, daemon=True)
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-
-        async def start() -> None:
-            self.url = await self.server.start()
-            self._ready.set()
-
-        self.loop.run_until_complete(start())
-        self.loop.run_forever()
-
-    def __enter__(self) -> ThreadedFeed:
-        self._thread.start()
-        assert self._ready.wait(30), "the feed did not start"
-        return self
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the feed's loop and return what it returns."""
-
-        async def run() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
-
-    def pause(self) -> None:
-        """Stop producing trades (what is queued to the clients is still sent)."""
-        self.call(lambda: self.server._producer.cancel() if self.server._producer else None)
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture
@@ -97,6 +53,7 @@ def test_a_whole_market_with_listings_and_delistings_lands_every_trade_once(
     collector = procs("run", env=env)
     ready = collector.wait_event("collector.ready", timeout_s=120)
     ready_at = time.time()
+    first_whole_minute = int(ready_at // 60) + 1  # every connection up from its start
     assert "1490 streams on 8 connections" in ready["stream"]  # 1,500 less the 10 not yet listed
     changes = wait_for(
         lambda: collector.named("collector.symbols_changed") or None, timeout_s=120, what="listings"
@@ -110,6 +67,8 @@ def test_a_whole_market_with_listings_and_delistings_lands_every_trade_once(
     trading = set(feed.server.tape.symbols) - set(delisted)
     assert sorted(subscribed) == sorted(trading)
     # Stop producing, let the queues drain, then wait until everything sent has landed.
+    wait_for(lambda: time.time() > (first_whole_minute + 1) * 60 + 2, timeout_s=120,
+             what="the first whole minute to pass")  # fmt: skip
     feed.pause()
     sent = feed.call(lambda: {s: [t.trade_id for t in ts] for s, ts in feed.server.history.items()})
 
@@ -131,6 +90,8 @@ def test_a_whole_market_with_listings_and_delistings_lands_every_trade_once(
         due = {int(_trade_s(feed.server.history[symbol][-1])) // 60, delisted_minute}
         wait_for(lambda s=symbol, d=due: d <= {_minute_of(p) for p in (landing / s).rglob("_SUCCESS")},
                  timeout_s=180, what=f"{symbol}'s markers through its delisting")  # fmt: skip
+    wait_for(lambda: _marked(tmp_path / "landing", first_whole_minute, delisted), timeout_s=180,
+             what="the first whole minute's markers")  # fmt: skip
     stopped = stop_cleanly(collector)
     got = ids_by_symbol(tmp_path / "landing")
     for symbol, ids in sent.items():
@@ -143,9 +104,45 @@ def test_a_whole_market_with_listings_and_delistings_lands_every_trade_once(
         )
         if landed:
             assert landed == list(range(landed[0], ids[-1] + 1)), f"{symbol}: lost or doubled trades"
+    _requests_match_the_cost_model(tmp_path / "landing", feed.server.history, first_whole_minute, delisted)
     control = feed.server.control
     assert (control.rate_violations, control.banned_handshakes, control.subscription_errors) == (0, 0, 0)
     assert stopped["subscription_failures"] == 0
+
+
+def _marked(root: Path, minute: int, delisted: list[str]) -> bool:
+    """Every symbol captured by `minute` (the delisted aside) has its marker for it."""
+    captured = {p.parts[-7] for p in root.rglob("*.parquet") if _minute_of(p) <= minute} - set(delisted)
+    return all((root / "Binance" / s / _minute_path(minute) / "_SUCCESS").exists() for s in captured)
+
+
+def _minute_path(minute: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(minute * 60, tz=UTC).strftime("%Y/%m/%d/%H/%M")
+
+
+def _requests_match_the_cost_model(
+    root: Path, history: dict[str, list[Any]], minute: int, delisted: list[str]
+) -> None:
+    """The README's cost model of the per-symbol layout, for one whole minute of the run: one
+    object (one PUT) per symbol with a trade in the minute, one marker (one PUT) per symbol
+    captured since the start, whether or not it traded in that minute."""
+    traded = {s for s, ts in history.items() if any(int(_trade_s(t)) // 60 == minute for t in ts)}
+    objects: dict[int, set[str]] = {}
+    markers: set[str] = set()
+    for path in root.rglob("*"):
+        if path.is_file():
+            if path.name == "_SUCCESS":
+                if _minute_of(path) == minute:
+                    markers.add(path.parts[-7])
+            else:
+                objects.setdefault(_minute_of(path), set()).add(path.parts[-7])
+    assert objects[minute] == traded  # one object each: no split, no late straggler
+    assert sum(1 for p in root.rglob("*.parquet") if _minute_of(p) == minute) == len(traded)
+    captured = set().union(*(found for m, found in objects.items() if m <= minute)) - set(delisted)
+    assert markers - set(delisted) == captured
+    assert len(traded) > 300 and len(captured) > len(traded)  # the quiet ones are marked too
 
 
 def _trade_s(trade: Any) -> float:

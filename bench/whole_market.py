@@ -1,0 +1,222 @@
+"""The collector on the whole spot market (COLLECTOR_SYMBOLS=ALL), against the local feed.
+
+    python bench/whole_market.py                          # 1,500 symbols at 2,000 trades/s, then 10x
+    python bench/whole_market.py --minutes 2 --burst-minutes 1
+
+The feed is `collector emulate --market-symbols N`: heavy-tailed activity (the top 10 of 1,500
+symbols carry 55.6% of the trades; hundreds trade a few times an hour). 2,000 trades a second
+in all is the issue's stand-in for the market's aggregate rate (no better public figure was at
+hand: BTCUSDT alone printed about 3.3 million trades on 2024-12-01, 38 a second).
+
+Each phase runs the collector for whole UTC minutes after a warm-up minute and prints:
+- the collector's CPU (% of one core) and resident memory (now and peak);
+- PUT requests a day, extrapolated from the objects and markers the measured minutes landed
+  (one PUT each, the S3 sink's count), against the cost model of the README for this market;
+- the latency from a minute's end to its `_SUCCESS` marker, p50 and p99 over every symbol;
+- what was lost: every symbol's landed ids must be one unbroken run (no gap left open, nothing
+  dropped), and how often landing held the stream back.
+Nothing here is asserted; targets live in the README's whole-market section. The destination
+is a local directory: S3's request count is the same, its latency is not measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from datetime import UTC as _UTC
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from throughput import Child, _proc_cpu_s, _proc_rss_mb, _stamp
+
+from collector.layout import parse_object_key
+from collector.market import Market
+
+PUT_PRICE_PER_1000 = 0.005  # S3 Standard, USD
+
+
+def predicted_puts_per_minute(market: Market, quiet_marked: bool = True) -> tuple[float, float]:
+    """(data objects, markers) a minute for the per-symbol layout: an object per symbol-minute
+    with a trade (the feed spreads a symbol's trades evenly: a fraction per_day / 1,440 of its
+    minutes have one when it trades less than once a minute) and a marker per symbol-minute for
+    every symbol that has traded since the start."""
+    objects = sum(min(1.0, market.trades_per_day_of(s) / 1440) for s in market.symbols)
+    return objects, float(len(market.symbols)) if quiet_marked else objects
+
+
+def run_phase(symbols: int, rate: float, minutes: int, label: str) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="whole-market-"))
+    per_day = int(rate * 86_400)
+    feed = Child([sys.executable, "-m", "collector.cli", "emulate", "--port", "0",
+                  "--market-symbols", str(symbols), "--market-trades-per-day", str(per_day)],
+                 env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    url = str(feed.wait_event("emulator.listening")["url"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    env.update({"PYTHONUNBUFFERED": "1", "COLLECTOR_SYMBOLS": "ALL", "COLLECTOR_WS_URL": url,
+                "COLLECTOR_REST_URL": url.replace("ws://", "http://"), "COLLECTOR_LOG_FORMAT": "json",
+                "COLLECTOR_DESTINATION": str(tmp / "landing"), "COLLECTOR_SPOOL_DIR": str(tmp / "spool"),
+                "COLLECTOR_HEALTH_PORT": "0", "COLLECTOR_STATS_INTERVAL_S": "10"})  # fmt: skip
+    collector = Child([sys.executable, "-m", "collector.cli", "run"], env=env)
+    try:
+        collector.wait_event("collector.ready", timeout_s=300)
+        pid = collector.popen.pid
+        first = int(time.time() // 60) + 2  # a whole warm-up minute first
+        _sleep_until(first * 60)
+        cpu0, wall0 = _proc_cpu_s(pid), time.monotonic()
+        rss: list[float] = []
+        stop = threading.Event()
+        sampler = threading.Thread(target=_sample_rss, args=(pid, rss, stop), daemon=True)
+        sampler.start()
+        _sleep_until((first + minutes) * 60)
+        cpu_pct = 100 * (_proc_cpu_s(pid) - cpu0) / (time.monotonic() - wall0)
+        peak = _proc_rss_mb(pid, "VmHWM")
+        # Markers of the measured minutes are due a little after their end.
+        _sleep_until((first + minutes) * 60 + 45)
+        stop.set()
+        collector.popen.send_signal(signal.SIGTERM)
+        collector.popen.wait(120)
+        collector.drained()
+    finally:
+        collector.kill()
+        feed.kill()
+    return _figures(
+        collector, tmp, range(first, first + minutes), symbols, per_day, cpu_pct, rss, peak, label
+    )
+
+
+def _sleep_until(epoch_s: float) -> None:
+    while (left := epoch_s - time.time()) > 0:
+        time.sleep(min(left, 1.0))
+
+
+def _sample_rss(pid: int, out: list[float], stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        try:
+            out.append(_proc_rss_mb(pid))
+        except OSError:
+            return
+
+
+def _figures(collector: Child, tmp: Path, measured: range, symbols: int, per_day: int, cpu_pct: float,
+             rss: list[float], peak: float, label: str) -> dict[str, Any]:  # fmt: skip
+    objects = defaultdict(int)
+    for event in collector.named("collector.batch_landed"):
+        name = parse_object_key(_key_of(str(event["key"]), tmp))
+        if name is not None and name.minute in measured:
+            objects[name.minute] += 1
+    markers = defaultdict(int)
+    latency: list[float] = []
+    for event in collector.named("collector.minute_marked"):
+        minute = _minute_of_marker(str(event["key"]))
+        if minute in measured:
+            markers[minute] += 1
+            latency.append(_stamp(event) - (minute + 1) * 60)
+    stopped = (collector.named("collector.stopped") or [{}])[-1]
+    market = Market.whole_market(symbols, per_day)
+    model_objects, model_markers = predicted_puts_per_minute(market)
+    n = len(measured)
+    puts_per_minute = (sum(objects.values()) + sum(markers.values())) / n
+    broken = _broken_runs(tmp / "landing")
+    latency.sort()
+    return {
+        "label": label,
+        "trades_per_s": sum(
+            int(e.get("rows") or 0)
+            for e in collector.named("collector.batch_landed")
+            if (m := parse_object_key(_key_of(str(e["key"]), tmp))) and m.minute in measured
+        )
+        / (60 * n),  # fmt: skip
+        "cpu_pct": cpu_pct,
+        "rss_mb": statistics.median(rss) if rss else math.nan,
+        "peak_rss_mb": peak,
+        "objects_per_min": sum(objects.values()) / n,
+        "markers_per_min": sum(markers.values()) / n,
+        "model_objects_per_min": model_objects,
+        "model_markers_per_min": model_markers,
+        "puts_per_day": puts_per_minute * 1440,
+        "usd_per_day": puts_per_minute * 1440 / 1000 * PUT_PRICE_PER_1000,
+        "marker_p50_s": _quantile(latency, 0.5),
+        "marker_p99_s": _quantile(latency, 0.99),
+        "markers_measured": len(latency),
+        "stream_pauses": stopped.get("stream_pauses"),
+        "gaps_opened": stopped.get("gaps_opened"),
+        "dropped_trades": stopped.get("dropped_trades"),
+        "symbols_with_broken_runs": broken,
+    }
+
+
+def _key_of(described: str, tmp: Path) -> str:
+    root = str(tmp / "landing") + "/"
+    return described[len(root) :] if described.startswith(root) else described
+
+
+def _minute_of_marker(key: str) -> int:
+    parts = key.rstrip("/").split("/")
+    year, month, day, hour, minute = (int(p) for p in parts[-6:-1])
+    return int(datetime(year, month, day, hour, minute).replace(tzinfo=_UTC).timestamp()) // 60
+
+
+def _broken_runs(root: Path) -> int:
+    """Symbols whose landed ids (from the objects' names) are not one unbroken, unrepeated run."""
+    ranges: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for path in root.rglob("*.parquet"):
+        name = parse_object_key(path.relative_to(root).as_posix())
+        if name is not None:
+            ranges[name.symbol].append((name.first_trade_id, name.last_trade_id))
+    broken = 0
+    for spans in ranges.values():
+        spans.sort()
+        if any(b[0] != a[1] + 1 for a, b in zip(spans, spans[1:], strict=False)):
+            broken += 1
+    return broken
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"\n{r['label']}: {r['trades_per_s']:,.0f} trades/s landed")
+    print(f"  CPU {r['cpu_pct']:.1f}% of one core; RSS {r['rss_mb']:.0f} MB (peak {r['peak_rss_mb']:.0f} MB)")
+    print(f"  objects/min {r['objects_per_min']:,.0f} (model {r['model_objects_per_min']:,.0f}); "
+          f"markers/min {r['markers_per_min']:,.0f} (model at most {r['model_markers_per_min']:,.0f})")  # fmt: skip
+    print(f"  PUT requests/day {r['puts_per_day']:,.0f} = ${r['usd_per_day']:.2f}/day")
+    print(f"  minute end to marker: p50 {r['marker_p50_s']:.1f} s, p99 {r['marker_p99_s']:.1f} s "
+          f"({r['markers_measured']:,} markers)")  # fmt: skip
+    print(f"  lost: gaps opened {r['gaps_opened']}, dropped {r['dropped_trades']}, symbols with a broken id "
+          f"run {r['symbols_with_broken_runs']}; landing held the stream back {r['stream_pauses']} times")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", type=int, default=1500)
+    parser.add_argument("--rate", type=float, default=2000.0, help="trades a second in all")
+    parser.add_argument("--minutes", type=int, default=3, help="measured minutes of the realistic phase")
+    parser.add_argument("--burst", type=float, default=10.0, help="the burst phase's rate, times --rate")
+    parser.add_argument("--burst-minutes", type=int, default=2)
+    args = parser.parse_args()
+    print(f"whole market: {args.symbols} symbols; {platform.node()} {os.cpu_count()} CPUs; "
+          f"{datetime.now(tz=_UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
+    _print(run_phase(args.symbols, args.rate, args.minutes, f"realistic, {args.rate:,.0f} trades/s"))
+    if args.burst_minutes:
+        rate = args.rate * args.burst
+        _print(run_phase(args.symbols, rate, args.burst_minutes, f"burst, {rate:,.0f} trades/s"))
+
+
+if __name__ == "__main__":
+    main()
