@@ -22,6 +22,7 @@ is a local directory: S3's request count is the same, its latency is not measure
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import platform
@@ -92,9 +93,8 @@ def run_phase(symbols: int, rate: float, minutes: int, label: str) -> dict[str, 
     finally:
         collector.kill()
         feed.kill()
-    return _figures(
-        collector, tmp, range(first, first + minutes), symbols, per_day, cpu_pct, rss, peak, label
-    )
+    return _figures(collector, tmp, range(first, first + minutes), symbols=symbols, per_day=per_day,
+                    cpu_pct=cpu_pct, rss=rss, peak=peak, label=label)  # fmt: skip
 
 
 def _sleep_until(epoch_s: float) -> None:
@@ -110,14 +110,16 @@ def _sample_rss(pid: int, out: list[float], stop: threading.Event) -> None:
             return
 
 
-def _figures(collector: Child, tmp: Path, measured: range, symbols: int, per_day: int, cpu_pct: float,
+def _figures(collector: Child, tmp: Path, measured: range, *, symbols: int, per_day: int, cpu_pct: float,
              rss: list[float], peak: float, label: str) -> dict[str, Any]:  # fmt: skip
-    objects = defaultdict(int)
+    objects: defaultdict[int, int] = defaultdict(int)
+    rows = 0
     for event in collector.named("collector.batch_landed"):
         name = parse_object_key(_key_of(str(event["key"]), tmp))
         if name is not None and name.minute in measured:
             objects[name.minute] += 1
-    markers = defaultdict(int)
+            rows += int(event.get("rows") or 0)
+    markers: defaultdict[int, int] = defaultdict(int)
     latency: list[float] = []
     for event in collector.named("collector.minute_marked"):
         minute = _minute_of_marker(str(event["key"]))
@@ -133,12 +135,7 @@ def _figures(collector: Child, tmp: Path, measured: range, symbols: int, per_day
     latency.sort()
     return {
         "label": label,
-        "trades_per_s": sum(
-            int(e.get("rows") or 0)
-            for e in collector.named("collector.batch_landed")
-            if (m := parse_object_key(_key_of(str(e["key"]), tmp))) and m.minute in measured
-        )
-        / (60 * n),  # fmt: skip
+        "trades_per_s": rows / (60 * n),
         "cpu_pct": cpu_pct,
         "rss_mb": statistics.median(rss) if rss else math.nan,
         "peak_rss_mb": peak,
@@ -179,7 +176,7 @@ def _broken_runs(root: Path) -> int:
     broken = 0
     for spans in ranges.values():
         spans.sort()
-        if any(b[0] != a[1] + 1 for a, b in zip(spans, spans[1:], strict=False)):
+        if any(b[0] != a[1] + 1 for a, b in itertools.pairwise(spans)):
             broken += 1
     return broken
 
@@ -194,12 +191,14 @@ def _print(r: dict[str, Any]) -> None:
     print(f"\n{r['label']}: {r['trades_per_s']:,.0f} trades/s landed")
     print(f"  CPU {r['cpu_pct']:.1f}% of one core; RSS {r['rss_mb']:.0f} MB (peak {r['peak_rss_mb']:.0f} MB)")
     print(f"  objects/min {r['objects_per_min']:,.0f} (model {r['model_objects_per_min']:,.0f}); "
-          f"markers/min {r['markers_per_min']:,.0f} (model at most {r['model_markers_per_min']:,.0f})")  # fmt: skip
+          f"markers/min {r['markers_per_min']:,.0f} "
+          f"(model at most {r['model_markers_per_min']:,.0f})")  # fmt: skip
     print(f"  PUT requests/day {r['puts_per_day']:,.0f} = ${r['usd_per_day']:.2f}/day")
     print(f"  minute end to marker: p50 {r['marker_p50_s']:.1f} s, p99 {r['marker_p99_s']:.1f} s "
           f"({r['markers_measured']:,} markers)")  # fmt: skip
-    print(f"  lost: gaps opened {r['gaps_opened']}, dropped {r['dropped_trades']}, symbols with a broken id "
-          f"run {r['symbols_with_broken_runs']}; landing held the stream back {r['stream_pauses']} times")  # fmt: skip
+    print(f"  lost: gaps opened {r['gaps_opened']}, dropped {r['dropped_trades']}, "
+          f"symbols with a broken id run {r['symbols_with_broken_runs']}; "
+          f"landing held the stream back {r['stream_pauses']} times")  # fmt: skip
 
 
 def main() -> None:

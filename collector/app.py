@@ -104,7 +104,9 @@ class Collector:
     async def run(self) -> int:
         """Run until a signal or a fatal error. Returns the process exit code."""
         self._install_signal_handlers()
-        symbols = await self.listings.first() if self.listings else self.settings.symbols
+        symbols = await self.listings.first(self.stop_requested) if self.listings else self.settings.symbols
+        if symbols is None:  # stopped before exchangeInfo ever answered: nothing was captured
+            return 0
         if not self.listings and not await symbols_exist(self.settings, self.log):
             return 2
         recovered = await self.recovery.run(self.sink, symbols)

@@ -11,6 +11,7 @@ says it no longer trades (status BREAK, HALT, END_OF_DAY, ...) or no longer list
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -102,10 +103,11 @@ class Listings:
         self.refreshes += 1
         return statuses, trading
 
-    async def first(self) -> tuple[str, ...]:
-        """The symbols to start with: asked until exchangeInfo answers (nothing can be captured before)."""
+    async def first(self, stop: asyncio.Event) -> tuple[str, ...] | None:
+        """The symbols to start with: asked until exchangeInfo answers (nothing can be captured
+        before), or None once `stop` is set (a SIGTERM while waiting)."""
         delay_s = FIRST_RETRY_S
-        while True:
+        while not stop.is_set():
             try:
                 _, trading = await asyncio.to_thread(self.fetch)
                 return trading
@@ -113,8 +115,11 @@ class Listings:
                 self.failures += 1
                 self.log.error("collector.listings_unavailable", error=str(exc), retry_in_s=delay_s,
                                fix="COLLECTOR_REST_URL must reach Binance's exchangeInfo")  # fmt: skip
-                await asyncio.sleep(delay_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay_s):
+                        await stop.wait()
                 delay_s = min(MAX_RETRY_S, delay_s * 2)
+        return None
 
     async def watch(
         self, current: Callable[[], set[str]], apply: Callable[[ListingChange], Awaitable[None]]

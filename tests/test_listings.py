@@ -99,3 +99,20 @@ def test_a_delisted_symbol_connected_since_its_last_trade_is_proven_to_the_end_o
     assert markers.proven_until("AUSDT") == (retired_at // 60 + 1) * 60  # fixed: no longer streamed
     markers.reinstate("AUSDT")  # listed again: proven from its next trade on
     assert markers.proven_until("AUSDT") is None
+
+
+@pytest.mark.slow
+def test_all_without_exchange_info_says_why_keeps_asking_and_stops_on_sigterm(
+    procs: Any, tmp_path: Path
+) -> None:
+    import signal
+
+    from tests.conftest import collector_env, free_port
+
+    env = collector_env(f"ws://127.0.0.1:{free_port()}", tmp_path, symbols="ALL")
+    collector = procs("run", env=env)
+    first = collector.wait_event("collector.listings_unavailable")
+    assert "exchangeInfo could not be reached" in first["error"] and "COLLECTOR_REST_URL" in first["fix"]
+    collector.wait_event("collector.listings_unavailable", lambda e: e is not first)  # it asks again
+    assert collector.stop(signal.SIGTERM) == 0  # promptly: not stuck waiting for an answer
+    assert not collector.named("collector.started")  # nothing was captured, nothing pretended
