@@ -197,12 +197,12 @@ class StreamPool:
         return bool(self.slots) and all(s.stream.connected.is_set() for s in self.slots)
 
     async def wait_connected(self) -> None:
+        """Until every slot's connection is up (one slot's event at a time: no task per wait)."""
         while not self.all_connected:
-            waits = [s.stream.connected.wait() for s in self.slots if not s.stream.connected.is_set()]
-            if waits:
-                await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=1.0)
-            else:
-                await asyncio.sleep(0.1)
+            down = next((s for s in self.slots if not s.stream.connected.is_set()), None)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):  # slots come and go: look again each second
+                    await (down.stream.connected.wait() if down else asyncio.sleep(1.0))
 
     @property
     def disconnected_since(self) -> float | None:

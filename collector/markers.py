@@ -428,7 +428,8 @@ class MarkerScheduler:
 
     def reinstate(self, symbol: str) -> None:
         """Streamed again (listed again): nothing is proven until its next trade."""
-        if self._retired.pop(symbol, "absent") != "absent":
+        if symbol in self._retired:
+            del self._retired[symbol]
             self._last_seen.pop(symbol, None)
 
     def proven_until(self, symbol: str) -> float | None:

@@ -3,15 +3,17 @@ and what a symbol that stops trading leaves proven for its markers."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from collector.backfill import RestPage
 from collector.config import load_settings
 from collector.exceptions import ConfigError
-from collector.listings import ListingsUnavailable, listing_change, trading_symbols
+from collector.listings import Listings, ListingsUnavailable, listing_change, trading_symbols
 from collector.markers import MarkerBook, MarkerScheduler, MarkerWriter
 from collector.sinks import LocalSink
 
@@ -116,3 +118,36 @@ def test_all_without_exchange_info_says_why_keeps_asking_and_stops_on_sigterm(
     collector.wait_event("collector.listings_unavailable", lambda e: e is not first)  # it asks again
     assert collector.stop(signal.SIGTERM) == 0  # promptly: not stuck waiting for an answer
     assert not collector.named("collector.started")  # nothing was captured, nothing pretended
+
+
+class _Rest:
+    """A stand-in for BinanceRest.exchange_info in a unit test of Listings.fetch alone."""
+
+    base_url = "http://exchange.test"
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+
+    def exchange_info(self) -> Any:
+        if isinstance(self.page, Exception):
+            raise self.page
+        return self.page
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        (OSError("connection refused"), "could not be reached at http://exchange.test: connection refused"),
+        (RestPage(503, None, None, None, "maintenance"), "answered HTTP 503: maintenance"),
+        (
+            RestPage(200, [{"symbols": [row("LUNAUSDT", "BREAK")]}], None, None),
+            "no TRADING spot symbol of USDT",
+        ),
+        (RestPage(200, [{"symbols": "garbage"}], None, None), "has no `symbols` list"),
+    ],
+)
+def test_an_exchange_info_that_is_no_market_is_refused_with_the_reason(page: Any, message: str) -> None:
+    listings = Listings(_Rest(page), quotes=("USDT",), refresh_s=300.0, log=None)  # type: ignore[arg-type]
+    with pytest.raises(ListingsUnavailable, match=re.escape(message)):
+        listings.fetch()
+    assert listings.refreshes == 0
