@@ -25,7 +25,7 @@ from collector.completion import UnfilledGap
 from collector.config import Settings
 from collector.connections import StreamPool
 from collector.core import CaptureCore
-from collector.counters import Registry
+from collector.counters import Registry, log_stats
 from collector.exceptions import ExchangeRefused, SinkPermanentError, SinkUnavailable
 from collector.gapfill import GapFiller, GapLedger
 from collector.health import HealthServer, Status
@@ -33,8 +33,10 @@ from collector.journal import Journal
 from collector.landing import PERMANENT_ERROR_RETRY_S, Landing, SpoolBudget
 from collector.listings import ListingChange, Listings
 from collector.logs import get_logger
+from collector.market_landing import MarketMinutes
 from collector.markers import MarkerBook, MarkerScheduler, MarkerWriter
 from collector.preflight import symbols_exist
+from collector.quiet_proof import QuietProof
 from collector.recovery import Recovery
 from collector.sinks import Sink, make_sink
 from collector.spool import Spool
@@ -64,7 +66,7 @@ class Collector:
         spool = Spool(s.spool_dir)
         self.recovery = Recovery(state_path=s.spool_dir / "state.json", sequence=self.core.sequence,
                                  ledger=ledger, journal=self.journal, spool=spool, time_unit=s.time_unit,
-                                 output_format=s.output_format, log=log)  # fmt: skip
+                                 output_format=s.output_format, log=log, watched=s.watched)  # fmt: skip
         self.stream = StreamPool(s, log=log, metrics=metrics)  # reads go to the capture: bound below
         self.stream.add(s.symbols)  # with ALL: once exchangeInfo has answered, in run()
         rest_info = BinanceRest(s.rest_url, timeout_s=30.0)
@@ -79,21 +81,26 @@ class Collector:
         )
         self.markers = MarkerScheduler(writer, stream_state=self._stream_state, pending=self._pending_minutes,
                                        open_gap_from=self.gaps.open_gap_from, gaps_in=self._gaps_in,
-                                       log=log)  # fmt: skip
-        metrics.counter("markers_written", "Minute markers written.", read=lambda: writer.written)
-        metrics.counter(
-            "markers_rewritten", "Markers rewritten for late data.", read=lambda: writer.rewritten
-        )
+                                       log=log, watched=s.watched, metrics=metrics)  # fmt: skip
+        self.market = None if s.watched_symbols is None else MarketMinutes(
+            root=s.spool_dir / "market", spool=spool, sink=self.sink, output_format=s.output_format,
+            members=self._market_members, final=self.markers.minute_final, gaps_in=self._gaps_in,
+            still_expected=lambda symbol: symbol in self.stream.where, log=log, metrics=metrics)  # fmt: skip
         self.landing = Landing(spool=spool, journal=self.journal, sink=self.sink, markers=writer,
                                budget=SpoolBudget(s.spool_max_bytes), output_format=s.output_format,
                                save_state=self.recovery.save_state, gaps_in=self._gaps_in,
-                               hold_back=self.stream.hold_back, log=log, metrics=metrics)  # fmt: skip
+                               hold_back=self.stream.hold_back, log=log, metrics=metrics,
+                               market=self.market, watched=s.watched)  # fmt: skip
         self.gaps.landing, self.gaps.markers, self.gaps.lake = self.landing, self.markers, self.sink
         self.capture = Capture(self.core, self.journal, gaps=self.gaps, markers=self.markers,
                                submit=self.landing.submit,
                                units_per_s=1_000 if s.time_unit == "ms" else 1_000_000, log=log,
                                metrics=metrics)  # fmt: skip
         self.stream.bind(self.capture.reader_for, self.capture.handover_ready)  # each slot's own reads
+        self.quiet = QuietProof(rest_info, symbols=self._captured_streamed, proven_until=self.markers.proven_until,
+                                stream_state=self._stream_state, last_id=self.core.sequence.last_id,
+                                proved=self.markers.vouched, gaps=self.gaps, sequence=self.core.sequence,
+                                window_from=self._gap_window_from, log=log, metrics=metrics)  # fmt: skip
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier(log=log)
         self.health = HealthServer(metrics, self._status, s.health_port) if s.health_port else None
@@ -134,15 +141,17 @@ class Collector:
         stop = asyncio.create_task(self.stop_requested.wait(), name="stop")
         helpers = {
             stop,
-            asyncio.create_task(self._ticker(), name="ticker"),
+            asyncio.create_task(log_stats(self.metrics, self.log, self.settings.stats_interval_s, self.capture.tick,
+                                          tick_s=TICK_S, first_s=FIRST_STATS_S), name="ticker"),  # fmt: skip
             asyncio.create_task(self._announce_ready(), name="ready"),
             asyncio.create_task(self.gaps.run(), name="gapfill"),
             asyncio.create_task(self.markers.run(), name="markers"),
+            asyncio.create_task(self.quiet.run(), name="quiet_proof"),
+            *([asyncio.create_task(self.market.run(), name="market")] if self.market else []),
         }
         if self.listings:
             watch = self.listings.watch(lambda: self.stream.symbols, self._listing_changed)
-            helpers.add(asyncio.create_task(watch,
-                                            name="listings"))  # fmt: skip
+            helpers.add(asyncio.create_task(watch, name="listings"))
         interval = watchdog_interval_s()
         if interval and self.notifier.enabled:
             helpers.add(asyncio.create_task(self.notifier.watchdog(interval), name="watchdog"))
@@ -206,22 +215,6 @@ class Collector:
         self.log.warning("collector.signal", signal=sig.name, action="forced exit; spooled data is kept")
         os._exit(1)
 
-    async def _ticker(self) -> None:
-        interval = self.settings.stats_interval_s
-        # The first line comes once the first object has landed, or after FIRST_STATS_S: a person
-        # who just started it sees it work without waiting a whole interval.
-        next_stats = time.monotonic() + min(interval, FIRST_STATS_S)
-        first = True
-        tick_s = min(TICK_S, interval)  # stats as often as asked for
-        while True:
-            await asyncio.sleep(tick_s)
-            now = time.monotonic()
-            self.capture.tick(now)
-            if now >= next_stats or (first and self.metrics.value("batches_landed")):
-                first = False
-                next_stats = now + interval
-                self.log.info("collector.stats", **self.metrics.values())
-
     async def _listing_changed(self, change: ListingChange) -> None:
         """New listings are streamed from now on; a symbol that stopped trading is unsubscribed,
         its open minutes seal, land and are marked as any other's, and nothing more is expected."""
@@ -239,6 +232,20 @@ class Collector:
 
     def _stream_state(self, symbol: str) -> tuple[bool, int]:
         return self.stream.state_of(symbol)
+
+    def _market_members(self) -> list[tuple[str, int]]:
+        """Unwatched symbols captured so far, and the minute each was first captured in."""
+        return [(sym, first) for sym, first in list(self.markers.book.cursor.items()) if not self.settings.watched(sym)]
+
+    def _captured_streamed(self) -> list[str]:
+        return [symbol for symbol in list(self.markers.book.cursor) if symbol in self.stream.where]
+
+    def _gap_window_from(self, symbol: str, trade_s: float) -> float:
+        """The earliest trade time a gap found without a trade before it may hold: its first
+        minute not marked (per symbol, or the market's)."""
+        start = self.markers.first_unmarked_s(symbol, trade_s)
+        market = self.market.cursor if self.market and not self.settings.watched(symbol) else None
+        return start if market is None else max(start, market * 60.0)
 
     def _pending_minutes(self, symbol: str) -> set[int]:
         return self.landing.pending_minutes(symbol) | self.core.batcher.open_minutes(symbol)
@@ -265,19 +272,10 @@ class Collector:
         )
 
     async def _start_health(self) -> int | None:
-        if not self.health:
-            return None
-        try:
-            return await self.health.start()
-        except OSError as exc:  # capture matters more than its dashboard
-            self.log.error(
-                "collector.health_unavailable",
-                port=self.settings.health_port,
-                error=str(exc),
-                fix="free the port or set COLLECTOR_HEALTH_PORT",
-            )
+        port = await self.health.start_or_warn(self.log) if self.health else None
+        if port is None:
             self.health = None
-            return None
+        return port
 
     async def _announce_ready(self) -> None:
         """READY=1 once the destination answered and the stream is connected."""

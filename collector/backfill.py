@@ -89,6 +89,14 @@ class BinanceRest:
             return RestPage(page.status, [page.rows], page.used_weight, None)
         return page
 
+    def ticker_24h(self, symbols: list[str] | None = None) -> RestPage:
+        """GET /api/v3/ticker/24hr?type=MINI (each row's firstId, lastId, closeTime): weight 80 for
+        the whole market, 2 for up to 20 symbols, 40 for up to 100."""
+        query = {"type": "MINI"}
+        if symbols is not None:
+            query["symbols"] = json.dumps(symbols, separators=(",", ":"))
+        return self._get(f"/api/v3/ticker/24hr?{urllib.parse.urlencode(query)}", {})
+
     def _get(self, path: str, headers: dict[str, str]) -> RestPage:
         request = urllib.request.Request(f"{self.base_url}{path}")  # noqa: S310 (http(s) only, from settings)
         request.add_header("User-Agent", "trade-lake-collector")

@@ -64,6 +64,10 @@ class Settings:
     # symbols under Binance's ~8,000 characters and a connection's share of the market small;
     # the README's "Whole market" section says why.
     streams_per_connection: int = 200
+    # COLLECTOR_WATCHED_SYMBOLS: the symbols that keep the per-symbol layout (an object and a
+    # `_SUCCESS` per symbol and minute, what sensors watch). None (ALL, the default): every
+    # symbol. The rest land in the market-wide layout: one object and one marker a minute.
+    watched_symbols: tuple[str, ...] | None = None
     ws_url: str = "wss://data-stream.binance.vision"
     time_unit: TimeUnit = "ms"
     destination: Path | S3Destination = Path("landing")
@@ -145,6 +149,18 @@ class Settings:
             url += f"{sep}timeUnit=MICROSECOND"
         return url
 
+    def watched(self, symbol: str) -> bool:
+        """Does `symbol` land in the per-symbol layout (else in the market-wide one)?"""
+        return self.watched_symbols is None or symbol in self.watched_symbols
+
+    def describe_layout(self) -> str:
+        if self.watched_symbols is None:
+            return "per symbol (every symbol watched)"
+        watched = ",".join(self.watched_symbols[:5]) + (
+            f" and {len(self.watched_symbols) - 5} more" if len(self.watched_symbols) > 5 else ""
+        )
+        return f"per symbol for {watched or 'none'}; every other symbol market-wide (Binance/_market/)"
+
     def describe_symbols(self) -> str:
         if self.all_symbols:
             return "ALL" + (f":{','.join(self.quote_assets)}" if self.quote_assets else "")
@@ -165,6 +181,8 @@ class Settings:
                 continue  # both are spelt in COLLECTOR_SYMBOLS (ALL, ALL:USDT,FDUSD)
             if key == "symbols" and self.all_symbols:
                 value = self.describe_symbols()
+            elif key == "watched_symbols":
+                value = "ALL" if raw is None else (",".join(raw) or "NONE")
             elif key == "destination":
                 value = str(self.destination)
             elif isinstance(raw, Path):
@@ -298,6 +316,16 @@ def parse_symbol_setting(text: str) -> tuple[bool, tuple[str, ...], tuple[str, .
     return True, quotes, ()
 
 
+def parse_watched(text: str) -> tuple[str, ...] | None:
+    """COLLECTOR_WATCHED_SYMBOLS: None for ALL (every symbol per symbol), () for NONE, or a list."""
+    word = text.strip().upper()
+    if word == "ALL":
+        return None
+    if word == "NONE":
+        return ()
+    return parse_symbols(text)
+
+
 def _parse_ws_url(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -387,6 +415,14 @@ def _read(r: _Reader) -> Settings:
         parse_symbol_setting,
         "comma-separated symbols (BTCUSDT,ETHUSDT), ALL, or ALL:USDT,FDUSD",
     )
+    watched = r.convert(
+        "WATCHED_SYMBOLS", None, parse_watched, "ALL, NONE, or comma-separated symbols (BTCUSDT,ETHUSDT)"
+    )
+    if watched and not every and (strangers := [w for w in watched if w not in symbols]):
+        r.problems.append(
+            f"{ENV_PREFIX}WATCHED_SYMBOLS names {', '.join(strangers)}, not in {ENV_PREFIX}SYMBOLS; "
+            "add them there or remove them here"
+        )
     time_unit = r.choice("TIME_UNIT", defaults.time_unit, ("ms", "us"))
     destination = r.convert(
         "DESTINATION", defaults.destination, parse_destination, "a directory path or s3://bucket/prefix"
@@ -414,6 +450,7 @@ def _read(r: _Reader) -> Settings:
         streams_per_connection=r.bounded_int(
             "STREAMS_PER_CONNECTION", defaults.streams_per_connection, 1, 1024
         ),
+        watched_symbols=watched,
         ws_url=r.convert("WS_URL", defaults.ws_url, _parse_ws_url, "ws:// or wss:// base URL"),
         time_unit=time_unit,  # type: ignore[arg-type]
         destination=destination,
@@ -460,6 +497,7 @@ _KNOWN = (
     "symbols",
     "symbols_refresh_s",
     "streams_per_connection",
+    "watched_symbols",
     "ws_url",
     "time_unit",
     "destination",

@@ -14,6 +14,9 @@ symbol; a `summary` as (sum, count). A gauge may read None (no value yet): it is
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -136,3 +139,21 @@ def _number(value: float | int) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+async def log_stats(
+    registry: Registry, log: Any, interval_s: float, tick: Callable[[float], None], *, tick_s: float, first_s: float
+) -> None:
+    """Call `tick(monotonic now)` every `tick_s` and log `collector.stats` every `interval_s`. The
+    first line comes once the first object has landed, or after `first_s`: a person who just
+    started the collector sees it work without waiting a whole interval."""
+    next_stats = time.monotonic() + min(interval_s, first_s)
+    first = True
+    while True:
+        await asyncio.sleep(min(tick_s, interval_s))  # stats as often as asked for
+        now = time.monotonic()
+        tick(now)
+        if now >= next_stats or (first and registry.value("batches_landed")):
+            first = False
+            next_stats = now + interval_s
+            log.info("collector.stats", **registry.values())

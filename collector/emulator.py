@@ -365,6 +365,7 @@ class FeedServer:
         self.market = tape.market if isinstance(tape, MarketTape) else None
         self.archive_requests = 0
         self.history: dict[str, list[TapeTrade]] = {}
+        self.ticker_calls = 0
         self.rest_calls = 0
         self.rest_throttled = 0
         self.rest_banned = 0
@@ -480,6 +481,27 @@ class FeedServer:
             return Response(400, "Bad Request", Headers([("Content-Type", "application/json")]), body)
         return self.control.refuse_streams(len(parsed[0]))
 
+    def _ticker(self, request: Request) -> Response:
+        """GET /api/v3/ticker/24hr: each symbol's last trade id published so far (-1: none), and
+        the time of the answer, with the weight Binance charges (2, 40 or 80 by symbols asked)."""
+        self.ticker_calls += 1
+        query = {k: v[0] for k, v in parse_qs(urlsplit(request.path).query).items()}
+        asked = self.tape.symbols if "symbols" not in query else json.loads(query["symbols"])
+        minute = int(time.time() // 60)
+        if minute != self._weight_minute:
+            self._weight_minute, self._weight_used = minute, 0
+        self._weight_used += 2 if len(asked) <= 20 else 40 if len(asked) <= 100 else 80
+        now_ms = int(time.time() * 1000)
+        rows = [
+            {"symbol": s, "firstId": h[0].trade_id if (h := self.history.get(s)) else -1,
+             "lastId": h[-1].trade_id if h else -1, "count": len(h) if h else 0,
+             "openTime": now_ms - 86_400_000, "closeTime": now_ms}
+            for s in asked if s in self._symbol_set and self.status_of(s) is not None
+        ]  # fmt: skip
+        response = _json_response(200, rows)
+        response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._weight_used)
+        return response
+
     def _rest(self, request: Request) -> Response:
         """GET /api/v3/historicalTrades, with Binance's weight accounting, 429 and 418; and
         /api/v3/exchangeInfo for the tape's symbols (the scripted faults are historicalTrades')."""
@@ -487,6 +509,8 @@ class FeedServer:
             self.exchange_info_calls += 1
             query = {k: v[0] for k, v in parse_qs(urlsplit(request.path).query).items()}
             return _json_response(*exchange_info(query, self.tape.symbols, self.status_of))
+        if urlsplit(request.path).path == "/api/v3/ticker/24hr":
+            return self._ticker(request)
         faults = self.faults
         self.rest_calls += 1
         now = time.time()

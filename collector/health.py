@@ -112,6 +112,15 @@ class HealthServer:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
+    async def start_or_warn(self, log: Any) -> int | None:
+        """`start`, or None with the reason logged: capture matters more than its dashboard."""
+        try:
+            return await self.start()
+        except OSError as exc:
+            log.error("collector.health_unavailable", port=self.port, error=str(exc),
+                      fix="free the port or set COLLECTOR_HEALTH_PORT")  # fmt: skip
+            return None
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()

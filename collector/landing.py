@@ -31,11 +31,12 @@ from collector.completion import UnfilledGap
 from collector.counters import Registry
 from collector.exceptions import LandingConflict, SinkPermanentError, SinkUnavailable, SpoolError
 from collector.journal import Journal
-from collector.layout import ObjectName, object_key, parse_object_key
+from collector.layout import is_market_source, market_source_key, object_key, parse_object_key
+from collector.market_landing import MarketMinutes
 from collector.markers import MarkerWriter
 from collector.parquet import count_rows, encode_batch
 from collector.sinks import Sink, sha256_b64
-from collector.spool import Spool, SpoolEntry, read_jsonl
+from collector.spool import Spool, SpoolEntry, Spooled, read_jsonl
 
 __all__ = ["DroppedRange", "Landing", "SpoolBudget", "Spooled"]
 
@@ -83,17 +84,6 @@ class SpoolBudget:
 
 
 @dataclass(frozen=True, slots=True)
-class Spooled:
-    """An object in the spool, waiting for its upload."""
-
-    entry: SpoolEntry
-    name: ObjectName | None
-    rows: int | None = None
-    first_received_us: int | None = None
-    reason: str = "recovered"
-
-
-@dataclass(frozen=True, slots=True)
 class DroppedRange:
     """Trades a full spool could not keep: what `dropped.jsonl` records, one line a batch."""
 
@@ -124,8 +114,11 @@ class Landing:
         hold_back: Callable[[bool], None],
         log: Any,
         metrics: Registry,
+        market: MarketMinutes | None = None,
+        watched: Callable[[str], bool] = lambda symbol: True,
     ) -> None:
         self.spool, self.journal, self.sink, self.markers = spool, journal, sink, markers
+        self.market, self.watched = market, watched
         self.budget = budget
         self.output_format = output_format
         self.save_state, self.gaps_in, self.hold_back = save_state, gaps_in, hold_back
@@ -139,7 +132,10 @@ class Landing:
             done=self._uploaded,
             log=log,
             metrics=metrics,
+            market_landed=market.landed if market else None,
         )
+        if market is not None:
+            market.enqueue, market.budget = self._enqueue, self.budget
         self._sealed: collections.deque[SealedBatch] = collections.deque()
         self._sealed_trades = 0
         self._sealed_wakeup, self._idle = asyncio.Event(), asyncio.Event()
@@ -171,9 +167,12 @@ class Landing:
 
     def recover(self, entries: list[SpoolEntry]) -> None:
         """Objects a previous run left in the spool: uploaded first, oldest minute first."""
-        for entry in entries:
+        for entry in self.market.recover(entries) if self.market else entries:
             self.budget.holds(entry.size)
             name = parse_object_key(entry.key)
+            if self.market is not None and name is not None and is_market_source(entry.key):
+                self.market.add_source(Spooled(entry, name))
+                continue
             if name is not None:
                 self._unlanded[name.symbol][name.minute] += 1
             self._enqueue(Spooled(entry, name))
@@ -216,7 +215,8 @@ class Landing:
         ]
 
     def key_for(self, batch: SealedBatch) -> str:
-        return object_key(
+        """The batch's own key; for an unwatched symbol, the spool key of a market source."""
+        key = object_key(
             symbol=batch.symbol,
             minute=batch.minute,
             first_trade_id=batch.first_trade_id,
@@ -224,6 +224,7 @@ class Landing:
             kind="backfill" if batch.source == "backfill" else "batch",
             output_format=self.output_format,
         )
+        return key if self.watched(batch.symbol) else market_source_key(key)
 
     async def run_housekeeping(self) -> None:
         """Now and then: the spool's empty minute directories go (not on every upload's path)."""
@@ -295,9 +296,13 @@ class Landing:
     def _spooled(self, batch: SealedBatch, entry: SpoolEntry | None) -> None:
         if entry is None:
             self._gone(batch.symbol, batch.minute)
+            return
+        spooled = Spooled(entry, parse_object_key(entry.key), batch.rows, batch.first_received_us, batch.reason)
+        if self.market is not None and is_market_source(entry.key):
+            self._gone(batch.symbol, batch.minute)  # safe on disk: its minute waits for the market's part
+            self.market.add_source(spooled)
         else:
-            name = parse_object_key(entry.key)
-            self._enqueue(Spooled(entry, name, batch.rows, batch.first_received_us, batch.reason))
+            self._enqueue(spooled)
 
     def _record_dropped(self, batch: SealedBatch) -> None:
         """Spool full: keep the oldest data, and say exactly which trades were not kept."""
@@ -375,8 +380,10 @@ class Uploads:
         done: Callable[[Spooled], None],
         log: Any,
         metrics: Registry,
+        market_landed: Callable[[str], None] | None = None,
     ) -> None:
         self.spool, self.sink, self.markers = spool, sink, markers
+        self.market_landed = market_landed
         self.output_format, self.gaps_in, self.done, self.log = output_format, gaps_in, done, log
         self.sink_ok = False
         self.sink_error: str | None = None
@@ -500,7 +507,10 @@ class Uploads:
         started = time.perf_counter()
         outcome = self.sink.put(entry.key, data, source=entry.path)
         upload_s = time.perf_counter() - started
-        self.markers.after_landing(entry.key, len(data), sha256_b64(data), rows, self.gaps_in)
+        if spooled.name is None and self.market_landed is not None:
+            self.market_landed(entry.key)  # a market part: its minute's marker
+        else:
+            self.markers.after_landing(entry.key, len(data), sha256_b64(data), rows, self.gaps_in)
         self.spool.remove(entry)
         return outcome, rows, len(data), upload_s
 

@@ -5,6 +5,19 @@ This is the contract downstream reads (Airflow sensors, Athena partition project
     {prefix}Binance/{SYMBOL}/YYYY/MM/DD/HH/mm/{kind}-{first_trade_id}-{last_trade_id}.parquet
     {prefix}Binance/{SYMBOL}/YYYY/MM/DD/HH/mm/_SUCCESS
 
+The market-wide layout (COLLECTOR_WATCHED_SYMBOLS: every captured symbol not watched) puts
+one minute of all those symbols together, sorted by symbol and trade id:
+
+    {prefix}Binance/_market/YYYY/MM/DD/HH/mm/part-{seq:03d}-{digest}.parquet
+    {prefix}Binance/_market/YYYY/MM/DD/HH/mm/_SUCCESS
+
+`seq` 000 is the minute as it was final; later parts hold trades that came after (a filled
+gap), each with a marker revision. `digest` is the start of the part's SHA-256, so a part
+rebuilt after a crash from the same trades has the same key. `_market` is not a symbol (those
+are [A-Z0-9]+), and readers that skip `_`-paths (Spark, Hive) leave it out of `Binance/`.
+Before it is assembled, a symbol's share of a market minute waits in the spool as a *part
+source* under `_parts/`, named as that symbol's own object would be.
+
 Data objects come in kinds, by where their trades came from (`KINDS`): `batch` (the live
 stream), `backfill` (REST, filling a gap), `archive` (Binance's public trade archive). Names
 are a pure function of the content (symbol, minute of trade time, kind, first and last trade
@@ -27,10 +40,19 @@ __all__ = [
     "KINDS",
     "MARKER_NAME",
     "Kind",
+    "MARKET",
+    "MarketName",
     "ObjectName",
     "exchange_root",
     "hour_prefix",
+    "is_market_source",
     "latest_trade_id",
+    "market_marker_key",
+    "market_object_key",
+    "market_prefix",
+    "market_source_key",
+    "parse_market_key",
+    "parse_market_marker_key",
     "marker_key",
     "minute_of",
     "object_key",
@@ -49,6 +71,8 @@ KINDS: Final[dict[str, str]] = {
     "archive": "imported from Binance's public trade archive",
 }
 MARKER_NAME: Final = "_SUCCESS"
+MARKET: Final = "_market"  # the market-wide layout's folder under Binance/
+_SOURCES: Final = "_parts/"  # spool-only: a symbol's share of a market minute, before assembly
 
 _PARTITION = r"(?P<symbol>[A-Z0-9]+)/(?P<y>\d{4})/(?P<mo>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/(?P<mi>\d{2})/"
 _OBJECT_RE = re.compile(
@@ -56,6 +80,26 @@ _OBJECT_RE = re.compile(
     r"(?P<ext>\.parquet|\.csv\.gz)$"
 )
 _MARKER_RE = re.compile(rf"(?:^|/){EXCHANGE}/{_PARTITION}{MARKER_NAME}$")
+_MINUTE_PATH = r"(?P<y>\d{4})/(?P<mo>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/(?P<mi>\d{2})/"
+_MARKET_RE = re.compile(
+    rf"(?:^|/){EXCHANGE}/{MARKET}/{_MINUTE_PATH}part-(?P<seq>\d{{3,}})-(?P<digest>[0-9a-f]{{12}})"
+    r"(?P<ext>\.parquet|\.csv\.gz)$"
+)
+_MARKET_MARKER_RE = re.compile(rf"(?:^|/){EXCHANGE}/{MARKET}/{_MINUTE_PATH}{MARKER_NAME}$")
+
+
+@dataclass(frozen=True, slots=True)
+class MarketName:
+    """What a market part's key says: its minute, its number within the minute, its digest."""
+
+    minute: int
+    seq: int
+    digest: str
+    extension: str
+
+    @property
+    def file_name(self) -> str:
+        return f"part-{self.seq:03d}-{self.digest}{self.extension}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +163,44 @@ def object_key(
 
 def marker_key(symbol: str, minute: int, prefix: str = "") -> str:
     return f"{partition_prefix(symbol, minute, prefix)}{MARKER_NAME}"
+
+
+def market_prefix(minute: int, prefix: str = "") -> str:
+    """`{prefix}Binance/_market/YYYY/MM/DD/HH/mm/` for a minute since the epoch."""
+    t = datetime.fromtimestamp(minute * 60, tz=UTC)
+    return f"{exchange_root(prefix)}{MARKET}/{t:%Y/%m/%d/%H/%M}/"
+
+
+def market_object_key(
+    minute: int, seq: int, sha256_hex: str, output_format: str = "parquet", prefix: str = ""
+) -> str:
+    return f"{market_prefix(minute, prefix)}part-{seq:03d}-{sha256_hex[:12]}{EXTENSIONS[output_format]}"
+
+
+def market_marker_key(minute: int, prefix: str = "") -> str:
+    return f"{market_prefix(minute, prefix)}{MARKER_NAME}"
+
+
+def market_source_key(object_key_: str) -> str:
+    """The spool key a symbol's share of a market minute waits under (never landed as such)."""
+    return f"{_SOURCES}{object_key_}"
+
+
+def is_market_source(key: str) -> bool:
+    return key.startswith(_SOURCES)
+
+
+def parse_market_key(key: str) -> MarketName | None:
+    match = _MARKET_RE.search(key)
+    if match is None:
+        return None
+    return MarketName(_minute(match), int(match["seq"]), match["digest"], match["ext"])
+
+
+def parse_market_marker_key(key: str) -> int | None:
+    """The minute of a market `_SUCCESS` key; None if the key is not one."""
+    match = _MARKET_MARKER_RE.search(key)
+    return None if match is None else _minute(match)
 
 
 def _minute(match: re.Match[str]) -> int:

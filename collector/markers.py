@@ -36,8 +36,10 @@ from collector.completion import (
     parse_manifest,
     proven_until,
 )
+from collector.counters import Registry
 from collector.exceptions import SinkPermanentError, SinkUnavailable
 from collector.layout import marker_key
+from collector.market_manifest import symbol_final
 from collector.sinks import Sink
 from collector.spool import read_jsonl, write_atomically
 
@@ -371,8 +373,14 @@ class MarkerScheduler:
         open_gap_from: Callable[[str], float],
         gaps_in: GapsIn,
         log: Any,
+        watched: Callable[[str], bool] = lambda symbol: True,
+        metrics: Registry | None = None,
     ) -> None:
         self.writer = writer
+        if metrics is not None:
+            metrics.counter("markers_written", "Minute markers written.", read=lambda: writer.written)
+            metrics.counter("markers_rewritten", "Markers rewritten for late data.", read=lambda: writer.rewritten)
+        self.watched = watched  # the others are marked market-wide (collector.market_landing)
         self.book = writer.book
         self.stream_state = stream_state
         self.pending = pending
@@ -432,6 +440,27 @@ class MarkerScheduler:
             del self._retired[symbol]
             self._last_seen.pop(symbol, None)
 
+    def vouched(self, symbol: str, exchange_s: float, received_mono: float, outages: int) -> None:
+        """The exchange said (collector.quiet_proof) the symbol had no trade we lack by its clock's
+        `exchange_s`, answered at `received_mono`, its connection up since before (`outages` then)."""
+        proven = self.proven_until(symbol)
+        if symbol not in self._retired and (proven is None or proven < exchange_s):
+            self._last_seen[symbol] = (exchange_s, received_mono, outages)
+
+    def is_retired(self, symbol: str) -> bool:
+        return symbol in self._retired
+
+    def minute_final(self, symbol: str, minute: int, now_s: float) -> bool:
+        """Is the symbol's share of this minute final (for the market-wide marker)?"""
+        return symbol_final(
+            minute,
+            now_s=now_s,
+            grace_s=self.writer.grace_s,
+            proven_until_s=self.proven_until(symbol),
+            open_gap_from_s=self.open_gap_from(symbol),
+            pending=self.pending(symbol),
+        )
+
     def proven_until(self, symbol: str) -> float | None:
         if symbol in self._retired:
             return self._retired[symbol]
@@ -465,6 +494,8 @@ class MarkerScheduler:
             ):
                 self._refreshes.remove(refresh)
         for symbol in list(self.book.cursor):
+            if not self.watched(symbol):
+                continue  # its minutes are marked market-wide
             now, proven = time.time(), self.proven_until(symbol)
             if not self.writer.may_be_due(symbol, now, proven):
                 continue  # most seconds of a minute: no thread, no I/O

@@ -16,6 +16,7 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from collector.batching import MinuteBatcher, TimeUnit
 from collector.binance import Trade, decode_frame
 from collector.gapfill import GapLedger, OpenGap
 from collector.journal import Journal
-from collector.layout import object_key, parse_object_key
+from collector.layout import market_source_key, object_key, parse_object_key
 from collector.parquet import encode_batch
 from collector.sequence import SequenceTracker
 from collector.sinks import Sink
@@ -56,7 +57,9 @@ class Recovery:
         time_unit: TimeUnit,
         output_format: str,
         log: Any,
+        watched: Callable[[str], bool] = lambda symbol: True,
     ) -> None:
+        self.watched = watched  # the others' batches are market sources (collector.market_landing)
         self.state_path = state_path
         self.sequence = sequence
         self.ledger = ledger
@@ -132,6 +135,7 @@ class Recovery:
                     last_trade_id=batch.last_trade_id,
                     output_format=self.output_format,
                 )
+                key = key if self.watched(batch.symbol) else market_source_key(key)
                 self.sequence.remember(batch.symbol, batch.last_trade_id)
                 self.spool.put(key, encode_batch(batch, self.output_format))
                 resealed += 1
@@ -147,7 +151,8 @@ class Recovery:
         gate = asyncio.Semaphore(LOOKUPS_AT_ONCE)
 
         async def ask(symbol: str) -> None:
-            if self.sequence.last_id(symbol) is None:
+            # An unwatched symbol has no objects of its own to look for (market-wide layout).
+            if self.sequence.last_id(symbol) is None and self.watched(symbol):
                 async with gate:
                     try:
                         landed = await asyncio.to_thread(sink.latest_trade_id, symbol, time.time())

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from collector.exceptions import SpoolError
-from collector.layout import parse_object_key
+from collector.layout import ObjectName, parse_object_key
 
-__all__ = ["Spool", "SpoolEntry", "fsync_directory", "read_jsonl", "write_atomically"]
+__all__ = ["Spool", "SpoolEntry", "Spooled", "fsync_directory", "read_jsonl", "write_atomically"]
 
 _SEP = "~"
 _TMP_SUFFIX = ".tmp"
@@ -34,6 +34,17 @@ class SpoolEntry:
     sha256_hex: str
     path: Path
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """An object in the spool, waiting for its upload (or, a market source, for its minute's part)."""
+
+    entry: SpoolEntry
+    name: ObjectName | None  # None: a market part (its key is collector.layout's market kind)
+    rows: int | None = None
+    first_received_us: int | None = None
+    reason: str = "recovered"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
