@@ -28,11 +28,11 @@ import itertools
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,11 +40,33 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from collector.completion import parse_manifest
-from collector.layout import exchange_root, parse_marker_key, parse_object_key, partition_prefix, symbol_root
+from collector.layout import (
+    MARKET,
+    exchange_root,
+    parse_marker_key,
+    parse_object_key,
+    partition_prefix,
+    symbol_root,
+)
 from collector.parquet import landing_parquet_schema
 from collector.sinks import Sink
 
-__all__ = ["AuditReport", "Problem", "audit", "data_range", "render", "symbols_in"]
+if TYPE_CHECKING:
+    from collector.market_audit import MarketFigures
+
+__all__ = [
+    "AuditReport",
+    "Problem",
+    "audit",
+    "data_range",
+    "day_folders",
+    "label",
+    "last_marked_under",
+    "misplaced",
+    "read_columns",
+    "render",
+    "symbols_in",
+]
 
 _SYMBOL = re.compile(r"[A-Z0-9]{2,20}")
 
@@ -55,9 +77,10 @@ _SAMPLES = 20
 @dataclass(frozen=True, slots=True)
 class Problem:
     kind: str
-    symbol: str
+    symbol: str  # the symbol; a market-wide problem of no one symbol's: "_market"
     minute: str | None
     detail: str
+    layout: str = "symbol"  # "symbol": Binance/{SYMBOL}/; "market": Binance/_market/
 
 
 @dataclass
@@ -78,15 +101,16 @@ class AuditReport:
     problems: list[Problem] = field(default_factory=list)
     known_gaps: list[Problem] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    market: MarketFigures | None = None  # the market-wide layout's figures, when it was audited
 
     @property
     def ok(self) -> bool:
         return not self.counts
 
-    def add(self, kind: str, symbol: str, minute: int | None, detail: str) -> None:
+    def add(self, kind: str, symbol: str, minute: int | None, detail: str, *, layout: str = "symbol") -> None:
         self.counts[kind] += 1
         if sum(1 for p in self.problems if p.kind == kind) < _SAMPLES:
-            self.problems.append(Problem(kind, symbol, _label(minute), detail))
+            self.problems.append(Problem(kind, symbol, label(minute), detail, layout))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -111,10 +135,11 @@ class AuditReport:
             "problem_counts": dict(sorted(self.counts.items())),
             "problems": [asdict(p) for p in self.problems],
             "known_gaps": [asdict(p) for p in self.known_gaps],
+            "market": self.market.as_dict() if self.market is not None else None,
         }
 
 
-def _label(minute: int | None) -> str | None:
+def label(minute: int | None) -> str | None:
     if minute is None:
         return None
     return datetime.fromtimestamp(minute * 60, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
@@ -132,7 +157,7 @@ class _File:
     ids: pa.Array | None = None
 
 
-def _days(start_minute: int, end_minute: int) -> Iterable[str]:
+def day_folders(start_minute: int, end_minute: int) -> Iterable[str]:
     day = datetime.fromtimestamp(start_minute * 60, tz=UTC).date()
     last = datetime.fromtimestamp((end_minute - 1) * 60, tz=UTC).date()
     while day <= last:
@@ -153,10 +178,23 @@ def data_range(sink: Sink, symbol: str) -> tuple[int, int] | None:
 
 def last_marked(sink: Sink, symbol: str, not_before: int, now_s: float) -> int | None:
     """The newest marked minute of `symbol`, looking back day by day from today (to `not_before`)."""
+
+    def minute(key: str) -> int | None:
+        marker = parse_marker_key(key)
+        return marker[1] if marker is not None else None
+
+    return last_marked_under(sink, symbol_root(symbol), minute, not_before, now_s)
+
+
+def last_marked_under(
+    sink: Sink, root: str, marker_minute: Callable[[str], int | None], not_before: int, now_s: float
+) -> int | None:
+    """The newest minute with a marker under `root` (`marker_minute(key)`: its minute, None for
+    other keys), looking back day by day from today (to `not_before`)."""
     day = int(now_s // 86_400)
     while day * 1440 + 1440 > not_before:
-        prefix = f"{symbol_root(symbol)}{datetime.fromtimestamp(day * 86_400, tz=UTC):%Y/%m/%d}/"
-        marked = [m[1] for key, _ in sink.list_keys(prefix) if (m := parse_marker_key(key)) is not None]
+        prefix = f"{root}{datetime.fromtimestamp(day * 86_400, tz=UTC):%Y/%m/%d}/"
+        marked = [m for key, _ in sink.list_keys(prefix) if (m := marker_minute(key)) is not None]
         if marked:
             return max(marked)
         day -= 1
@@ -178,9 +216,12 @@ def audit(
     *,
     workers: int = 8,
     now_s: float | None = None,
+    report: AuditReport | None = None,
 ) -> AuditReport:
-    """Audit minutes [start_minute, end_minute) of each symbol."""
-    report = AuditReport(sink.describe(), symbols, _label(start_minute) or "", _label(end_minute) or "")
+    """Audit minutes [start_minute, end_minute) of each symbol (into `report`, if given)."""
+    if report is None:
+        report = AuditReport(sink.describe(), [], label(start_minute) or "", label(end_minute) or "")
+    report.symbols.extend(symbols)
     now_s = time.time() if now_s is None else now_s
     for symbol in symbols:
         marked = last_marked(sink, symbol, start_minute, now_s)
@@ -214,8 +255,8 @@ def _audit_symbol(
         pending = range(pending_from, end)
         with_data = sum(1 for m in pending if m in files_by_minute)
         report.pending_minutes += len(pending)
-        detail = f"{len(pending)} minute(s) from {_label(pending_from)} on, {with_data} with data"
-        report.pending.append(Problem("pending", symbol, _label(pending_from), detail))
+        detail = f"{len(pending)} minute(s) from {label(pending_from)} on, {with_data} with data"
+        report.pending.append(Problem("pending", symbol, label(pending_from), detail))
     declared: list[tuple[int, int, int]] = []  # (first, last, minute) of gaps markers declare
     for minute in range(start, min(end, pending_from)):
         report.minutes += 1
@@ -242,7 +283,7 @@ def _listing(
 ) -> tuple[dict[int, list[_File]], dict[int, str]]:
     """The symbol's data files and markers of the range, by minute; strays are reported."""
     listed: list[tuple[str, int]] = []
-    for day in _days(start, end):
+    for day in day_folders(start, end):
         listed.extend(sink.list_keys(f"{symbol_root(symbol)}{day}"))
     files_by_minute: dict[int, list[_File]] = defaultdict(list)
     markers: dict[int, str] = {}
@@ -268,29 +309,46 @@ def _read_file(sink: Sink, f: _File) -> list[tuple[str, str]]:
         return [("missing_file", f"{f.key} was listed but could not be read")]
     f.data = data
     findings: list[tuple[str, str]] = []
+    kind = parse_object_key(f.key)
     try:
-        if f.extension == ".parquet":
-            parquet = pq.ParquetFile(io.BytesIO(data))
-            schema = parquet.schema
-            kind = parse_object_key(f.key)
-            archive = kind is not None and kind.kind == "archive"
-            if not any(schema.equals(landing_parquet_schema(u, archive=archive)) for u in ("ms", "us")):
-                findings.append(("schema_drift", f"{f.key}: {parquet.schema_arrow}"))
-            table = parquet.read(columns=["trade_id", "trade_time"])
-        else:
-            table = pacsv.read_csv(io.BytesIO(gzip.decompress(data))).select(["trade_id", "trade_time"])
-        ids = table.column("trade_id").combine_chunks().cast(pa.int64())
-        times = table.column("trade_time").combine_chunks().cast(pa.timestamp("us", tz="UTC"), safe=False)
+        columns, drift = read_columns(data, f.extension, ["trade_id", "trade_time"],
+                                    archive=kind is not None and kind.kind == "archive")  # fmt: skip
     except Exception as exc:  # whatever the reader says is the finding
         return [("unreadable_file", f"{f.key}: {exc}")]
+    if drift is not None:
+        findings.append(("schema_drift", f"{f.key}: {drift}"))
+    ids = columns["trade_id"]
     f.ids = ids
     if len(ids) and (pc.min(ids).as_py(), pc.max(ids).as_py()) != (f.first, f.last):
         findings.append(("name_mismatch", f"{f.key} holds ids {pc.min(ids).as_py()}..{pc.max(ids).as_py()}"))
-    minutes = pc.divide(times.cast(pa.int64()), 60_000_000)
-    wrong = pc.sum(pc.not_equal(minutes, f.minute)).as_py() or 0
+    wrong = pc.sum(misplaced(columns["trade_time"], f.minute)).as_py() or 0
     if wrong:
         findings.append(("misplaced_trades", f"{f.key}: {wrong} trades of another minute"))
     return findings
+
+
+def read_columns(
+    data: bytes, extension: str, columns: list[str], *, archive: bool = False
+) -> tuple[dict[str, pa.Array], str | None]:
+    """The `columns` of a landed object by name (`symbol` as string, `trade_id` as int64,
+    `trade_time` as UTC microseconds), and its schema when that is not the landing schema
+    (drift). Raises what the reader raises on a file it cannot read."""
+    drift = None
+    if extension == ".parquet":
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        if not any(parquet.schema.equals(landing_parquet_schema(u, archive=archive)) for u in ("ms", "us")):
+            drift = str(parquet.schema_arrow)
+        table = parquet.read(columns=columns)
+    else:
+        table = pacsv.read_csv(io.BytesIO(gzip.decompress(data))).select(columns)
+    wanted = {"trade_id": pa.int64(), "trade_time": pa.timestamp("us", tz="UTC"), "symbol": pa.string()}
+    arrays = {c: table.column(c).combine_chunks() for c in columns}
+    return {c: a.cast(wanted[c], safe=False) if c in wanted else a for c, a in arrays.items()}, drift
+
+
+def misplaced(times: pa.Array, minute: int) -> pa.Array:
+    """True for each trade time (UTC microseconds) that is not in `minute`."""
+    return pc.not_equal(pc.divide(times.cast(pa.int64()), 60_000_000), minute)
 
 
 def _check_marker(
@@ -353,7 +411,7 @@ def _check_continuity(
         if known:
             report.known_gaps.append(
                 Problem(
-                    "declared_gap", symbol, _label(known[0][2]), f"ids {first}..{last} ({last - first + 1})"
+                    "declared_gap", symbol, label(known[0][2]), f"ids {first}..{last} ({last - first + 1})"
                 )
             )
         else:
@@ -372,14 +430,21 @@ def _overlapping_files(files: list[_File]) -> list[str]:
 def render(report: AuditReport) -> str:
     """The human summary."""
     d = report.as_dict()
-    lines = [
-        f"audit of {d['destination']} for {', '.join(d['symbols'])}, {d['from']} to {d['to']} (end excluded)",
-        f"  checked {d['rows']:,} trades in {d['minutes']:,} minutes of the {d['found_rows']:,} trades in "
-        f"{d['found_minutes']:,} minutes found",
-        f"  markers {d['markers']:,}, files {d['files']:,} "
-        f"({d['files_per_minute'] or 0} per minute, at most {d['max_files_per_minute']}), "
-        f"bytes {d['bytes']:,} ({d['bytes_per_trade'] or 0} per trade)",
-    ]
+    audited = [", ".join(d["symbols"])] if d["symbols"] else []
+    if report.market is not None:
+        audited.append("the market-wide layout")
+    what = " and ".join(audited)
+    lines = [f"audit of {d['destination']} for {what}, {d['from']} to {d['to']} (end excluded)"]
+    if d["symbols"]:
+        lines += [
+            f"  checked {d['rows']:,} trades in {d['minutes']:,} minutes of the {d['found_rows']:,} trades "
+            f"in {d['found_minutes']:,} minutes found",
+            f"  markers {d['markers']:,}, files {d['files']:,} "
+            f"({d['files_per_minute'] or 0} per minute, at most {d['max_files_per_minute']}), "
+            f"bytes {d['bytes']:,} ({d['bytes_per_trade'] or 0} per trade)",
+        ]
+    if report.market is not None:
+        lines += report.market.lines()
     if report.pending:
         lines.append(
             f"  pending: {d['pending_minutes']:,} minutes ({d['pending_rows']:,} trades) after the last "
@@ -388,7 +453,7 @@ def render(report: AuditReport) -> str:
         lines.extend(f"    {p.symbol}: {p.detail}" for p in report.pending)
     if report.known_gaps:
         lines.append(f"  known gaps (declared unfilled in markers): {len(report.known_gaps)}")
-        lines.extend(f"    {p.minute} {p.symbol}: {p.detail}" for p in report.known_gaps[:_SAMPLES])
+        lines.extend(f"    {p.minute} {_where(p)}: {p.detail}" for p in report.known_gaps[:_SAMPLES])
         if len(report.known_gaps) > _SAMPLES:
             lines.append(f"    ... and {len(report.known_gaps) - _SAMPLES} more")
     if report.ok:
@@ -397,7 +462,14 @@ def render(report: AuditReport) -> str:
         lines.append("DEFECTS: " + ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts.items())))
         for kind, count in sorted(report.counts.items()):
             shown = [p for p in report.problems if p.kind == kind]
-            lines.extend(f"  {p.kind} {p.symbol} {p.minute or ''}: {p.detail}" for p in shown)
+            lines.extend(f"  {p.kind} {_where(p)} {p.minute or ''}: {p.detail}" for p in shown)
             if count > len(shown):
                 lines.append(f"  ... and {count - len(shown)} more {kind}")
     return "\n".join(lines)
+
+
+def _where(problem: Problem) -> str:
+    """The symbol, or for the market-wide layout `_market` (and the symbol: `_market/ETHUSDT`)."""
+    if problem.layout == "symbol" or problem.symbol == MARKET:
+        return problem.symbol
+    return f"{MARKET}/{problem.symbol}"

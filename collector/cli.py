@@ -80,6 +80,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     print(json.dumps(settings.as_env(), indent=2))
     print(_stream_plan(settings), file=sys.stderr)
+    print(f"layout: {settings.describe_layout()}", file=sys.stderr)
     problems = offline_problems(settings)
     warnings: list[str] = []
     if args.online:

@@ -15,11 +15,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.completion import LandedFile, parse_manifest
-from collector.layout import parse_marker_key, parse_object_key, symbol_root
+from collector.layout import (
+    market_prefix,
+    parse_market_key,
+    parse_market_marker_key,
+    parse_marker_key,
+    parse_object_key,
+    symbol_root,
+)
+from collector.market_manifest import parse_market_manifest
 from collector.parquet import count_rows
 from collector.sinks import Sink
 
-__all__ = ["IdRanges", "LakeDays", "LakeMinute"]
+__all__ = ["IdRanges", "LakeDays", "LakeMinute", "latest_market_ids"]
 
 
 class IdRanges:
@@ -164,3 +172,65 @@ def _wanted(name: Any, symbol: str, within: tuple[int, int] | None) -> bool:
     if name.symbol != symbol:
         return False
     return within is None or (name.first_trade_id <= within[1] and name.last_trade_id >= within[0])
+
+
+def latest_market_ids(sink: Sink, now_s: float, *, lookback_hours: int = 48, max_minutes: int = 60) -> dict[str, int]:
+    """The highest trade id landed market-wide per symbol, for a start without local state: the
+    newest market minutes first, their markers' `symbols` (and any part no marker lists yet,
+    read), until every symbol the newest marker covers is found or `max_minutes` were read."""
+    found: dict[str, int] = {}
+    wanted: set[str] | None = None
+    read = 0
+    now_minute = int(now_s // 60)
+    for back in range(lookback_hours + 1):
+        hour = (now_minute // 60 - back) * 60
+        minutes: dict[int, list[str]] = defaultdict(list)
+        hour_prefix = market_prefix(hour).rsplit("/", 2)[0] + "/"  # Binance/_market/YYYY/MM/DD/HH/
+        for key, _ in sink.list_keys(hour_prefix):
+            minute = parse_market_marker_key(key)
+            name = parse_market_key(key)
+            if minute is not None or name is not None:
+                minutes[minute if minute is not None else name.minute].append(key)  # type: ignore[union-attr]
+        for minute in sorted(minutes, reverse=True):
+            covered = _market_minute_ids(sink, minutes[minute], found)
+            wanted = set(covered) if wanted is None else wanted
+            read += 1
+            if read >= max_minutes or (wanted and wanted <= found.keys()):
+                return found
+    return found
+
+
+def _market_minute_ids(sink: Sink, keys: list[str], found: dict[str, int]) -> list[str]:
+    """Add one market minute's last ids to `found` (newer minutes' stay); the symbols it covers."""
+    import pyarrow as pa
+    from pyarrow import _parquet
+
+    listed: set[str] = set()
+    covered: list[str] = []
+    for key in keys:
+        if parse_market_marker_key(key) is not None and (raw := sink.get(key)) is not None:
+            try:
+                doc = parse_market_manifest(raw)
+            except ValueError:
+                continue  # unreadable: its parts are read below
+            listed = {f["name"] for f in doc["files"]}
+            covered = list(doc["covered"])
+            for symbol, entry in doc["symbols"].items():
+                found.setdefault(symbol, entry["last_trade_id"])
+    for key in keys:
+        name = parse_market_key(key)
+        if name is None or name.file_name in listed or not key.endswith(".parquet"):
+            continue
+        data = sink.get(key)  # landed, but not yet in a marker (the collector stopped in between)
+        if data is None:
+            continue
+        reader = _parquet.ParquetReader()
+        reader.open(pa.BufferReader(data))
+        table = reader.read_all(column_indices=[0, 1])
+        reader.close()
+        last: dict[str, int] = {}
+        for symbol, trade_id in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
+            last[symbol] = max(last.get(symbol, -1), trade_id)
+        for symbol, trade_id in last.items():
+            found[symbol] = max(found.get(symbol, -1), trade_id)
+    return covered

@@ -25,6 +25,7 @@ from collector.batching import MinuteBatcher, TimeUnit
 from collector.binance import Trade, decode_frame
 from collector.gapfill import GapLedger, OpenGap
 from collector.journal import Journal
+from collector.lake import latest_market_ids
 from collector.layout import market_source_key, object_key, parse_object_key
 from collector.parquet import encode_batch
 from collector.sequence import SequenceTracker
@@ -147,12 +148,21 @@ class Recovery:
 
     async def _ask_landing_zone(self, sink: Sink, symbols: tuple[str, ...]) -> None:
         """Where each symbol left off, when nothing local knows: the newest objects landed
-        (LOOKUPS_AT_ONCE symbols at a time: a whole market is a thousand and more LISTs)."""
+        (LOOKUPS_AT_ONCE symbols at a time: a whole market is a thousand and more LISTs); for the
+        unwatched symbols, the newest market-wide minutes, read once for all of them."""
         gate = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+        market: dict[str, int] = {}
+        if any(self.sequence.last_id(s) is None and not self.watched(s) for s in symbols):
+            try:
+                market = await asyncio.to_thread(latest_market_ids, sink, time.time())
+            except Exception as exc:  # an unreachable destination must not stop capture
+                self.log.warning("collector.landing_lookup_failed", layout="market", error=str(exc))
 
         async def ask(symbol: str) -> None:
-            # An unwatched symbol has no objects of its own to look for (market-wide layout).
-            if self.sequence.last_id(symbol) is None and self.watched(symbol):
+            if self.sequence.last_id(symbol) is None and not self.watched(symbol):
+                if symbol in market:
+                    self.sequence.remember(symbol, market[symbol])
+            elif self.sequence.last_id(symbol) is None:
                 async with gate:
                     try:
                         landed = await asyncio.to_thread(sink.latest_trade_id, symbol, time.time())

@@ -279,3 +279,26 @@ def test_a_crash_at_any_step_of_assembly_lands_the_minute_once(tmp_path: Path, c
     landed = list((tmp_path / "landing" / "Binance" / "_market").rglob("*.parquet"))
     assert len(landed) == 1  # one part, never two with the same trades
     assert m.spool.pending() == [] and not list(intent.parent.iterdir())
+
+
+def test_a_start_without_local_state_finds_each_symbols_last_id_in_the_newest_market_minutes(
+    tmp_path: Path,
+) -> None:
+    from collector.lake import latest_market_ids
+
+    m = Market(tmp_path, {"BTCUSDT": MINUTE, "QUIETUSDT": MINUTE}, final={"BTCUSDT", "QUIETUSDT"})
+    m.source("QUIETUSDT", 40, 2)  # its last trade, a minute before the newest
+    m.source("BTCUSDT", 100, 5)
+    asyncio.run(m.market.assemble_once(NOW))
+    m.source("BTCUSDT", 105, 5, MINUTE + 1)
+    asyncio.run(m.market.assemble_once(NOW + 60))
+    for part in m.queued:
+        m.land(part)
+    # A part that landed with no marker yet (the collector stopped in between): read too.
+    late = batch("BTCUSDT", 110, 3, MINUTE + 2)
+    data, _ = encode_market([encode_batch(late, "parquet")], "parquet")
+    import hashlib
+
+    m.sink.put(market_object_key(MINUTE + 2, 0, hashlib.sha256(data).hexdigest()), data)
+    found = latest_market_ids(m.sink, (MINUTE + 3) * 60)
+    assert found == {"BTCUSDT": 112, "QUIETUSDT": 41}

@@ -29,6 +29,13 @@ def glue_columns() -> list[tuple[str, str]]:
     return re.findall(r'\{ name = "(\w+)", type = "([^"]+)"', text)
 
 
+def glue_tables() -> dict[str, str]:
+    """Each `aws_glue_catalog_table` in catalog.tf: its name, and its text up to the next resource."""
+    text = (REPO / "infra" / "terraform" / "catalog.tf").read_text()
+    parts = re.split(r'^resource "aws_glue_catalog_table" "(\w+)" \{$', text, flags=re.M)[1:]
+    return {name: body.split("\nresource ", 1)[0] for name, body in zip(parts[::2], parts[1::2], strict=True)}
+
+
 def readme_columns() -> list[tuple[str, str]]:
     text = (REPO / "README.md").read_text()
     table = text.split("### Schema", 1)[1].split("\n\n", 2)[1]
@@ -39,6 +46,15 @@ def readme_columns() -> list[tuple[str, str]]:
 def test_glue_table_matches_the_parquet_schema() -> None:
     expected = [(name, "timestamp" if kind == "timestamp" else GLUE[kind]) for name, kind in arrow_columns()]
     assert glue_columns() == expected
+
+
+def test_every_glue_table_takes_its_columns_from_the_one_list() -> None:
+    """Both layouts' tables (per symbol, market-wide) declare no columns of their own."""
+    tables = glue_tables()
+    assert set(tables) == {"trades", "trades_market"}
+    for name, body in tables.items():
+        assert re.search(r'dynamic "columns" \{\s*for_each = local\.trade_columns\s', body), name
+        assert body.count('"columns"') == 1 and not re.search(r"^\s*columns \{", body, flags=re.M), name
 
 
 def test_readme_schema_table_matches_the_parquet_schema() -> None:

@@ -49,6 +49,11 @@ output "alarm_topic_arn" {
 }
 
 output "glue_table" {
-  description = "Athena table over the landing zone, as database.table."
+  description = "Athena table over the per-symbol layout (the watched symbols), as database.table."
   value       = "${aws_glue_catalog_database.lake.name}.${aws_glue_catalog_table.trades.name}"
+}
+
+output "glue_market_table" {
+  description = "Athena table over the market-wide layout (Binance/_market/, the unwatched symbols), as database.table."
+  value       = "${aws_glue_catalog_database.lake.name}.${aws_glue_catalog_table.trades_market.name}"
 }

@@ -218,7 +218,7 @@ variable "spool_alarm_bytes" {
 # ---- catalog --------------------------------------------------------------------------------
 
 variable "catalog_symbols" {
-  description = "Symbols the Glue table's partition projection enumerates (the collector's COLLECTOR_SYMBOLS)."
+  description = "Symbols the trades table's partition projection enumerates: the per-symbol layout's (the collector's COLLECTOR_SYMBOLS, or COLLECTOR_WATCHED_SYMBOLS when set). The market-wide table needs none."
   type        = list(string)
   default     = ["BTCUSDT"]
 }

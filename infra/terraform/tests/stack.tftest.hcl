@@ -244,6 +244,60 @@ run "delivery_and_monitoring_are_wired" {
   }
 }
 
+run "catalog_covers_both_layouts" {
+  command = apply
+
+  assert {
+    condition     = aws_glue_catalog_table.trades_market.parameters["storage.location.template"] == "s3://trade-lake-landing-zone-123456789012/Binance/_market/$${minute}/"
+    error_message = "the market table's projection follows the market-wide layout Binance/_market/YYYY/MM/DD/HH/mm/"
+  }
+
+  assert {
+    condition     = one(aws_glue_catalog_table.trades_market.storage_descriptor).location == "s3://trade-lake-landing-zone-123456789012/Binance/_market/"
+    error_message = "the market table lives under Binance/_market/"
+  }
+
+  assert {
+    condition = ({ for k, v in aws_glue_catalog_table.trades_market.parameters : k => v if startswith(k, "projection.") } == {
+      "projection.enabled"              = "true"
+      "projection.minute.type"          = "date"
+      "projection.minute.format"        = "yyyy/MM/dd/HH/mm"
+      "projection.minute.range"         = "2024/01/01/00/00,NOW"
+      "projection.minute.interval"      = "1"
+      "projection.minute.interval.unit" = "MINUTES"
+    })
+    error_message = "the market table projects the minute only, every minute from catalog_start to now"
+  }
+
+  assert {
+    condition     = [for k in aws_glue_catalog_table.trades_market.partition_keys : k.name] == ["minute"]
+    error_message = "the market table's only partition is the minute (readers filter on the symbol column)"
+  }
+
+  assert {
+    condition = ([for c in one(aws_glue_catalog_table.trades_market.storage_descriptor).columns : [c.name, c.type, c.comment]]
+    == [for c in one(aws_glue_catalog_table.trades.storage_descriptor).columns : [c.name, c.type, c.comment]])
+    error_message = "the market table has the trades table's columns, in the same order"
+  }
+
+  assert {
+    condition     = length(one(aws_glue_catalog_table.trades_market.storage_descriptor).columns) == 8 && one(aws_glue_catalog_table.trades_market.storage_descriptor).columns[0].name == "symbol"
+    error_message = "the market table carries every column, the symbol first"
+  }
+
+  assert {
+    condition = (one(aws_glue_catalog_table.trades_market.storage_descriptor).input_format == one(aws_glue_catalog_table.trades.storage_descriptor).input_format
+      && one(one(aws_glue_catalog_table.trades_market.storage_descriptor).ser_de_info).serialization_library == one(one(aws_glue_catalog_table.trades.storage_descriptor).ser_de_info).serialization_library
+    && aws_glue_catalog_table.trades_market.parameters["classification"] == "parquet")
+    error_message = "the market table reads Parquet like the trades table"
+  }
+
+  assert {
+    condition     = output.glue_market_table == "trade_lake_lake.trades_market" && output.glue_table == "trade_lake_lake.trades"
+    error_message = "both tables are outputs, as database.table"
+  }
+}
+
 run "ssh_is_never_open_to_the_world" {
   command = plan
 
