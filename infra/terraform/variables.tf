@@ -221,6 +221,12 @@ variable "catalog_symbols" {
   description = "Symbols the trades table's partition projection enumerates: the per-symbol layout's (the collector's COLLECTOR_SYMBOLS, or COLLECTOR_WATCHED_SYMBOLS when set). The market-wide table needs none."
   type        = list(string)
   default     = ["BTCUSDT"]
+
+  validation {
+    # Binance symbols are letters and digits; `_market` (the market-wide folder) is not one.
+    condition     = alltrue([for s in var.catalog_symbols : can(regex("^[A-Z0-9]{2,20}$", s))])
+    error_message = "catalog_symbols must be Binance symbols such as BTCUSDT (2-20 capital letters and digits)."
+  }
 }
 
 variable "catalog_start" {
