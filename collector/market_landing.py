@@ -108,7 +108,16 @@ class MarketMinutes:
         that are neither sources nor parts of an intent go back to the caller."""
         by_key = {e.key: e for e in entries}
         for path in sorted(self.intents.glob("*.json")):
-            intent = json.loads(path.read_text())
+            try:
+                intent = json.loads(path.read_text())
+                intent["key"], intent["sources"], intent["minute"]  # noqa: B018 (the fields used here)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                aside = path.with_suffix(".unreadable")
+                path.rename(aside)
+                self.log.error("collector.market_intent_unreadable", path=str(aside), error=str(exc),
+                               fix="its sources, if still spooled, are assembled again; `collector audit` "
+                               "names a part no marker lists")  # fmt: skip
+                continue
             if intent["key"] in by_key:  # spooled: its sources are in it
                 for key in intent["sources"]:
                     if key in by_key:
@@ -188,7 +197,13 @@ class MarketMinutes:
             self._write_marker({"minute": minute, "seq": 0, "key": None, "covered": covered,
                                 "gaps": _gaps_record(gaps), "shares": []})  # fmt: skip
             return None
-        data, rows = encode_market([self.spool.read(s.entry) for s in sources], self.output_format)
+        sources, datas = self._readable(sources, gaps)
+        if not sources:  # every one was corrupt (logged): a marked minute keeps its marker
+            if not late:
+                self._write_marker({"minute": minute, "seq": 0, "key": None, "covered": covered,
+                                    "gaps": _gaps_record(gaps), "shares": []})  # fmt: skip
+            return None
+        data, rows = encode_market(datas, self.output_format)
         seq = self._next_seq(minute) if late else 0
         key = market_object_key(minute, seq, hashlib.sha256(data).hexdigest(), self.output_format)
         shares = [
@@ -207,6 +222,27 @@ class MarketMinutes:
         self.budget.holds(entry.size)
         self.parts_written += 1
         return Spooled(entry, None, sum(rows), min(s.first_received_us or 0 for s in sources) or None, "market")
+
+    def _readable(
+        self, sources: list[Spooled], gaps: dict[str, list[UnfilledGap]]
+    ) -> tuple[list[Spooled], list[bytes]]:
+        """The sources whose bytes read back intact, and their bytes. A corrupt one (moved aside
+        by the spool) is logged, and its ids named in the marker as an unfilled gap."""
+        kept, datas = [], []
+        for source in sources:
+            try:
+                datas.append(self.spool.read(source.entry))
+            except (SpoolError, OSError) as exc:
+                self.log.error("collector.spool_corrupt", key=source.entry.key, error=str(exc),
+                               fix="its trades are listed as unfilled in the minute's marker")  # fmt: skip
+                name = source.name
+                gaps.setdefault(name.symbol, []).append(  # type: ignore[union-attr]
+                    UnfilledGap(name.first_trade_id, name.last_trade_id, "spool_corrupt", source.entry.key)  # type: ignore[union-attr]
+                )
+                self.budget.release(source.entry.size)
+                continue
+            kept.append(source)
+        return kept, datas
 
     def _next_seq(self, minute: int) -> int:
         raw = self.sink.get(market_marker_key(minute))

@@ -302,3 +302,18 @@ def test_a_start_without_local_state_finds_each_symbols_last_id_in_the_newest_ma
     m.sink.put(market_object_key(MINUTE + 2, 0, hashlib.sha256(data).hexdigest()), data)
     found = latest_market_ids(m.sink, (MINUTE + 3) * 60)
     assert found == {"BTCUSDT": 112, "QUIETUSDT": 41}
+
+
+def test_a_corrupt_source_is_set_aside_and_named_as_an_unfilled_gap_not_a_stuck_minute(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE, "ETHUSDT": MINUTE}, final={"BTCUSDT", "ETHUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    m.source("ETHUSDT", 7, 3)
+    eth = next(s for s in m.market.sources[MINUTE].values() if s.name.symbol == "ETHUSDT")  # type: ignore[union-attr]
+    eth.entry.path.write_bytes(b"not what was spooled")
+    asyncio.run(m.market.assemble_once(NOW))
+    m.land(m.queued.pop())
+    doc = m.marker()
+    assert doc["symbols"].keys() == {"BTCUSDT"} and doc["covered"] == ["BTCUSDT", "ETHUSDT"]
+    (gap,) = doc["unfilled_gaps"]["ETHUSDT"]
+    assert (gap["first_missing"], gap["last_missing"], gap["reason"]) == (7, 9, "spool_corrupt")
+    assert list((tmp_path / "spool" / "corrupt").rglob("*"))  # kept aside for a person to look at
