@@ -490,7 +490,8 @@ class FeedServer:
         minute = int(time.time() // 60)
         if minute != self._weight_minute:
             self._weight_minute, self._weight_used = minute, 0
-        self._weight_used += 2 if len(asked) <= 20 else 40 if len(asked) <= 100 else 80
+        whole = "symbols" not in query  # Binance charges the whole market's 80 whatever its size
+        self._weight_used += 80 if whole else 2 if len(asked) <= 20 else 40 if len(asked) <= 100 else 80
         now_ms = int(time.time() * 1000)
         rows = [
             {"symbol": s, "firstId": h[0].trade_id if (h := self.history.get(s)) else -1,
