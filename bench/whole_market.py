@@ -44,9 +44,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from throughput import Child, _proc_cpu_s, _proc_rss_mb, _stamp
-
 import pyarrow.parquet as pq
+from throughput import Child, _proc_cpu_s, _proc_rss_mb, _stamp
 
 from collector.layout import parse_market_key, parse_object_key
 from collector.market import Market
@@ -132,7 +131,9 @@ def _figures(collector: Child, tmp: Path, measured: range, *, symbols: int, per_
     markers: defaultdict[int, int] = defaultdict(int)
     latency: list[float] = []
     market_latency: list[float] = []
-    for event in collector.named("collector.minute_marked") + collector.named("collector.market_minute_marked"):
+    for event in collector.named("collector.minute_marked") + collector.named(
+        "collector.market_minute_marked"
+    ):
         minute = _minute_of_marker(str(event["key"]))
         if minute in measured:
             markers[minute] += 1
@@ -141,7 +142,9 @@ def _figures(collector: Child, tmp: Path, measured: range, *, symbols: int, per_
                 market_latency.append(latency[-1])
     stopped = (collector.named("collector.stopped") or [{}])[-1]
     market = Market.whole_market(symbols, per_day)
-    chosen = None if watched.upper() == "ALL" else {w.strip().upper() for w in watched.split(",") if w.strip()}
+    chosen = (
+        None if watched.upper() == "ALL" else {w.strip().upper() for w in watched.split(",") if w.strip()}
+    )
     model_objects, model_markers = predicted_puts_per_minute(market, chosen)
     n = len(measured)
     puts_per_minute = (sum(objects.values()) + sum(markers.values())) / n
@@ -191,8 +194,8 @@ def _broken_runs(root: Path) -> int:
             ranges[name.symbol].append((name.first_trade_id, name.last_trade_id))
         elif parse_market_key(key) is not None:
             table = pq.read_table(path, columns=["symbol", "trade_id"])
-            for symbol, trade_id in zip(table.column("symbol").to_pylist(), table.column("trade_id").to_pylist(),
-                                        strict=True):  # fmt: skip
+            symbols, ids = table.column("symbol").to_pylist(), table.column("trade_id").to_pylist()
+            for symbol, trade_id in zip(symbols, ids, strict=True):
                 ranges[symbol].append((trade_id, trade_id))
     broken = 0
     for spans in ranges.values():
@@ -216,7 +219,8 @@ def _print(r: dict[str, Any]) -> None:
           f"(model at most {r['model_markers_per_min']:,.0f})")  # fmt: skip
     print(f"  PUT requests/day {r['puts_per_day']:,.0f} = ${r['usd_per_day']:.2f}/day")
     print(f"  minute end to marker: p50 {r['marker_p50_s']:.1f} s, p99 {r['marker_p99_s']:.1f} s "
-          f"({r['markers_measured']:,} markers; the market's latest {r['market_marker_max_s']:.1f} s)")  # fmt: skip
+          f"({r['markers_measured']:,} markers; the market's latest "
+          f"{r['market_marker_max_s']:.1f} s)")  # fmt: skip
     print(f"  lost: gaps opened {r['gaps_opened']}, dropped {r['dropped_trades']}, "
           f"symbols with a broken id run {r['symbols_with_broken_runs']}; "
           f"landing held the stream back {r['stream_pauses']} times")  # fmt: skip
@@ -229,15 +233,25 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=3, help="measured minutes of the realistic phase")
     parser.add_argument("--burst", type=float, default=10.0, help="the burst phase's rate, times --rate")
     parser.add_argument("--burst-minutes", type=int, default=2)
-    parser.add_argument("--watched", default="BTCUSDT,ETHUSDT",
-                        help="COLLECTOR_WATCHED_SYMBOLS: these per symbol, the rest market-wide; ALL: all per symbol")
+    parser.add_argument(
+        "--watched",
+        default="BTCUSDT,ETHUSDT",
+        help="COLLECTOR_WATCHED_SYMBOLS: these per symbol, the rest market-wide; ALL: all per symbol",
+    )
     args = parser.parse_args()
-    print(f"whole market: {args.symbols} symbols, watched {args.watched}; {platform.node()} {os.cpu_count()} CPUs; "
+    print(f"whole market: {args.symbols} symbols, watched {args.watched}; "
+          f"{platform.node()} {os.cpu_count()} CPUs; "
           f"{datetime.now(tz=_UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
-    _print(run_phase(args.symbols, args.rate, args.minutes, f"realistic, {args.rate:,.0f} trades/s", args.watched))
+    _print(
+        run_phase(
+            args.symbols, args.rate, args.minutes, f"realistic, {args.rate:,.0f} trades/s", args.watched
+        )
+    )
     if args.burst_minutes:
         rate = args.rate * args.burst
-        _print(run_phase(args.symbols, rate, args.burst_minutes, f"burst, {rate:,.0f} trades/s", args.watched))
+        _print(
+            run_phase(args.symbols, rate, args.burst_minutes, f"burst, {rate:,.0f} trades/s", args.watched)
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from collector.journal import Journal
 from collector.landing import PERMANENT_ERROR_RETRY_S, Landing, SpoolBudget
 from collector.listings import ListingChange, Listings
 from collector.logs import get_logger
-from collector.market_landing import MarketMinutes
 from collector.markers import MarkerBook, MarkerScheduler, MarkerWriter
+from collector.market_landing import MarketMinutes
 from collector.preflight import symbols_exist
 from collector.quiet_proof import QuietProof
 from collector.recovery import Recovery
@@ -45,7 +45,6 @@ from collector.systemd import Notifier, watchdog_interval_s
 __all__ = ["Collector", "make_sink"]
 
 TICK_S = 0.5  # how often age and minute-close deadlines are checked
-FIRST_STATS_S = 10.0
 
 
 class Collector:
@@ -97,8 +96,8 @@ class Collector:
                                units_per_s=1_000 if s.time_unit == "ms" else 1_000_000, log=log,
                                metrics=metrics)  # fmt: skip
         self.stream.bind(self.capture.reader_for, self.capture.handover_ready)  # each slot's own reads
-        self.quiet = QuietProof(rest_info, symbols=self._captured_streamed, proven_until=self.markers.proven_until,
-                                stream_state=self._stream_state, last_id=self.core.sequence.last_id,
+        self.quiet = QuietProof(rest_info, symbols=self._captured_streamed, stream_state=self._stream_state,
+                                proven_until=self.markers.proven_until, last_id=self.core.sequence.last_id,
                                 proved=self.markers.vouched, gaps=self.gaps, sequence=self.core.sequence,
                                 window_from=self._gap_window_from, log=log, metrics=metrics)  # fmt: skip
         self.stop_requested = asyncio.Event()
@@ -139,10 +138,12 @@ class Collector:
         }
         stream = asyncio.create_task(self.stream.run(), name="stream")
         stop = asyncio.create_task(self.stop_requested.wait(), name="stop")
+        stats = log_stats(
+            self.metrics, self.log, self.settings.stats_interval_s, self.capture.tick, tick_s=TICK_S
+        )
         helpers = {
             stop,
-            asyncio.create_task(log_stats(self.metrics, self.log, self.settings.stats_interval_s, self.capture.tick,
-                                          tick_s=TICK_S, first_s=FIRST_STATS_S), name="ticker"),  # fmt: skip
+            asyncio.create_task(stats, name="ticker"),
             asyncio.create_task(self._announce_ready(), name="ready"),
             asyncio.create_task(self.gaps.run(), name="gapfill"),
             asyncio.create_task(self.markers.run(), name="markers"),
@@ -235,7 +236,11 @@ class Collector:
 
     def _market_members(self) -> list[tuple[str, int]]:
         """Unwatched symbols captured so far, and the minute each was first captured in."""
-        return [(sym, first) for sym, first in list(self.markers.book.cursor.items()) if not self.settings.watched(sym)]
+        return [
+            (sym, first)
+            for sym, first in list(self.markers.book.cursor.items())
+            if not self.settings.watched(sym)
+        ]
 
     def _captured_streamed(self) -> list[str]:
         return [symbol for symbol in list(self.markers.book.cursor) if symbol in self.stream.where]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -142,7 +141,13 @@ def _escape(value: str) -> str:
 
 
 async def log_stats(
-    registry: Registry, log: Any, interval_s: float, tick: Callable[[float], None], *, tick_s: float, first_s: float
+    registry: Registry,
+    log: Any,
+    interval_s: float,
+    tick: Callable[[float], None],
+    *,
+    tick_s: float,
+    first_s: float = 10.0,
 ) -> None:
     """Call `tick(monotonic now)` every `tick_s` and log `collector.stats` every `interval_s`. The
     first line comes once the first object has landed, or after `first_s`: a person who just

@@ -17,9 +17,9 @@ from typing import Any
 from collector.completion import LandedFile, parse_manifest
 from collector.layout import (
     market_prefix,
+    parse_marker_key,
     parse_market_key,
     parse_market_marker_key,
-    parse_marker_key,
     parse_object_key,
     symbol_root,
 )
@@ -174,7 +174,9 @@ def _wanted(name: Any, symbol: str, within: tuple[int, int] | None) -> bool:
     return within is None or (name.first_trade_id <= within[1] and name.last_trade_id >= within[0])
 
 
-def latest_market_ids(sink: Sink, now_s: float, *, lookback_hours: int = 48, max_minutes: int = 60) -> dict[str, int]:
+def latest_market_ids(
+    sink: Sink, now_s: float, *, lookback_hours: int = 48, max_minutes: int = 60
+) -> dict[str, int]:
     """The highest trade id landed market-wide per symbol, for a start without local state: the
     newest market minutes first, their markers' `symbols` (and any part no marker lists yet,
     read), until every symbol the newest marker covers is found or `max_minutes` were read."""

@@ -32,11 +32,11 @@ from collector.counters import Registry
 from collector.exceptions import LandingConflict, SinkPermanentError, SinkUnavailable, SpoolError
 from collector.journal import Journal
 from collector.layout import is_market_source, market_source_key, object_key, parse_object_key
-from collector.market_landing import MarketMinutes
 from collector.markers import MarkerWriter
+from collector.market_landing import MarketMinutes
 from collector.parquet import count_rows, encode_batch
 from collector.sinks import Sink, sha256_b64
-from collector.spool import Spool, SpoolEntry, Spooled, read_jsonl
+from collector.spool import Spool, Spooled, SpoolEntry, read_jsonl
 
 __all__ = ["DroppedRange", "Landing", "SpoolBudget", "Spooled"]
 
@@ -297,7 +297,9 @@ class Landing:
         if entry is None:
             self._gone(batch.symbol, batch.minute)
             return
-        spooled = Spooled(entry, parse_object_key(entry.key), batch.rows, batch.first_received_us, batch.reason)
+        spooled = Spooled(
+            entry, parse_object_key(entry.key), batch.rows, batch.first_received_us, batch.reason
+        )
         if self.market is not None and is_market_source(entry.key):
             self._gone(batch.symbol, batch.minute)  # safe on disk: its minute waits for the market's part
             self.market.add_source(spooled)

@@ -379,7 +379,9 @@ class MarkerScheduler:
         self.writer = writer
         if metrics is not None:
             metrics.counter("markers_written", "Minute markers written.", read=lambda: writer.written)
-            metrics.counter("markers_rewritten", "Markers rewritten for late data.", read=lambda: writer.rewritten)
+            metrics.counter(
+                "markers_rewritten", "Markers rewritten for late data.", read=lambda: writer.rewritten
+            )
         self.watched = watched  # the others are marked market-wide (collector.market_landing)
         self.book = writer.book
         self.stream_state = stream_state

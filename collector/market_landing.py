@@ -35,7 +35,7 @@ from typing import Any
 from collector.completion import UnfilledGap
 from collector.counters import Registry
 from collector.exceptions import SinkPermanentError, SinkUnavailable, SpoolError
-from collector.layout import market_marker_key, market_object_key, parse_market_key
+from collector.layout import ObjectName, market_marker_key, market_object_key, parse_market_key
 from collector.market_manifest import (
     MarketFile,
     SymbolShare,
@@ -45,7 +45,7 @@ from collector.market_manifest import (
 )
 from collector.parquet import encode_market
 from collector.sinks import Sink
-from collector.spool import Spool, SpoolEntry, Spooled, write_atomically
+from collector.spool import Spool, Spooled, SpoolEntry, write_atomically
 
 __all__ = ["MarketMinutes"]
 
@@ -101,7 +101,7 @@ class MarketMinutes:
     # ---- what comes in ----------------------------------------------------------------------
 
     def add_source(self, spooled: Spooled) -> None:
-        self.sources[spooled.name.minute][spooled.entry.key] = spooled
+        self.sources[_named(spooled).minute][spooled.entry.key] = spooled
 
     def recover(self, entries: list[SpoolEntry]) -> list[SpoolEntry]:
         """At start, before anything is queued: take up intents a previous run left; the entries
@@ -110,7 +110,7 @@ class MarketMinutes:
         for path in sorted(self.intents.glob("*.json")):
             try:
                 intent = json.loads(path.read_text())
-                intent["key"], intent["sources"], intent["minute"]  # noqa: B018 (the fields used here)
+                intent["key"], intent["sources"], intent["minute"]
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 aside = path.with_suffix(".unreadable")
                 path.rename(aside)
@@ -137,7 +137,9 @@ class MarketMinutes:
             try:
                 await self.assemble_once(time.time())
             except (SinkPermanentError, SinkUnavailable, SpoolError, OSError) as exc:
-                self.log.warning("collector.market_assembly_failed", error=str(exc), retry_in_s=ASSEMBLE_EVERY_S)
+                self.log.warning(
+                    "collector.market_assembly_failed", error=str(exc), retry_in_s=ASSEMBLE_EVERY_S
+                )
 
     async def assemble_once(self, now_s: float) -> None:
         while self._unmarked:
@@ -173,8 +175,10 @@ class MarketMinutes:
         return covered
 
     async def _assemble(self, minute: int, *, covered: list[str] | None = None, late: bool = False) -> None:
-        sources = sorted(self.sources.pop(minute, {}).values(), key=lambda s: (s.name.symbol, s.name.first_trade_id))
-        symbols = covered if covered is not None else sorted({s.name.symbol for s in sources})
+        sources = sorted(
+            self.sources.pop(minute, {}).values(), key=lambda s: (_named(s).symbol, _named(s).first_trade_id)
+        )
+        symbols = covered if covered is not None else sorted({_named(s).symbol for s in sources})
         gaps = {s: found for s in symbols if (found := self.gaps_in(s, minute))}
         try:
             part = await asyncio.to_thread(self._assemble_part, minute, sources, symbols, gaps, late)
@@ -190,7 +194,12 @@ class MarketMinutes:
             self.enqueue(part)
 
     def _assemble_part(
-        self, minute: int, sources: list[Spooled], covered: list[str], gaps: dict[str, list[UnfilledGap]], late: bool
+        self,
+        minute: int,
+        sources: list[Spooled],
+        covered: list[str],
+        gaps: dict[str, list[UnfilledGap]],
+        late: bool,
     ) -> Spooled | None:
         """In a worker thread: the part (or, for a minute without trades, the marker alone)."""
         if not sources:
@@ -207,7 +216,7 @@ class MarketMinutes:
         seq = self._next_seq(minute) if late else 0
         key = market_object_key(minute, seq, hashlib.sha256(data).hexdigest(), self.output_format)
         shares = [
-            asdict(SymbolShare(s.name.symbol, n, s.name.first_trade_id, s.name.last_trade_id))
+            asdict(SymbolShare(_named(s).symbol, n, _named(s).first_trade_id, _named(s).last_trade_id))
             for s, n in zip(sources, rows, strict=True)
         ]
         intent = {"minute": minute, "seq": seq, "key": key, "bytes": len(data), "rows": sum(rows),
@@ -221,7 +230,9 @@ class MarketMinutes:
             self.budget.release(source.entry.size)
         self.budget.holds(entry.size)
         self.parts_written += 1
-        return Spooled(entry, None, sum(rows), min(s.first_received_us or 0 for s in sources) or None, "market")
+        return Spooled(
+            entry, None, sum(rows), min(s.first_received_us or 0 for s in sources) or None, "market"
+        )
 
     def _readable(
         self, sources: list[Spooled], gaps: dict[str, list[UnfilledGap]]
@@ -235,9 +246,9 @@ class MarketMinutes:
             except (SpoolError, OSError) as exc:
                 self.log.error("collector.spool_corrupt", key=source.entry.key, error=str(exc),
                                fix="its trades are listed as unfilled in the minute's marker")  # fmt: skip
-                name = source.name
-                gaps.setdefault(name.symbol, []).append(  # type: ignore[union-attr]
-                    UnfilledGap(name.first_trade_id, name.last_trade_id, "spool_corrupt", source.entry.key)  # type: ignore[union-attr]
+                name = _named(source)
+                gaps.setdefault(name.symbol, []).append(
+                    UnfilledGap(name.first_trade_id, name.last_trade_id, "spool_corrupt", source.entry.key)
                 )
                 self.budget.release(source.entry.size)
                 continue
@@ -291,6 +302,12 @@ class MarketMinutes:
                       rows=doc["rows"], symbols=len(doc["symbols"]), covered=len(doc["covered"]),
                       unfilled_gaps=sum(len(g) for g in doc["unfilled_gaps"].values()),
                       revision=doc["revision"])  # fmt: skip
+
+
+def _named(source: Spooled) -> ObjectName:
+    """A source's name: what its key says (every source has one; its key is an object key)."""
+    assert source.name is not None, source.entry.key
+    return source.name
 
 
 def _gaps_record(gaps: dict[str, list[UnfilledGap]]) -> dict[str, list[dict[str, Any]]]:

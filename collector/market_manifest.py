@@ -98,7 +98,9 @@ def build_market_manifest(
     for file, shares in parts:
         files.append(asdict(file))
         _add_shares(symbols, file.name, shares)
-    return _document(minute, files, symbols, covered, unfilled_gaps, revision, written_at_s)
+    return _document(
+        minute, files, symbols, covered, unfilled_gaps, revision=revision, written_at_s=written_at_s
+    )
 
 
 def _add_shares(symbols: dict[str, dict[str, Any]], file_name: str, shares: Iterable[SymbolShare]) -> None:
@@ -121,6 +123,7 @@ def _document(
     symbols: dict[str, dict[str, Any]],
     covered: Iterable[str],
     unfilled_gaps: Mapping[str, Iterable[UnfilledGap]],
+    *,
     revision: int,
     written_at_s: float,
 ) -> dict[str, Any]:
@@ -174,14 +177,18 @@ def parse_market_manifest(data: bytes) -> dict[str, Any]:
             raise ValueError(f"file entry {entry!r} does not have the fields {sorted(_FILE_FIELDS)}")
     for symbol, entry in doc["symbols"].items():
         if not isinstance(entry, dict) or set(entry) != _SYMBOL_FIELDS:
-            raise ValueError(f"symbol entry {symbol}: {entry!r} does not have the fields {sorted(_SYMBOL_FIELDS)}")
+            raise ValueError(
+                f"symbol entry {symbol}: {entry!r} does not have the fields {sorted(_SYMBOL_FIELDS)}"
+            )
     for symbol, gaps in doc["unfilled_gaps"].items():
         if not isinstance(gaps, list) or any(not isinstance(g, dict) or set(g) != _GAP_FIELDS for g in gaps):
             raise ValueError(f"unfilled gaps of {symbol} are not a list of {sorted(_GAP_FIELDS)}")
     try:
         manifest_minute(doc["minute"])
     except ValueError as exc:
-        raise ValueError(f"field 'minute' {doc['minute']!r} is not a minute such as 2026-11-23T10:15Z") from exc
+        raise ValueError(
+            f"field 'minute' {doc['minute']!r} is not a minute such as 2026-11-23T10:15Z"
+        ) from exc
     return doc
 
 
@@ -210,6 +217,6 @@ def merge_market_part(
         symbols,
         [*doc["covered"], *covered],
         {**market_gaps(doc), **unfilled_gaps},
-        doc["revision"] + 1,
-        written_at_s,
+        revision=doc["revision"] + 1,
+        written_at_s=written_at_s,
     )

@@ -74,7 +74,7 @@ class QuietProof:
         self._looked: dict[str, tuple[bool, int]] = {}  # behind at the last look, and its state then
         self._unprovable: dict[str, tuple[bool, int]] = {}  # asked, could not say; until the state changes
         self.asked = self.proofs = self.gaps = 0
-        metrics.counter("quiet_proofs", "Symbols proven continuous by the ticker after a restart or reconnect.",
+        metrics.counter("quiet_proofs", "Symbols the ticker proved after a restart or a reconnect.",
                         read=lambda: self.proofs)  # fmt: skip
         metrics.counter("quiet_probe_requests", "Ticker requests made to prove quiet symbols.",
                         read=lambda: self.asked)  # fmt: skip
@@ -122,10 +122,16 @@ class QuietProof:
             else:
                 close_s = row["closeTime"] / 1000
                 counts["gaps"] += 1
-                self.gap_filler.register(OpenGap(symbol=symbol, first_missing=ours + 1, last_missing=row["lastId"],
-                                                 next_id=ours + 1, detected_at_ns=time.time_ns(),
-                                                 window_start_s=self.window_from(symbol, close_s),
-                                                 window_end_s=close_s))  # fmt: skip
+                gap = OpenGap(
+                    symbol=symbol,
+                    first_missing=ours + 1,
+                    last_missing=row["lastId"],
+                    next_id=ours + 1,
+                    detected_at_ns=time.time_ns(),
+                    window_start_s=self.window_from(symbol, close_s),
+                    window_end_s=close_s,
+                )
+                self.gap_filler.register(gap)
                 self.sequence.remember(symbol, row["lastId"])  # the stream need not report them again
         self.proofs += counts["proven"]
         self.gaps += counts["gaps"]

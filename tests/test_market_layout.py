@@ -22,9 +22,9 @@ from collector.layout import (
     market_object_key,
     market_source_key,
     object_key,
+    parse_marker_key,
     parse_market_key,
     parse_market_marker_key,
-    parse_marker_key,
     parse_object_key,
 )
 from collector.logs import get_logger
@@ -61,12 +61,19 @@ def test_market_keys_are_built_and_parsed_and_never_taken_for_a_symbols() -> Non
     key = market_object_key(MINUTE, 2, "3f9a0c1b2d4e" + "0" * 52, prefix="lake/")
     assert key == "lake/Binance/_market/2025/11/24/16/00/part-002-3f9a0c1b2d4e.parquet"
     name = parse_market_key(key)
-    assert name is not None and (name.minute, name.seq, name.file_name) == (MINUTE, 2, "part-002-3f9a0c1b2d4e.parquet")
+    assert name is not None and (name.minute, name.seq, name.file_name) == (
+        MINUTE,
+        2,
+        "part-002-3f9a0c1b2d4e.parquet",
+    )
     assert parse_object_key(key) is None and parse_marker_key(market_marker_key(MINUTE)) is None
     assert parse_market_marker_key("lake/" + market_marker_key(MINUTE)) == MINUTE
     source = market_source_key(object_key(symbol="ETHUSDT", minute=MINUTE, first_trade_id=5, last_trade_id=9))
     assert is_market_source(source) and parse_object_key(source).symbol == "ETHUSDT"  # type: ignore[union-attr]
-    assert parse_market_key(object_key(symbol="ETHUSDT", minute=MINUTE, first_trade_id=5, last_trade_id=9)) is None
+    assert (
+        parse_market_key(object_key(symbol="ETHUSDT", minute=MINUTE, first_trade_id=5, last_trade_id=9))
+        is None
+    )
 
 
 # ---- the manifest ---------------------------------------------------------------------------
@@ -79,7 +86,12 @@ def test_the_manifest_lists_each_symbols_rows_and_ids_and_who_is_covered() -> No
         ["BTCUSDT", "ETHUSDT", "QUIETUSDT"], {"QUIETUSDT": [UnfilledGap(5, 6, "not_served")]}, written_at_s=0,
     )  # fmt: skip
     assert doc["rows"] == 7 and list(doc["symbols"]) == ["BTCUSDT", "ETHUSDT"]
-    assert doc["symbols"]["ETHUSDT"] == {"rows": 4, "first_trade_id": 10, "last_trade_id": 13, "files": [part.name]}
+    assert doc["symbols"]["ETHUSDT"] == {
+        "rows": 4,
+        "first_trade_id": 10,
+        "last_trade_id": 13,
+        "files": [part.name],
+    }
     assert doc["covered"] == ["BTCUSDT", "ETHUSDT", "QUIETUSDT"]  # QUIETUSDT: no trade, proven
     assert doc["unfilled_gaps"]["QUIETUSDT"][0]["reason"] == "not_served"
     assert parse_market_manifest(json.dumps(doc).encode()) == doc
@@ -87,10 +99,14 @@ def test_the_manifest_lists_each_symbols_rows_and_ids_and_who_is_covered() -> No
 
 def test_a_late_part_merges_into_the_manifest_with_a_new_revision() -> None:
     first = MarketFile("part-000-aaaaaaaaaaaa.parquet", 900, "c2hh", 3)
-    doc = build_market_manifest(MINUTE, [(first, [SymbolShare("BTCUSDT", 3, 1, 3)])], ["BTCUSDT", "XUSDT"],
-                                {"XUSDT": [UnfilledGap(7, 8, "rest_unavailable")]}, written_at_s=0)  # fmt: skip
+    gaps = {"XUSDT": [UnfilledGap(7, 8, "rest_unavailable")]}
+    doc = build_market_manifest(
+        MINUTE, [(first, [SymbolShare("BTCUSDT", 3, 1, 3)])], ["BTCUSDT", "XUSDT"], gaps, written_at_s=0
+    )
     late = MarketFile("part-001-bbbbbbbbbbbb.parquet", 300, "c2hi", 2)
-    merged = merge_market_part(doc, late, [SymbolShare("XUSDT", 2, 7, 8)], ["XUSDT"], {"XUSDT": []}, written_at_s=1)
+    merged = merge_market_part(
+        doc, late, [SymbolShare("XUSDT", 2, 7, 8)], ["XUSDT"], {"XUSDT": []}, written_at_s=1
+    )
     assert merged is not None and merged["revision"] == 2 and merged["rows"] == 5
     assert merged["symbols"]["XUSDT"]["files"] == [late.name] and merged["unfilled_gaps"] == {}
     assert merge_market_part(merged, late, [], [], {}, written_at_s=2) is None  # listed already
@@ -102,7 +118,10 @@ def test_a_late_part_merges_into_the_manifest_with_a_new_revision() -> None:
         ({"manifest_version": 1}, "'layout' is missing"),
         ({**build_market_manifest(MINUTE, [], [], {}, written_at_s=0), "layout": "symbol"}, "not 'market'"),
         ({**build_market_manifest(MINUTE, [], [], {}, written_at_s=0), "symbols": {"A": {"rows": 1}}}, "A:"),
-        ({**build_market_manifest(MINUTE, [], [], {}, written_at_s=0), "minute": "yesterday"}, "not a minute"),
+        (
+            {**build_market_manifest(MINUTE, [], [], {}, written_at_s=0), "minute": "yesterday"},
+            "not a minute",
+        ),
     ],
 )
 def test_a_broken_manifest_is_refused_with_what_is_wrong(doc: dict[str, Any], says: str) -> None:
@@ -112,7 +131,13 @@ def test_a_broken_manifest_is_refused_with_what_is_wrong(doc: dict[str, Any], sa
 
 def test_a_symbols_minute_is_final_only_when_every_condition_holds() -> None:
     end = (MINUTE + 1) * 60
-    ok = {"now_s": end + 5, "grace_s": 2, "proven_until_s": end, "open_gap_from_s": float("inf"), "pending": set()}
+    ok = {
+        "now_s": end + 5,
+        "grace_s": 2,
+        "proven_until_s": end,
+        "open_gap_from_s": float("inf"),
+        "pending": set(),
+    }
     assert symbol_final(MINUTE, **ok)
     assert not symbol_final(MINUTE, **{**ok, "now_s": end + 1})  # within the grace
     assert not symbol_final(MINUTE, **{**ok, "proven_until_s": end - 1})
@@ -142,7 +167,11 @@ def test_a_part_is_sorted_by_symbol_then_id_with_row_groups_readers_can_skip() -
     import gzip
 
     lines = gzip.decompress(csv_data).decode().splitlines()
-    assert csv_rows == [2, 1] and lines[0].startswith("symbol,") and [ln.split(",")[1] for ln in lines[1:]] == ["1", "2", "5"]
+    assert (
+        csv_rows == [2, 1]
+        and lines[0].startswith("symbol,")
+        and [ln.split(",")[1] for ln in lines[1:]] == ["1", "2", "5"]
+    )
 
 
 # ---- assembly and recovery on real files ----------------------------------------------------
@@ -161,7 +190,7 @@ class Market:
     def make(self, tmp: Path) -> MarketMinutes:
         market = MarketMinutes(
             root=tmp / "spool" / "market", spool=self.spool, sink=self.sink, output_format="parquet",
-            members=lambda: self.members.items(), final=lambda s, m, now: s in self.final,
+            members=self.members.items, final=lambda s, m, now: s in self.final,
             still_expected=lambda s: True, gaps_in=lambda s, m: [], log=get_logger(), metrics=Registry(),
         )  # fmt: skip
         market.enqueue = self.queued.append
@@ -255,8 +284,8 @@ def test_a_crash_at_any_step_of_assembly_lands_the_minute_once(tmp_path: Path, c
     if crash_after == "intent":  # the part never got into the spool: its sources still are
         m.spool.remove(part.entry)
         for source in json.loads(intent.read_text())["sources"]:
-            m.spool.put(source, encode_batch(batch(*(("BTCUSDT", 100, 5) if "BTC" in source else ("ETHUSDT", 7, 3))),
-                                             "parquet"))  # fmt: skip
+            again = batch(*(("BTCUSDT", 100, 5) if "BTC" in source else ("ETHUSDT", 7, 3)))
+            m.spool.put(source, encode_batch(again, "parquet"))
         (tmp_path / "spool" / "market" / "cursor.json").unlink()
     elif crash_after == "part_landed":  # landed and out of the spool, the marker not written
         m.sink.put(part.entry.key, m.spool.read(part.entry), source=part.entry.path)
@@ -304,7 +333,9 @@ def test_a_start_without_local_state_finds_each_symbols_last_id_in_the_newest_ma
     assert found == {"BTCUSDT": 112, "QUIETUSDT": 41}
 
 
-def test_a_corrupt_source_is_set_aside_and_named_as_an_unfilled_gap_not_a_stuck_minute(tmp_path: Path) -> None:
+def test_a_corrupt_source_is_set_aside_and_named_as_an_unfilled_gap_not_a_stuck_minute(
+    tmp_path: Path,
+) -> None:
     m = Market(tmp_path, {"BTCUSDT": MINUTE, "ETHUSDT": MINUTE}, final={"BTCUSDT", "ETHUSDT"})
     m.source("BTCUSDT", 100, 5)
     m.source("ETHUSDT", 7, 3)

@@ -21,7 +21,7 @@ import pytest
 
 from collector.completion import parse_manifest
 from collector.emulator import FeedServer, MarketTape
-from collector.layout import parse_market_key, parse_market_marker_key, parse_marker_key, parse_object_key
+from collector.layout import parse_marker_key, parse_market_key, parse_market_marker_key, parse_object_key
 from collector.market import Market
 from collector.market_manifest import parse_market_manifest
 from tests.conftest import Proc, collector_env, stop_cleanly, wait_for
@@ -52,7 +52,9 @@ def test_the_market_lands_once_a_minute_exactly_once_through_a_sigkill(
     first = procs("run", env=env)
     first.wait_event("collector.ready", timeout_s=120)
     ready_at = time.time()
-    wait_for(lambda: _keys(client, bucket, "lake/Binance/_market/"), timeout_s=150, what="a first market part")
+    wait_for(
+        lambda: _keys(client, bucket, "lake/Binance/_market/"), timeout_s=150, what="a first market part"
+    )
     first.kill()  # SIGKILL: the journal and the spool carry what was in flight
     killed_at = time.time()
     second = procs("run", env=env)
@@ -61,10 +63,14 @@ def test_the_market_lands_once_a_minute_exactly_once_through_a_sigkill(
     due = restart_minute + 1  # the first whole minute of the second run
 
     def marked_through(minute: int) -> bool:
-        return any(parse_market_marker_key(k) == minute for k in _keys(client, bucket, "lake/Binance/_market/"))
+        return any(
+            parse_market_marker_key(k) == minute for k in _keys(client, bucket, "lake/Binance/_market/")
+        )
 
     # Within a minute of its end: the quiet symbols were proven by the ticker, not by their next trade.
-    wait_for(lambda: marked_through(due), timeout_s=(due + 2) * 60 - time.time() + 30, what=f"minute {due} marked")
+    wait_for(
+        lambda: marked_through(due), timeout_s=(due + 2) * 60 - time.time() + 30, what=f"minute {due} marked"
+    )
     assert (due + 1) * 60 + 60 > time.time()
     checked = second.named("collector.quiet_symbols_checked")
     assert checked and sum(e["proven"] for e in checked) > 20, checked
@@ -76,7 +82,9 @@ def test_the_market_lands_once_a_minute_exactly_once_through_a_sigkill(
     wait_for(lambda: marked_through(last_minute), timeout_s=150, what="the last trade's minute marked")
     stopped = stop_cleanly(second)
 
-    objects = {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in _keys(client, bucket, "lake/")}
+    objects = {
+        k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in _keys(client, bucket, "lake/")
+    }
     ids: defaultdict[str, list[int]] = defaultdict(list)
     market_minutes: dict[int, dict[str, Any]] = {}
     for key, data in objects.items():
@@ -98,7 +106,9 @@ def test_the_market_lands_once_a_minute_exactly_once_through_a_sigkill(
         rows: Counter[str] = Counter()
         for data in parts.values():
             table = pq.read_table(io.BytesIO(data))
-            keys = list(zip(table.column("symbol").to_pylist(), table.column("trade_id").to_pylist(), strict=True))
+            keys = list(
+                zip(table.column("symbol").to_pylist(), table.column("trade_id").to_pylist(), strict=True)
+            )
             assert keys == sorted(keys), "a part is sorted by symbol, then trade id"
             rows.update(s for s, _ in keys)
             for symbol, trade_id in keys:

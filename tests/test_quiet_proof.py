@@ -40,8 +40,11 @@ class _Gaps:
         self.registered.append(gap)
 
 
+Probe = tuple[QuietProof, "_Ticker", "_Gaps", SequenceTracker, list[Any]]
+
+
 def _probe(rows: list[dict[str, Any]], proven: dict[str, float | None], last: dict[str, int],
-           state: dict[str, tuple[bool, int]]) -> tuple[QuietProof, _Ticker, _Gaps, SequenceTracker, list[Any]]:  # fmt: skip
+           state: dict[str, tuple[bool, int]]) -> Probe:  # fmt: skip
     rest, gaps, sequence, proved = _Ticker(rows), _Gaps(), SequenceTracker(), []
     for symbol, trade_id in last.items():
         sequence.remember(symbol, trade_id)
@@ -67,7 +70,12 @@ def test_a_symbol_behind_on_a_steady_connection_is_proven_by_an_unchanged_last_i
     ((symbol, close_s, _, outages),) = proved
     assert (symbol, close_s, outages) == ("QUIETUSDT", int(now * 1000) / 1000, 3)
     (gap,) = gaps.registered  # trades happened while it was away: the backfill's
-    assert (gap.symbol, gap.first_missing, gap.last_missing, gap.window_start_s) == ("MOVEDUSDT", 81, 90, 1_000.0)
+    assert (gap.symbol, gap.first_missing, gap.last_missing, gap.window_start_s) == (
+        "MOVEDUSDT",
+        81,
+        90,
+        1_000.0,
+    )
     assert sequence.last_id("MOVEDUSDT") == 90  # the stream will not report the same gap again
 
 
