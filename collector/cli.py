@@ -19,7 +19,9 @@ from collector.exceptions import ConfigError, SpoolError
 from collector.logs import configure_logging, get_logger
 
 if TYPE_CHECKING:
+    from collector.audit import AuditReport
     from collector.emulator import Faults
+    from collector.sinks import Sink
 
 __all__ = ["main"]
 
@@ -285,11 +287,12 @@ def _utc_minute(text: str) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Check a landing zone's markers, files and trade-id continuity; exit 1 on any defect."""
-    from collector.audit import audit, data_range, render, symbols_in
+    """Check a landing zone's markers, files and trade-id continuity, per symbol and market-wide;
+    exit 1 on any defect."""
+    from collector.audit import render
     from collector.config import S3Destination, parse_symbols
     from collector.exceptions import SinkPermanentError, SinkUnavailable
-    from collector.sinks import LocalSink, S3Sink, Sink
+    from collector.sinks import LocalSink, S3Sink
 
     settings = _settings(args)
     destination = parse_destination(args.destination) if args.destination else settings.destination
@@ -300,31 +303,58 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ValueError(f"{destination} is not a directory; pass a landing directory or s3://bucket/prefix")
     else:
         sink = LocalSink(destination)
+    named: list[str] = []
     if args.symbols:
         try:
-            symbols = list(parse_symbols(args.symbols))
+            named = list(parse_symbols(args.symbols))
         except ValueError as exc:
             raise ValueError(f"--symbols {args.symbols!r}: {exc}") from None
     span = _audit_span(args)  # bad times fail here, before anything is read
     try:
-        symbols = symbols if args.symbols else symbols_in(sink)
-        if not symbols:
-            print(f"collector audit: nothing under {sink.describe('Binance/')}", file=sys.stderr)
-            return 1
-        if span is None:
-            spans = [r for s in symbols if (r := data_range(sink, s))]
-            if not spans:
-                print(
-                    f"collector audit: nothing for {', '.join(symbols)} in {sink.describe()}", file=sys.stderr
-                )
-                return 1
-            span = min(r[0] for r in spans), max(r[1] for r in spans)
-        report = audit(sink, symbols, *span)
+        report = _audit_report(sink, named, span)
     except (SinkPermanentError, SinkUnavailable) as exc:
         print(f"collector audit: {exc}", file=sys.stderr)
         return 2
+    if report is None:
+        return 1
     print(json.dumps(report.as_dict(), indent=1) if args.json else render(report))
     return 0 if report.ok else 1
+
+
+def _audit_report(sink: Sink, named: list[str], span: tuple[int, int] | None) -> AuditReport | None:
+    """Both layouts audited into one report: the per-symbol one for each symbol with a folder
+    (the `named` ones, or every one), the market-wide one when `Binance/_market/` has keys in
+    the range. Without a range each layout is audited from its first minute with data to its
+    last. A named symbol found in neither is audited per symbol (every minute missing). None,
+    said why, when there is nothing to audit."""
+    from collector.audit import AuditReport, audit, data_range, label, symbols_in
+    from collector.market_audit import audit_market, market_range
+
+    folders = symbols_in(sink)
+    symbols = [s for s in named if s in folders] if named else folders
+    market_span = span or market_range(sink)
+    symbol_span = span
+    if span is None and (spans := [r for s in symbols if (r := data_range(sink, s))]):
+        symbol_span = min(r[0] for r in spans), max(r[1] for r in spans)
+    whose = f"for {', '.join(named)} " if named else ""
+    nothing = f"collector audit: nothing {whose}under {sink.describe('Binance/')}"
+    header = symbol_span or market_span
+    if header is None:
+        print(nothing, file=sys.stderr)
+        return None
+    start, end = header
+    report = AuditReport(sink.describe(), [], label(start) or "", label(end) or "")
+    if symbol_span is not None and symbols:
+        audit(sink, symbols, *symbol_span, report=report)
+    if market_span is not None:
+        audit_market(sink, *market_span, report=report, symbols=named or None)
+    seen = report.market.symbols if report.market is not None else set()
+    if nowhere := [s for s in named if s not in folders and s not in seen]:
+        audit(sink, nowhere, start, end, report=report)
+    if not report.symbols and report.market is None:
+        print(nothing, file=sys.stderr)
+        return None
+    return report
 
 
 def _audit_span(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -547,7 +577,10 @@ def _add_audit(audit: argparse.ArgumentParser) -> None:
         nargs="?",
         help="landing directory or s3://bucket/prefix (default: COLLECTOR_DESTINATION)",
     )
-    audit.add_argument("--symbols", help="comma-separated (default: every symbol in the landing zone)")
+    audit.add_argument(
+        "--symbols",
+        help="comma-separated, in whichever layout holds them (default: every symbol, and Binance/_market/)",
+    )
     audit.add_argument("--day", help="one UTC day, e.g. 2026-11-22")
     audit.add_argument("--from", dest="start", help="first UTC minute, e.g. 2026-11-22T10:00")
     audit.add_argument("--to", dest="end", help="end UTC minute, excluded (default: the last full minute)")
@@ -668,7 +701,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--region", default=None, help="AWS region (default: the AWS default chain)")
     fetch.set_defaults(func=cmd_fetch_env)
 
-    _add_audit(sub.add_parser("audit", help="check a landing zone's markers, files and continuity"))
+    _add_audit(
+        sub.add_parser("audit", help="check a landing zone's markers, files and continuity (both layouts)")
+    )
     from collector.history_cli import add_commands, day, positive_int
 
     def with_settings(command: Any) -> Any:

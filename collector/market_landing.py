@@ -42,6 +42,7 @@ from collector.market_manifest import (
     build_market_manifest,
     merge_market_part,
     parse_market_manifest,
+    with_gaps,
 )
 from collector.parquet import encode_market
 from collector.sinks import Sink
@@ -179,7 +180,9 @@ class MarketMinutes:
             self.sources.pop(minute, {}).values(), key=lambda s: (_named(s).symbol, _named(s).first_trade_id)
         )
         symbols = covered if covered is not None else sorted({_named(s).symbol for s in sources})
-        gaps = {s: found for s in symbols if (found := self.gaps_in(s, minute))}
+        # A later part names its symbols' gaps as they stand now, none too: that replaces what
+        # the marker declared (a retried range that filled is no longer unfilled).
+        gaps = {s: found for s in symbols if (found := self.gaps_in(s, minute)) or late}
         try:
             part = await asyncio.to_thread(self._assemble_part, minute, sources, symbols, gaps, late)
         except BaseException:
@@ -207,10 +210,9 @@ class MarketMinutes:
                                 "gaps": _gaps_record(gaps), "shares": []})  # fmt: skip
             return None
         sources, datas = self._readable(sources, gaps)
-        if not sources:  # every one was corrupt (logged): a marked minute keeps its marker
-            if not late:
-                self._write_marker({"minute": minute, "seq": 0, "key": None, "covered": covered,
-                                    "gaps": _gaps_record(gaps), "shares": []})  # fmt: skip
+        if not sources:  # every one was corrupt (logged): the marker names their ids
+            self._write_marker({"minute": minute, "seq": 0, "key": None, "covered": covered,
+                                "gaps": _gaps_record(gaps), "shares": [], "late": late})  # fmt: skip
             return None
         data, rows = encode_market(datas, self.output_format)
         seq = self._next_seq(minute) if late else 0
@@ -288,7 +290,9 @@ class MarketMinutes:
             doc = None
             if intent["seq"] > 0 or intent.get("late"):
                 raw = self.sink.get(market_marker_key(minute))
-                if raw is not None and part is not None:
+                if raw is not None and part is None:  # no part: only the gaps change
+                    doc = with_gaps(parse_market_manifest(raw), gaps, written_at_s=now)
+                elif raw is not None and part is not None:
                     doc = merge_market_part(parse_market_manifest(raw), part, shares, intent["covered"],
                                             gaps, written_at_s=now)  # fmt: skip
                     if doc is None:

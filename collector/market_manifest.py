@@ -40,6 +40,7 @@ __all__ = [
     "merge_market_part",
     "parse_market_manifest",
     "symbol_final",
+    "with_gaps",
 ]
 
 
@@ -216,6 +217,21 @@ def merge_market_part(
         [*doc["files"], asdict(file)],
         symbols,
         [*doc["covered"], *covered],
+        {**market_gaps(doc), **unfilled_gaps},
+        revision=doc["revision"] + 1,
+        written_at_s=written_at_s,
+    )
+
+
+def with_gaps(
+    doc: dict[str, Any], unfilled_gaps: Mapping[str, Iterable[UnfilledGap]], *, written_at_s: float
+) -> dict[str, Any]:
+    """The manifest with the unfilled gaps of these symbols replaced, and a new revision."""
+    return _document(
+        manifest_minute(doc["minute"]),
+        list(doc["files"]),
+        {s: dict(e) for s, e in doc["symbols"].items()},
+        doc["covered"],
         {**market_gaps(doc), **unfilled_gaps},
         revision=doc["revision"] + 1,
         written_at_s=written_at_s,

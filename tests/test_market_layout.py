@@ -348,3 +348,17 @@ def test_a_corrupt_source_is_set_aside_and_named_as_an_unfilled_gap_not_a_stuck_
     (gap,) = doc["unfilled_gaps"]["ETHUSDT"]
     assert (gap["first_missing"], gap["last_missing"], gap["reason"]) == (7, 9, "spool_corrupt")
     assert list((tmp_path / "spool" / "corrupt").rglob("*"))  # kept aside for a person to look at
+
+
+def test_a_late_source_found_corrupt_is_declared_in_the_marker_it_would_have_joined(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE}, final={"BTCUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    asyncio.run(m.market.assemble_once(NOW))
+    m.land(m.queued.pop())
+    m.source("BTCUSDT", 105, 2)  # a filled gap's trades, then the disk lets them down
+    next(iter(m.market.sources[MINUTE].values())).entry.path.write_bytes(b"torn")
+    asyncio.run(m.market.assemble_once(NOW + 1))
+    doc = m.marker()
+    assert m.queued == [] and doc["revision"] == 2 and doc["rows"] == 5
+    declared = [(g["first_missing"], g["reason"]) for g in doc["unfilled_gaps"]["BTCUSDT"]]
+    assert declared == [(105, "spool_corrupt")]
