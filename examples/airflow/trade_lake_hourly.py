@@ -14,10 +14,10 @@ TRADE_LAKE_PREFIX (the collector's key prefix, default ""), TRADE_LAKE_SYMBOL (B
 TRADE_LAKE_SUMMARY_PREFIX (default "Derived/ohlcv_1m/"), TRADE_LAKE_AWS_CONN_ID (aws_default),
 TRADE_LAKE_LAYOUT (`symbol`, the default, or `market`).
 
-TRADE_LAKE_LAYOUT=market: for a symbol the collector does not watch (not in its
-COLLECTOR_WATCHED_SYMBOLS), which lands market-wide, one part and one `_SUCCESS` a minute for
-every such symbol under `Binance/_market/YYYY/MM/DD/HH/mm/`. The sensor waits on the hour's 60
-market `_SUCCESS` keys; the summary reads each market manifest and, of its parts, only those
+TRADE_LAKE_LAYOUT=market is for a symbol the collector does not watch (not in its
+COLLECTOR_WATCHED_SYMBOLS): those land market-wide, all of them in one part and one `_SUCCESS` a
+minute under `Binance/_market/YYYY/MM/DD/HH/mm/`. The sensor waits on the hour's 60 market
+`_SUCCESS` keys; the summary reads each market manifest and, of its parts, only those
 that `symbols[SYMBOL]["files"]` names. It checks each part's size against the manifest (a HEAD),
 then reads just the symbol's row groups by their min/max statistics on `symbol` (byte-range
 GETs: the footer, then the chosen row groups, not the whole minute of the market), keeps the
@@ -270,7 +270,7 @@ def read_part_rows(
     ranges = _S3Ranges(obj)
     if ranges.size != expected_bytes:
         raise ValueError(f"{obj.key}: {ranges.size} bytes, the manifest says {expected_bytes}")
-    part = pq.ParquetFile(ranges, pre_buffer=True)  # pre_buffer: a row group's columns in one GET
+    part = pq.ParquetFile(ranges, pre_buffer=True)  # pre_buffer: the row groups' columns in few GETs
     meta = part.metadata
     paths = [meta.schema.column(i).path for i in range(meta.num_columns)]
     column = paths.index("symbol")
@@ -285,12 +285,13 @@ def read_part_rows(
 
 class _S3Ranges(io.RawIOBase):
     """A seekable, read-only file over one S3 object that fetches only the byte ranges read,
-    pinned to the version it first saw (If-Match on its ETag)."""
+    pinned to the version it first saw (If-Match on its ETag). The last range is kept: pyarrow
+    reads the footer with up to 64 KiB before it, which for a small part is all of it."""
 
     def __init__(self, obj: Any) -> None:
         super().__init__()
         self.obj, self.size, self.etag, self.pos = obj, int(obj.content_length), obj.e_tag, 0
-        self.fetched = 0
+        self.kept_at, self.kept = 0, b""
 
     def readable(self) -> bool:
         return True
@@ -310,10 +311,12 @@ class _S3Ranges(io.RawIOBase):
         end = min(self.pos + len(buffer), self.size)
         if end <= self.pos:
             return 0
-        body = self.obj.get(Range=f"bytes={self.pos}-{end - 1}", IfMatch=self.etag)["Body"].read()
+        if not self.kept_at <= self.pos < end <= self.kept_at + len(self.kept):
+            self.kept_at = self.pos
+            self.kept = self.obj.get(Range=f"bytes={self.pos}-{end - 1}", IfMatch=self.etag)["Body"].read()
+        body = self.kept[self.pos - self.kept_at : end - self.kept_at]
         buffer[: len(body)] = body
         self.pos += len(body)
-        self.fetched += len(body)
         return len(body)
 
 
