@@ -214,13 +214,15 @@ def _quantile(values: list[float], q: float) -> float:
 def _print(r: dict[str, Any]) -> None:
     print(f"\n{r['label']}: {r['trades_per_s']:,.0f} trades/s landed")
     print(f"  CPU {r['cpu_pct']:.1f}% of one core; RSS {r['rss_mb']:.0f} MB (peak {r['peak_rss_mb']:.0f} MB)")
-    print(f"  objects/min {r['objects_per_min']:,.0f} (model {r['model_objects_per_min']:,.0f}); "
+    print(f"  objects/min {r['objects_per_min']:,.0f} "
+          f"(model {r['model_objects_per_min']:,.0f} before size splits); "
           f"markers/min {r['markers_per_min']:,.0f} "
           f"(model at most {r['model_markers_per_min']:,.0f})")  # fmt: skip
     print(f"  PUT requests/day {r['puts_per_day']:,.0f} = ${r['usd_per_day']:.2f}/day")
+    market = r["market_marker_max_s"]
+    latest = "" if math.isnan(market) else f"; the market's latest {market:.1f} s"
     print(f"  minute end to marker: p50 {r['marker_p50_s']:.1f} s, p99 {r['marker_p99_s']:.1f} s "
-          f"({r['markers_measured']:,} markers; the market's latest "
-          f"{r['market_marker_max_s']:.1f} s)")  # fmt: skip
+          f"({r['markers_measured']:,} markers{latest})")  # fmt: skip
     print(f"  lost: gaps opened {r['gaps_opened']}, dropped {r['dropped_trades']}, "
           f"symbols with a broken id run {r['symbols_with_broken_runs']}; "
           f"landing held the stream back {r['stream_pauses']} times")  # fmt: skip
