@@ -2,7 +2,9 @@
 
     stream ─reads─▶ capture (core: decode ▶ continuity ▶ minute batches) ─sealed─▶ landing
         (encode ▶ spool ▶ upload) ─landed─▶ markers (final minutes ▶ _SUCCESS)
+        unwatched symbols: spooled sources ─▶ market_landing (a final minute ▶ one part ▶ _SUCCESS)
     gaps ─▶ gapfill (REST backfill) ─▶ landing          recovery: state, journal, spool at start
+    quiet symbols after a restart or reconnect ─▶ quiet_proof (one ticker request) ─▶ markers
     counters: one registry, read by the stats line, /health, /metrics and CloudWatch
 
 On SIGTERM or SIGINT: stop reading, seal what is buffered, spool it, land what the deadline

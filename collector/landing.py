@@ -8,6 +8,10 @@ Backpressure: past `SEALED_HIGH` sealed batches waiting, the stream is told to h
 stops reading; TCP pushes back on the exchange) until the sealer is down to `SEALED_LOW`, so
 memory stays bounded whatever the burst's span of minutes. Uploads wait on disk, not in memory.
 
+A batch of a symbol that is not watched (COLLECTOR_WATCHED_SYMBOLS) is spooled the same way as a
+market *source* and handed to `MarketMinutes` (collector.market_landing), which lands its minute
+as one market-wide part once the minute is final; the part comes back here as any upload.
+
 The spool's budget is `SpoolBudget`, a small pure policy: past COLLECTOR_SPOOL_MAX_BYTES new
 batches are dropped (the oldest kept) until the spool has drained to half, and every dropped
 range is recorded (`dropped.jsonl`), logged and named in its minute's marker.
