@@ -35,7 +35,7 @@ from typing import Any
 from collector.completion import UnfilledGap
 from collector.counters import Registry
 from collector.exceptions import SinkPermanentError, SinkUnavailable, SpoolError
-from collector.layout import ObjectName, market_marker_key, market_object_key, parse_market_key
+from collector.layout import ObjectName, market_marker_key, market_object_key, market_prefix, parse_market_key
 from collector.market_manifest import (
     MarketFile,
     SymbolShare,
@@ -48,7 +48,7 @@ from collector.parquet import encode_market
 from collector.sinks import Sink
 from collector.spool import Spool, Spooled, SpoolEntry, write_atomically
 
-__all__ = ["MarketMinutes"]
+__all__ = ["MarketMarkers", "MarketMinutes"]
 
 ASSEMBLE_EVERY_S = 1.0
 GapsIn = Callable[[str, int], list[UnfilledGap]]
@@ -90,12 +90,12 @@ class MarketMinutes:
                 log.error("collector.market_cursor_unreadable", path=str(self.cursor_path), error=str(exc),
                           fix="it starts again at the oldest source waiting in the spool")  # fmt: skip
         self.sources: defaultdict[int, dict[str, Spooled]] = defaultdict(dict)  # minute: key: source
-        self._lock = threading.Lock()  # marker read-modify-writes (uploaders) against each other
+        self.marks = MarketMarkers(sink, log)
         self._unmarked: list[Path] = []  # intents found at start whose part has landed
         self._blocker: str | None = None  # the symbol the next minute waited on last time
-        self.parts_written = self.markers_written = 0
+        self.parts_written = 0
         metrics.counter("market_parts", "Market-wide parts assembled.", read=lambda: self.parts_written)
-        metrics.counter("market_markers", "Market-wide markers written.", read=lambda: self.markers_written)
+        metrics.counter("market_markers", "Market-wide markers written.", read=lambda: self.marks.written)
         metrics.gauge("market_sources_waiting", "Symbol-minutes spooled for a market part.",
                       lambda: sum(len(v) for v in self.sources.values()))  # fmt: skip
 
@@ -141,10 +141,13 @@ class MarketMinutes:
                 self.log.warning(
                     "collector.market_assembly_failed", error=str(exc), retry_in_s=ASSEMBLE_EVERY_S
                 )
+            except Exception as exc:  # a defect must not end the market's markers without a word
+                self.log.error("collector.market_assembly_failed", error=str(exc), kind=type(exc).__name__,
+                               retry_in_s=ASSEMBLE_EVERY_S)  # fmt: skip
 
     async def assemble_once(self, now_s: float) -> None:
         while self._unmarked:
-            await asyncio.to_thread(self._mark_intent, self._unmarked[0])
+            await asyncio.to_thread(self.marks.mark_intent, self._unmarked[0])
             self._unmarked.pop(0)
         if self.cursor is None:
             firsts = [first for _, first in self.members()] + list(self.sources)
@@ -206,12 +209,12 @@ class MarketMinutes:
     ) -> Spooled | None:
         """In a worker thread: the part (or, for a minute without trades, the marker alone)."""
         if not sources:
-            self._write_marker({"minute": minute, "seq": 0, "key": None, "covered": covered,
+            self.marks.write({"minute": minute, "seq": 0, "key": None, "covered": covered,
                                 "gaps": _gaps_record(gaps), "shares": []})  # fmt: skip
             return None
         sources, datas = self._readable(sources, gaps)
         if not sources:  # every one was corrupt (logged): the marker names their ids
-            self._write_marker({"minute": minute, "seq": 0, "key": None, "covered": covered,
+            self.marks.write({"minute": minute, "seq": 0, "key": None, "covered": covered,
                                 "gaps": _gaps_record(gaps), "shares": [], "late": late})  # fmt: skip
             return None
         data, rows = encode_market(datas, self.output_format)
@@ -258,28 +261,38 @@ class MarketMinutes:
         return kept, datas
 
     def _next_seq(self, minute: int) -> int:
-        raw = self.sink.get(market_marker_key(minute))
-        return len(parse_market_manifest(raw)["files"]) if raw is not None else 0
-
-    # ---- after the upload -------------------------------------------------------------------
+        """One past the highest part the minute has landed (0 for none)."""
+        seqs = [
+            n.seq for key, _ in self.sink.list_keys(market_prefix(minute)) if (n := parse_market_key(key))
+        ]
+        return max(seqs, default=-1) + 1
 
     def landed(self, key: str) -> None:
         """A market part landed (in an uploader's thread): its marker, then its intent goes."""
         name = parse_market_key(key)
-        if name is None:
-            return
-        self._mark_intent(self.intents / f"{name.minute}-{name.seq}.json")
+        if name is not None:
+            self.marks.mark_intent(self.intents / f"{name.minute}-{name.seq}.json")
 
-    def _mark_intent(self, path: Path) -> None:
+
+class MarketMarkers:
+    """Writes a market minute's `_SUCCESS` from a part's intent, and merges later parts into it.
+    Blocking (sink calls); the uploaders' threads share it, so each write holds the lock."""
+
+    def __init__(self, sink: Sink, log: Any) -> None:
+        self.sink, self.log = sink, log
+        self.written = 0
+        self._lock = threading.Lock()
+
+    def mark_intent(self, path: Path) -> None:
         try:
             intent = json.loads(path.read_text())
         except FileNotFoundError:
             return  # marked already (landed again after a crash)
-        self._write_marker(intent)
+        self.write(intent)
         path.unlink(missing_ok=True)
 
-    def _write_marker(self, intent: dict[str, Any]) -> None:
-        minute, now = intent["minute"], time.time()
+    def write(self, intent: dict[str, Any]) -> None:
+        minute, now, key = intent["minute"], time.time(), market_marker_key(intent["minute"])
         gaps = {s: [UnfilledGap(**g) for g in found] for s, found in intent["gaps"].items()}
         shares = [SymbolShare(**s) for s in intent["shares"]]
         part = None
@@ -287,25 +300,46 @@ class MarketMinutes:
             name = parse_market_key(intent["key"])
             part = MarketFile(name.file_name, intent["bytes"], intent["sha256"], intent["rows"])  # type: ignore[union-attr]
         with self._lock:
-            doc = None
             if intent["seq"] > 0 or intent.get("late"):
-                raw = self.sink.get(market_marker_key(minute))
-                if raw is not None and part is None:  # no part: only the gaps change
-                    doc = with_gaps(parse_market_manifest(raw), gaps, written_at_s=now)
-                elif raw is not None and part is not None:
-                    doc = merge_market_part(parse_market_manifest(raw), part, shares, intent["covered"],
-                                            gaps, written_at_s=now)  # fmt: skip
-                    if doc is None:
-                        return  # listed already
-            if doc is None:
+                doc = self._merged(key, intent, part, shares, gaps, now_s=now)
+            else:
                 doc = build_market_manifest(minute, [(part, shares)] if part else [], intent["covered"], gaps,
                                             written_at_s=now)  # fmt: skip
-            self.sink.put_marker(market_marker_key(minute), (json.dumps(doc, indent=1) + "\n").encode())
-        self.markers_written += 1
-        self.log.info("collector.market_minute_marked", key=self.sink.describe(market_marker_key(minute)),
-                      rows=doc["rows"], symbols=len(doc["symbols"]), covered=len(doc["covered"]),
-                      unfilled_gaps=sum(len(g) for g in doc["unfilled_gaps"].values()),
-                      revision=doc["revision"])  # fmt: skip
+            if doc is None:
+                return
+            self.sink.put_marker(key, (json.dumps(doc, indent=1) + "\n").encode())
+        self.written += 1
+        self.log.info("collector.market_minute_marked", key=self.sink.describe(key), rows=doc["rows"],
+                      symbols=len(doc["symbols"]), covered=len(doc["covered"]), revision=doc["revision"],
+                      unfilled_gaps=sum(len(g) for g in doc["unfilled_gaps"].values()))  # fmt: skip
+
+    def _merged(
+        self,
+        key: str,
+        intent: dict[str, Any],
+        part: MarketFile | None,
+        shares: list[SymbolShare],
+        gaps: dict[str, list[UnfilledGap]],
+        *,
+        now_s: float,
+    ) -> dict[str, Any] | None:
+        """The minute's marker with a later part (or, with none, new gaps) merged in; None when
+        there is nothing to write (listed already, no marker to correct, or one unreadable)."""
+        raw = self.sink.get(key)
+        if raw is None:
+            if part is None:
+                return None  # a minute without a market marker: nothing to correct
+            return build_market_manifest(intent["minute"], [(part, shares)], intent["covered"], gaps,
+                                         written_at_s=now_s)  # fmt: skip
+        try:
+            found = parse_market_manifest(raw)
+        except ValueError as exc:  # left as it is: what cannot be read cannot be merged
+            self.log.error("collector.marker_unreadable", key=self.sink.describe(key), error=str(exc),
+                           added=intent["key"], fix="run `collector audit` over this minute")  # fmt: skip
+            return None
+        if part is None:
+            return with_gaps(found, gaps, written_at_s=now_s)
+        return merge_market_part(found, part, shares, intent["covered"], gaps, written_at_s=now_s)
 
 
 def _named(source: Spooled) -> ObjectName:

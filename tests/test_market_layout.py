@@ -362,3 +362,19 @@ def test_a_late_source_found_corrupt_is_declared_in_the_marker_it_would_have_joi
     assert m.queued == [] and doc["revision"] == 2 and doc["rows"] == 5
     declared = [(g["first_missing"], g["reason"]) for g in doc["unfilled_gaps"]["BTCUSDT"]]
     assert declared == [(105, "spool_corrupt")]
+
+
+def test_a_late_part_beside_an_unreadable_marker_leaves_the_marker_as_it_is(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE}, final={"BTCUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    asyncio.run(m.market.assemble_once(NOW))
+    m.land(m.queued.pop())
+    marker = tmp_path / "landing" / market_marker_key(MINUTE)
+    marker.write_bytes(b"{not json")
+    m.source("BTCUSDT", 105, 2)
+    asyncio.run(m.market.assemble_once(NOW + 1))
+    late = m.queued.pop()
+    assert parse_market_key(late.entry.key).seq == 1  # type: ignore[union-attr]  # numbered from the parts
+    m.land(late)
+    assert marker.read_bytes() == b"{not json"  # what cannot be read is not overwritten (audit names it)
+    assert (tmp_path / "landing" / late.entry.key).exists()
