@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,15 @@ def test_gaps_in_hundreds_of_symbols_share_the_weight_budget_page_by_page(
     assert len(fills) >= 100 and stopped["gaps_unfilled"] == 0
     # Binance's budget: never a 429 or a 418 (the collector keeps to half of 6,000 a minute).
     assert (feed.server.rest_throttled, feed.server.rest_banned) == (0, 0)
-    # The quiet symbols' one-page gaps were not kept behind BTCUSDT's pages: its gap, the
-    # largest, was filled last or nearly (FIFO would have filled it among the first).
-    assert fills.index("BTCUSDT") >= len(fills) - 5, fills[:10]
+    # The quiet symbols' one-page gaps were not kept behind BTCUSDT's pages: of the gaps the
+    # restart revealed with it (before the ticker is first asked, 30 s on), its gap, the largest,
+    # was filled last or nearly (FIFO would have filled it among the first). Gaps found later
+    # (the ticker's, for symbols quiet since the restart) may well be filled after it.
+    detected: dict[str, float] = {}
+    for event in second.named("collector.gap_detected"):
+        detected.setdefault(event["symbol"], _stamp(event))
+    with_it = [s for s in fills if detected.get(s, float("inf")) <= detected["BTCUSDT"] + 25]
+    assert len(with_it) >= 50 and with_it.index("BTCUSDT") >= len(with_it) - 5, with_it[:10]
     # Nothing lost, nothing doubled, across the SIGKILL and the downtime.
     got = ids_by_symbol(tmp_path / "landing")
     for symbol, ids in sent.items():
@@ -94,3 +101,7 @@ def _landed_up_to(root: Path, sent: dict[str, list[int]]) -> bool:
         if name is not None:
             last[name.symbol] = max(last.get(name.symbol, -1), name.last_trade_id)
     return all(last.get(s, ids[-1]) >= ids[-1] for s, ids in sent.items())
+
+
+def _stamp(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
