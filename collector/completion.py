@@ -33,6 +33,7 @@ __all__ = [
     "UnfilledGap",
     "build_manifest",
     "final_minutes",
+    "json_document",
     "landed_file",
     "manifest_files",
     "manifest_gaps",
@@ -135,17 +136,24 @@ _REQUIRED = {
 }
 
 
-def parse_manifest(data: bytes) -> dict[str, Any]:
-    """A marker's manifest, checked for the fields the contract promises. Raises ValueError."""
+def json_document(data: bytes, required: dict[str, type]) -> dict[str, Any]:
+    """A JSON object with these top-level fields of these types (any marker's first check).
+    Raises ValueError naming what is wrong."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
-    for field, kind in _REQUIRED.items():
+    for field, kind in required.items():
         if not isinstance(doc.get(field), kind):
             raise ValueError(f"field {field!r} is missing or not a {kind.__name__}")
+    return doc
+
+
+def parse_manifest(data: bytes) -> dict[str, Any]:
+    """A marker's manifest, checked for the fields the contract promises. Raises ValueError."""
+    doc = json_document(data, _REQUIRED)
     for entry in doc["files"]:
         if not isinstance(entry, dict) or set(entry) != _FILE_FIELDS:
             raise ValueError(f"file entry {entry!r} does not have the fields {sorted(_FILE_FIELDS)}")

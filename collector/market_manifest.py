@@ -24,13 +24,12 @@ this layout then (watched, not listed yet, or no longer streamed).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from collector.completion import MANIFEST_VERSION, UnfilledGap, manifest_minute, minute_label
+from collector.completion import MANIFEST_VERSION, UnfilledGap, json_document, manifest_minute, minute_label
 
 __all__ = [
     "MarketFile",
@@ -162,15 +161,7 @@ _GAP_FIELDS = frozenset(UnfilledGap.__dataclass_fields__)
 
 def parse_market_manifest(data: bytes) -> dict[str, Any]:
     """A market marker's manifest, checked for the fields the contract promises. Raises ValueError."""
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
-    for field, kind in _REQUIRED.items():
-        if not isinstance(doc.get(field), kind):
-            raise ValueError(f"field {field!r} is missing or not a {kind.__name__}")
+    doc = json_document(data, _REQUIRED)
     if doc["layout"] != "market":
         raise ValueError(f"field 'layout' is {doc['layout']!r}, not 'market'")
     for entry in doc["files"]:

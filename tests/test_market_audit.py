@@ -17,8 +17,6 @@ from typing import Any
 import pytest
 
 from collector.audit import AuditReport, render
-from collector.batching import MinuteBatcher, SealedBatch
-from collector.binance import Trade
 from collector.completion import UnfilledGap, build_manifest, landed_file
 from collector.counters import Registry
 from collector.layout import (
@@ -37,21 +35,11 @@ from collector.parquet import encode_batch, encode_market
 from collector.sinks import LocalSink, sha256_b64
 from collector.spool import Spool, Spooled
 from tests.conftest import REPO
+from tests.test_market_layout import batch
 
 MINUTE = 29_400_000  # 2025-11-24T16:00Z
 MINUTES = 5
 A, B, QUIET = "AAAUSDT", "BBBUSDT", "QUIETUSDT"
-
-
-def batch(symbol: str, first_id: int, n: int, minute: int) -> SealedBatch:
-    """`n` trades of `symbol` from `first_id`, 2 ms apart from the start of `minute`."""
-    b = MinuteBatcher(time_unit="ms", max_batch_bytes=10**7, max_batch_age_s=60, minute_grace_s=5)
-    base = minute * 60_000
-    for i in range(n):
-        b.add(Trade(symbol, first_id + i, 100_000_000 + i, 2_000_000, base + i * 2, base + i * 2 + 1,
-                    i % 2 == 0, base * 1_000_000 + i, 150), 0)  # fmt: skip
-    (sealed,) = b.flush()
-    return sealed
 
 
 class _Budget:
