@@ -68,6 +68,8 @@ def test_s3_destination_splits_bucket_and_prefix() -> None:
         ("MARKER_GRACE_S", "soon", "COLLECTOR_MARKER_GRACE_S='soon' is invalid"),
         ("MARKER_GRACE_S", "-10", "must be a positive number of seconds"),
         ("BACKFILL_RETRY_S", "0", "COLLECTOR_BACKFILL_RETRY_S='0' is invalid"),
+        ("WATCHED_SYMBOLS", "BTC/USDT", "accepted: ALL, NONE, or comma-separated symbols"),
+        ("WATCHED_SYMBOLS", "ETHUSDT", "WATCHED_SYMBOLS names ETHUSDT, not in COLLECTOR_SYMBOLS"),
     ],
 )
 def test_a_bad_setting_is_named_with_the_accepted_values(name: str, value: str, message: str) -> None:
@@ -118,3 +120,12 @@ def test_example_env_file_lists_every_setting_with_its_default() -> None:
     assert {f"COLLECTOR_{k.upper()}" for k in _KNOWN} <= names
     settings = load_settings({}, env_file=example)  # the example itself is valid
     assert settings == Settings()
+
+
+def test_watched_symbols_all_none_or_a_list() -> None:
+    assert load_settings({"COLLECTOR_SYMBOLS": "ALL"}).watched("XUSDT")
+    none = load_settings({"COLLECTOR_SYMBOLS": "ALL", "COLLECTOR_WATCHED_SYMBOLS": "none"})
+    assert none.watched_symbols == () and not none.watched("BTCUSDT")
+    some = load_settings({"COLLECTOR_SYMBOLS": "BTCUSDT,ETHUSDT", "COLLECTOR_WATCHED_SYMBOLS": "btcusdt"})
+    assert some.watched("BTCUSDT") and not some.watched("ETHUSDT")
+    assert some.as_env()["COLLECTOR_WATCHED_SYMBOLS"] == "BTCUSDT"

@@ -378,3 +378,14 @@ def test_a_late_part_beside_an_unreadable_marker_leaves_the_marker_as_it_is(tmp_
     m.land(late)
     assert marker.read_bytes() == b"{not json"  # what cannot be read is not overwritten (audit names it)
     assert (tmp_path / "landing" / late.entry.key).exists()
+
+
+def test_an_unreadable_intent_is_set_aside_at_start_and_its_sources_assembled_again(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE}, final={"BTCUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    intents = tmp_path / "spool" / "market" / "intents"
+    (intents / f"{MINUTE}-0.json").write_text("{torn")
+    m.market = m.make(tmp_path)
+    left = m.market.recover(m.spool.pending())
+    assert [e.key for e in left] == [e.key for e in m.spool.pending()]  # the source is kept
+    assert (intents / f"{MINUTE}-0.unreadable").exists() and not (intents / f"{MINUTE}-0.json").exists()

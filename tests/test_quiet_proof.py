@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from collector.backfill import BinanceRest, RestPage
 from collector.counters import Registry
 from collector.emulator import FeedServer, MarketTape
@@ -135,3 +137,17 @@ def test_the_local_feed_answers_the_ticker_with_each_symbols_last_published_id(t
     # Binance's weights, counted: 80 for the whole market, 2 for up to 20 (unless a minute began between)
     assert whole >= 80 and (three - whole == 2 or three == 2)
     assert json.dumps(rows)  # plain JSON rows
+
+
+def test_a_ticker_that_does_not_answer_with_rows_is_an_error_that_says_so_and_proves_nothing() -> None:
+    now = time.time()
+    state = {"QUIETUSDT": (True, 3)}
+    probe, rest, gaps, _, proved = _probe([], {"QUIETUSDT": None}, {"QUIETUSDT": 41}, state)
+    rest.ticker_24h = lambda symbols=None: RestPage(503, None, None, None, "Service unavailable")  # type: ignore[method-assign]
+    asyncio.run(probe.look(now))
+    with pytest.raises(ValueError, match="ticker/24hr answered HTTP 503: Service unavailable"):
+        asyncio.run(probe.look(now + 15))
+    assert proved == [] and gaps.registered == []
+    rest.ticker_24h = lambda symbols=None: RestPage(200, [{"symbol": "QUIETUSDT"}, "junk"], 80, None)  # type: ignore[method-assign]
+    asyncio.run(probe.look(now + 30))  # rows without lastId or closeTime are not read as proof
+    assert proved == [] and gaps.registered == []
