@@ -19,12 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from collector.audit import audit
-from collector.batching import SealedBatch, _Columns
-from collector.completion import LandedFile, build_manifest
-from collector.layout import marker_key, object_key
-from collector.parquet import encode_parquet
-from collector.sinks import LocalSink
+from collector.audit.symbols import audit
+from collector.capture.batching import SealedBatch, _Columns
+from collector.lake.completion import LandedFile, build_manifest
+from collector.lake.layout import marker_key, object_key
+from collector.lake.parquet import encode_parquet
+from collector.lake.sinks import LocalSink
 
 
 def write_day(root: Path, per_minute: int, first_minute: int) -> int:

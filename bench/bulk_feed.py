@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from collector.emulator import GeneratedTape
+from collector.feed.tapes import GeneratedTape
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

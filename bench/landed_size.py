@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from collector.capture.core import CaptureCore
 from collector.config import Settings
-from collector.core import CaptureCore
-from collector.parquet import encode_csv_gz, encode_parquet
+from collector.lake.parquet import encode_csv_gz, encode_parquet
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "binance"
 DEFAULT = SHARED / "btcusdt_trades_20240808_live.gz"

@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pyarrow.parquet as pq
 from throughput import Child, _proc_cpu_s, _proc_rss_mb, _stamp
 
-from collector.layout import parse_market_key, parse_object_key
-from collector.market import Market
+from collector.feed.simulated import Market
+from collector.lake.layout import parse_market_key, parse_object_key
 
 PUT_PRICE_PER_1000 = 0.005  # S3 Standard, USD
 

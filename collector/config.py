@@ -409,6 +409,16 @@ def _sources(env: Mapping[str, str] | None, env_file: Path | None, ssm_text: str
 def _read(r: _Reader) -> Settings:
     """Every setting from `r`, its problems collected in `r.problems`."""
     defaults = Settings()
+    return Settings(
+        **_read_symbols(r, defaults),
+        **_read_landing(r, defaults),
+        **_read_exchange(r, defaults),
+        **_read_operations(r, defaults),
+    )
+
+
+def _read_symbols(r: _Reader, defaults: Settings) -> dict[str, Any]:
+    """What is captured, and which symbols keep the per-symbol layout."""
     every, quotes, symbols = r.convert(
         "SYMBOLS",
         (False, (), defaults.symbols),
@@ -423,10 +433,21 @@ def _read(r: _Reader) -> Settings:
             f"{ENV_PREFIX}WATCHED_SYMBOLS names {', '.join(strangers)}, not in {ENV_PREFIX}SYMBOLS; "
             "add them there or remove them here"
         )
-    time_unit = r.choice("TIME_UNIT", defaults.time_unit, ("ms", "us"))
-    destination = r.convert(
-        "DESTINATION", defaults.destination, parse_destination, "a directory path or s3://bucket/prefix"
-    )
+    return {
+        "symbols": symbols,
+        "all_symbols": every,
+        "quote_assets": quotes,
+        "symbols_refresh_s": r.positive_float("SYMBOLS_REFRESH_S", defaults.symbols_refresh_s),
+        # At most 1,024: Binance's limit per connection.
+        "streams_per_connection": r.bounded_int(
+            "STREAMS_PER_CONNECTION", defaults.streams_per_connection, 1, 1024
+        ),
+        "watched_symbols": watched,
+    }
+
+
+def _read_landing(r: _Reader, defaults: Settings) -> dict[str, Any]:
+    """Where and how batches land: the destination, the format, batching, the spool, S3."""
     sse = r.choice("S3_SSE", defaults.s3_sse, _SSE_VALUES)
     kms_key = r.raw("S3_KMS_KEY_ID")
     if kms_key and sse != "aws:kms":
@@ -434,6 +455,30 @@ def _read(r: _Reader) -> Settings:
             f"{ENV_PREFIX}S3_KMS_KEY_ID is set but {ENV_PREFIX}S3_SSE={sse}; set {ENV_PREFIX}S3_SSE=aws:kms "
             "to use the key, or remove the key id"
         )
+    return {
+        "time_unit": r.choice("TIME_UNIT", defaults.time_unit, ("ms", "us")),
+        "destination": r.convert(
+            "DESTINATION", defaults.destination, parse_destination, "a directory path or s3://bucket/prefix"
+        ),
+        "output_format": r.choice("FORMAT", defaults.output_format, ("parquet", "csv.gz")),
+        # At least 64 kB: smaller batches make more objects than data. At most 64 MB: a batch is
+        # held in memory, encoded in one piece and uploaded in one PUT.
+        "max_batch_bytes": r.bounded_int("MAX_BATCH_BYTES", defaults.max_batch_bytes, 65_536, 64_000_000),
+        "max_batch_age_s": r.positive_float("MAX_BATCH_AGE_S", defaults.max_batch_age_s),
+        "minute_grace_s": r.positive_float("MINUTE_GRACE_S", defaults.minute_grace_s),
+        "marker_grace_s": r.positive_float("MARKER_GRACE_S", defaults.marker_grace_s),
+        "spool_dir": Path(r.raw("SPOOL_DIR") or defaults.spool_dir),
+        "spool_max_bytes": r.bounded_int("SPOOL_MAX_BYTES", defaults.spool_max_bytes, 10_000, 10**15),
+        "shutdown_timeout_s": r.positive_float("SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s),
+        "s3_endpoint_url": r.convert("S3_ENDPOINT_URL", None, _parse_http_url, "http(s):// URL"),
+        "s3_region": r.convert("S3_REGION", None, _parse_region, "an AWS region such as ap-northeast-1"),
+        "s3_sse": sse,
+        "s3_kms_key_id": kms_key,
+    }
+
+
+def _read_exchange(r: _Reader, defaults: Settings) -> dict[str, Any]:
+    """Binance's doors: the stream, its reconnects and rotations, the REST API, the archive."""
     initial = r.positive_float("RECONNECT_INITIAL_DELAY_S", defaults.reconnect_initial_delay_s)
     maximum = r.positive_float("RECONNECT_MAX_DELAY_S", defaults.reconnect_max_delay_s)
     if initial > maximum:
@@ -441,56 +486,36 @@ def _read(r: _Reader) -> Settings:
             f"{ENV_PREFIX}RECONNECT_INITIAL_DELAY_S ({initial}) exceeds "
             f"{ENV_PREFIX}RECONNECT_MAX_DELAY_S ({maximum}); lower the first or raise the second"
         )
-    return Settings(
-        symbols=symbols,
-        all_symbols=every,
-        quote_assets=quotes,
-        symbols_refresh_s=r.positive_float("SYMBOLS_REFRESH_S", defaults.symbols_refresh_s),
-        # At most 1,024: Binance's limit per connection.
-        streams_per_connection=r.bounded_int(
-            "STREAMS_PER_CONNECTION", defaults.streams_per_connection, 1, 1024
-        ),
-        watched_symbols=watched,
-        ws_url=r.convert("WS_URL", defaults.ws_url, _parse_ws_url, "ws:// or wss:// base URL"),
-        time_unit=time_unit,  # type: ignore[arg-type]
-        destination=destination,
-        output_format=r.choice("FORMAT", defaults.output_format, ("parquet", "csv.gz")),  # type: ignore[arg-type]
-        # At least 64 kB: smaller batches make more objects than data. At most 64 MB: a batch is
-        # held in memory, encoded in one piece and uploaded in one PUT.
-        max_batch_bytes=r.bounded_int("MAX_BATCH_BYTES", defaults.max_batch_bytes, 65_536, 64_000_000),
-        max_batch_age_s=r.positive_float("MAX_BATCH_AGE_S", defaults.max_batch_age_s),
-        minute_grace_s=r.positive_float("MINUTE_GRACE_S", defaults.minute_grace_s),
-        marker_grace_s=r.positive_float("MARKER_GRACE_S", defaults.marker_grace_s),
-        spool_dir=Path(r.raw("SPOOL_DIR") or defaults.spool_dir),
-        spool_max_bytes=r.bounded_int("SPOOL_MAX_BYTES", defaults.spool_max_bytes, 10_000, 10**15),
-        shutdown_timeout_s=r.positive_float("SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s),
-        reconnect_initial_delay_s=initial,
-        reconnect_max_delay_s=maximum,
-        rest_url=r.convert("REST_URL", defaults.rest_url, _parse_http_url, "http(s):// URL").rstrip("/"),
-        archive_url=r.convert("ARCHIVE_URL", defaults.archive_url, _parse_http_url, "http(s):// URL").rstrip(
-            "/"
-        ),
-        backfill_max_trades=r.bounded_int("BACKFILL_MAX_TRADES", defaults.backfill_max_trades, 0, 10**9),
-        backfill_retry_s=r.positive_float("BACKFILL_RETRY_S", defaults.backfill_retry_s),
-        connection_max_age_s=r.positive_float("CONNECTION_MAX_AGE_S", defaults.connection_max_age_s),
-        stream_silence_s=r.positive_float("STREAM_SILENCE_S", defaults.stream_silence_s),
-        s3_endpoint_url=r.convert("S3_ENDPOINT_URL", None, _parse_http_url, "http(s):// URL"),
-        s3_region=r.convert("S3_REGION", None, _parse_region, "an AWS region such as ap-northeast-1"),
-        s3_sse=sse,
-        s3_kms_key_id=kms_key,
-        stats_interval_s=r.positive_float("STATS_INTERVAL_S", defaults.stats_interval_s),
-        health_port=r.bounded_int("HEALTH_PORT", defaults.health_port, 0, 65535),
-        cloudwatch_namespace=r.convert(
+    url = "http(s):// URL"
+    return {
+        "ws_url": r.convert("WS_URL", defaults.ws_url, _parse_ws_url, "ws:// or wss:// base URL"),
+        "reconnect_initial_delay_s": initial,
+        "reconnect_max_delay_s": maximum,
+        "rest_url": r.convert("REST_URL", defaults.rest_url, _parse_http_url, url).rstrip("/"),
+        "archive_url": r.convert("ARCHIVE_URL", defaults.archive_url, _parse_http_url, url).rstrip("/"),
+        "backfill_max_trades": r.bounded_int("BACKFILL_MAX_TRADES", defaults.backfill_max_trades, 0, 10**9),
+        "backfill_retry_s": r.positive_float("BACKFILL_RETRY_S", defaults.backfill_retry_s),
+        "connection_max_age_s": r.positive_float("CONNECTION_MAX_AGE_S", defaults.connection_max_age_s),
+        "stream_silence_s": r.positive_float("STREAM_SILENCE_S", defaults.stream_silence_s),
+    }
+
+
+def _read_operations(r: _Reader, defaults: Settings) -> dict[str, Any]:
+    """What operates the process: stats, health, CloudWatch, SSM, logs."""
+    return {
+        "stats_interval_s": r.positive_float("STATS_INTERVAL_S", defaults.stats_interval_s),
+        "health_port": r.bounded_int("HEALTH_PORT", defaults.health_port, 0, 65535),
+        "cloudwatch_namespace": r.convert(
             "CLOUDWATCH_NAMESPACE", "", _parse_namespace, "letters, digits and . - _ / # : (at most 255)"
         ),
-        ssm_parameter=r.convert(
+        "ssm_parameter": r.convert(
             "SSM_PARAMETER", "", _parse_parameter_name, "a parameter name such as /mlops/collector/env"
         ),
-        log_level=r.convert(
+        "log_level": r.convert(
             "LOG_LEVEL", defaults.log_level, _parse_log_level, "debug | info | warning | error"
         ),
-        log_format=r.choice("LOG_FORMAT", defaults.log_format, ("auto", "json", "console")),
-    )
+        "log_format": r.choice("LOG_FORMAT", defaults.log_format, ("auto", "json", "console")),
+    }
 
 
 _KNOWN = (

@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+# Fixtures that live beside their helpers: the notify socket (tests/support/systemd.py).
+pytest_plugins = ["tests.support.systemd"]
+
 REPO = Path(__file__).resolve().parent.parent
 # CI keeps shared/ beside the clone; a user's fresh clone has none, and those tests skip.
 SHARED = Path(os.environ.get("TRADE_LAKE_SHARED", REPO.parent / "shared"))

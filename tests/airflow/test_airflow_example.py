@@ -266,7 +266,7 @@ def test_the_sensor_waits_for_every_market_marker_then_unwatched_symbols_are_sum
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 
-    from collector.market import Market
+    from collector.feed.simulated import Market
 
     client, bucket = s3_bucket
     _aws_connection(monkeypatch, moto_endpoint)

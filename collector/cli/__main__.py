@@ -1,0 +1,7 @@
+"""`python -m collector.cli`: the same as the `collector` command."""
+
+import sys
+
+from collector.cli.main import main
+
+sys.exit(main())

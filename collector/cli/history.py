@@ -1,0 +1,141 @@
+"""`collector import` and `collector verify`: the archive's commands, their arguments and output."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, date, datetime
+from typing import Any
+
+from collector.binance.archive import StagingError
+from collector.config import Settings, parse_destination
+from collector.exceptions import SinkError
+
+__all__ = [
+    "RESUME",
+    "check_days",
+    "cmd_import",
+    "cmd_verify",
+    "importer_for",
+    "plain",
+    "render_summary",
+    "sink_for",
+]
+
+
+def sink_for(settings: Settings, destination: str | None) -> Any:
+    import dataclasses
+
+    from collector.lake.sinks import make_sink
+
+    if destination:
+        settings = dataclasses.replace(settings, destination=parse_destination(destination))
+    return settings, make_sink(settings)
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    """Import days of Binance's archive; exit 0 when every file landed, 1 when some were skipped."""
+    check_days(args.start, args.end)
+    settings, sink = sink_for(settings, args.destination)
+    importer = importer_for(settings, sink, settings.archive_url, settings.rest_url, args.downloads)
+    try:
+        sink.probe()  # a missing bucket or a denied permission, before anything is downloaded
+    except SinkError as exc:
+        print(f"collector import: {plain(exc)}; nothing was imported", file=sys.stderr)
+        return 2
+    try:
+        summary = asyncio.run(importer.run(args.symbols, args.start, args.end))
+    except (SinkError, StagingError) as exc:
+        print(f"collector import: stopped: {plain(exc)}. {RESUME}", file=sys.stderr)
+        return 1
+    totals = summary.totals()
+    print(json.dumps(totals, indent=1) if args.json else render_summary(totals, sink.describe()))
+    return 1 if totals["skipped"] or totals["unchecked"] else 0
+
+
+RESUME = (
+    "What landed is kept (an object whole or not at all, a minute's marker only after its "
+    "objects); run the same command again to finish the import"
+)
+
+
+def plain(exc: Exception) -> str:
+    # The sink speaks for the daemon, which retries and keeps what it holds in its spool.
+    return str(exc).removesuffix("; retrying").replace(" (data stays in the spool)", "")
+
+
+def check_days(first: date, last: date) -> None:
+    if last < first:
+        raise ValueError("--to must not be before --from")
+    today = datetime.now(tz=UTC).date()
+    if last >= today:
+        raise ValueError(
+            f"--to {last} has no archive yet: a day is published after it ends (today is {today})"
+        )
+
+
+def importer_for(settings: Settings, sink: Any, archive_url: str, rest_url: str, downloads: int) -> Any:
+    from collector.cli.progress import ImportProgress
+    from collector.daemon.preflight import offline_problems
+    from collector.history.importer import Importer
+    from collector.logs import get_logger
+
+    if problems := offline_problems(settings):
+        raise ValueError("; ".join(problems))
+    log = get_logger()
+    return Importer(
+        sink,
+        archive_url=archive_url,
+        rest_url=rest_url,
+        staging=settings.spool_dir / "import",
+        output_format=settings.output_format,
+        backfill_max_trades=settings.backfill_max_trades,
+        downloads=downloads,
+        log=log,
+        progress=ImportProgress(log),
+    )
+
+
+def render_summary(t: dict[str, Any], where: str) -> str:
+    lines = [
+        f"imported {t['days']} day(s) into {where}: {t['files']} file(s), {t['archive_trades']:,} "
+        f"archive trades in {t['seconds']} s ({t['trades_per_s'] or 0:,} trades/s)",
+        f"  landed {t['landed_trades']:,} trades in {t['objects']:,} objects; {t['already_in_lake']:,} "
+        f"were in the lake already; {t['filled_from_rest']:,} the archive lacked came from the REST API",
+        f"  minutes marked {t['minutes_marked']:,}, markers rewritten {t['markers_rewritten']:,}",
+    ]
+    if t["landed_trades"] == 0 and t["filled_from_rest"] == 0 and t["files"]:
+        lines.append("  nothing new: the lake held every trade of these days already")
+    for gap in t["gaps_unfilled"]:
+        ids = f"{gap['first_missing']}..{gap['last_missing']}"
+        lines.append(f"  unfilled: ids {ids} ({gap['reason']}): {gap['detail']}")
+    for warning in t["warnings"]:
+        lines.append(f"  warning: {warning}")
+    for name in t["unchecked"]:
+        lines.append(
+            f"  unmarked: {name}'s minutes before its first trade and after its last, since the REST "
+            "API could not say whether the archive lacks trades there; run the import again when it answers"
+        )
+    for skipped in t["skipped"]:
+        lines.append(f"  skipped {skipped['name']} ({skipped['reason']}): {skipped['message']}")
+    return "\n".join(lines)
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Compare the lake with the archive trade by trade; exit 1 on any difference."""
+    from collector.binance.archive import ArchiveProblem
+    from collector.history.verify import render, verify_day
+
+    settings, sink = sink_for(settings, args.destination)
+    code = 0
+    for symbol in args.symbols:
+        try:
+            report = verify_day(sink, symbol, args.day, settings.archive_url, settings.spool_dir / "verify")
+        except ArchiveProblem as problem:
+            print(f"collector verify: {problem}", file=sys.stderr)
+            return 2
+        print(json.dumps(report.as_dict(), indent=1) if args.json else render(report))
+        code = code or (0 if report.ok else 1)
+    return code

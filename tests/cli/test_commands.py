@@ -1,0 +1,155 @@
+"""What a person meets in the first hour: each command says the truth about what it did and what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from collector.config import load_settings
+from collector.daemon.preflight import directory_problem
+from collector.exceptions import ConfigError
+from tests.support.cli import run_cli
+
+# ---- settings that cannot work ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["s3:/bucket/prefix", "s3:bucket", "S3:/bucket"])
+def test_an_s3_url_with_a_slash_missing_is_refused_not_taken_for_a_directory(value: str) -> None:
+    with pytest.raises(ConfigError, match="looks like an S3 URL but is not one; write s3://bucket/prefix"):
+        load_settings({"COLLECTOR_DESTINATION": value})
+
+
+def test_a_destination_that_is_a_file_or_under_a_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    assert "is a file, not a directory" in (
+        directory_problem(tmp_path / "file", "COLLECTOR_DESTINATION") or ""
+    )
+    assert "is a file" in (directory_problem(tmp_path / "file" / "below", "COLLECTOR_DESTINATION") or "")
+    assert directory_problem(tmp_path / "new" / "deeper", "COLLECTOR_DESTINATION") is None
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_a_directory_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert "cannot write" in (directory_problem(locked, "COLLECTOR_DESTINATION") or "")
+    assert "cannot be made" in (directory_problem(locked / "landing", "COLLECTOR_DESTINATION") or "")
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [("lots", "not a whole number"), ("1.5x", "not a whole number"), ("soon", "not a number")],
+)
+def test_number_settings_say_what_was_wrong_in_words(value: str, said: str) -> None:
+    name = "SPOOL_MAX_BYTES" if "whole" in said else "MAX_BATCH_AGE_S"
+    with pytest.raises(ConfigError) as info:
+        load_settings({f"COLLECTOR_{name}": value})
+    assert said in str(info.value) and "invalid literal" not in str(info.value)
+    assert "could not convert" not in str(info.value)
+
+
+def test_check_config_names_settings_as_a_user_sets_them_and_refuses_a_file_destination(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "landing").write_text("oops")
+    done = run_cli("check-config", env={"COLLECTOR_DESTINATION": str(tmp_path / "landing")}, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "COLLECTOR_DESTINATION=" in done.stderr and "is a file, not a directory" in done.stderr
+    printed = json.loads(done.stdout)
+    assert "COLLECTOR_SYMBOLS" in printed and "symbols" not in printed
+    run = run_cli("run", env={"COLLECTOR_DESTINATION": str(tmp_path / "landing")}, cwd=tmp_path)
+    assert run.returncode == 2 and "is a file, not a directory" in run.stderr
+    assert "permissions" not in run.stderr
+
+
+# ---- run: unknown symbols, no network, the first lines ------------------------------------------------
+
+
+# ---- status ---------------------------------------------------------------------------------------------
+
+
+# ---- demo -------------------------------------------------------------------------------------------------
+
+
+def test_demo_refuses_a_negative_time_and_an_unusable_directory(tmp_path: Path) -> None:
+    negative = run_cli("demo", "--seconds", "-1", cwd=tmp_path)
+    assert negative.returncode == 2 and "not a positive number of seconds" in negative.stderr
+    (tmp_path / "file").write_text("x")
+    unusable = run_cli("demo", "--destination", str(tmp_path / "file"), "--seconds", "1", cwd=tmp_path)
+    assert unusable.returncode == 2 and "is a file, not a directory" in unusable.stderr
+
+
+# ---- the stream's edge ------------------------------------------------------------------------------------
+
+
+def test_a_close_frame_with_no_reason_is_answered_and_the_stream_goes_on() -> None:
+    """Seen with real servers: a close frame with no payload (no code, no reason)."""
+    import asyncio
+
+    import structlog
+
+    from collector.binance.stream import TradeStream
+
+    served = 0
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        nonlocal served
+        import base64
+        import hashlib
+
+        while served < 2:
+            conn, _ = listener.accept()
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key"))  # fmt: skip
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())  # noqa: S324
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+            payload = b"frame-%d" % served
+            conn.sendall(
+                bytes([0x81, len(payload)]) + payload + b"\x88\x00"
+            )  # a text frame, then a bare close
+            served += 1
+            conn.settimeout(10)
+            try:
+                while conn.recv(4096):  # the client's close answer, then EOF
+                    pass
+            except OSError:
+                pass
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    got: list[bytes] = []
+
+    async def main() -> None:
+        done = asyncio.Event()
+
+        def on_chunk(frames: list[bytes], stamp: int) -> None:
+            got.extend(frames)
+            if len(got) >= 2:
+                done.set()
+
+        stream = TradeStream(f"ws://127.0.0.1:{port}/ws/btcusdt@trade", on_chunk, log=structlog.get_logger(),
+                             initial_delay_s=0.01, max_delay_s=0.05)  # fmt: skip
+        task = asyncio.create_task(stream.run())
+        try:
+            await asyncio.wait_for(done.wait(), timeout=60)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    listener.close()
+    assert got == [b"frame-0", b"frame-1"]  # the listener survived the bare close and reconnected

@@ -1,0 +1,101 @@
+"""Recovery at start: journal leftovers resealed, the gaps they noted kept, the spool's ids remembered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import structlog
+
+from collector.capture.sequence import SequenceTracker
+from collector.daemon.recovery import Recovery
+from collector.gaps.ledger import GapLedger, OpenGap
+from collector.lake.layout import object_key, parse_object_key
+from collector.lake.sinks import LocalSink
+from collector.landing.journal import Journal
+from collector.landing.spool import Spool
+from tests.support.landing import trade_frame
+
+LOG = structlog.get_logger()
+T0 = 29_000_000 * 60_000  # a minute boundary, in ms
+
+
+def recovery(root: Path) -> tuple[Recovery, SequenceTracker, GapLedger, Spool]:
+    sequence, ledger = SequenceTracker(), GapLedger(root / "gaps")
+    spool = Spool(root)
+    found = Recovery(state_path=root / "state.json", sequence=sequence, ledger=ledger,
+                     journal=Journal(root / "journal"), spool=spool, time_unit="ms",
+                     output_format="parquet", log=LOG)  # fmt: skip
+    return found, sequence, ledger, spool
+
+
+def test_a_crash_s_open_batch_is_resealed_and_the_gap_it_noted_is_kept(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal")
+    frames = [trade_frame(i, T0 + i).encode() for i in (100, 101, 102, 110, 111)]
+    journal.append("BTCUSDT-29000000-100", 5, frames[:3])
+    journal.append("BTCUSDT-29000000-100", 6, frames[3:])
+    gap = OpenGap(symbol="BTCUSDT", first_missing=103, last_missing=109, next_id=103, detected_at_ns=6,
+                  window_start_s=T0 / 1000, window_end_s=T0 / 1000 + 0.11)  # fmt: skip
+    journal.note_gap("BTCUSDT-29000000-100", gap.to_json())  # the crash came before the ledger saved it
+    (tmp_path / "state.json").write_text(json.dumps({"BTCUSDT": 99}))
+    found, sequence, ledger, spool = recovery(tmp_path)
+    result = asyncio.run(found.run(LocalSink(tmp_path / "landing"), ("BTCUSDT",)))
+    assert (result.resealed, result.gaps) == (1, 1)
+    (entry,) = spool.pending()
+    assert entry.key == object_key(symbol="BTCUSDT", minute=29_000_000, first_trade_id=100, last_trade_id=111)
+    assert [(g.first_missing, g.last_missing) for g in GapLedger(tmp_path / "gaps").open] == [(103, 109)]
+    assert json.loads((tmp_path / "state.json").read_text()) == {"BTCUSDT": 111}
+    assert sequence.last_id("BTCUSDT") == 111 and ledger.open[0].window_start_s == T0 / 1000
+    assert list((tmp_path / "journal").glob("*.frames")) == []  # resealed: the leftovers are gone
+    again, _, _, _ = recovery(tmp_path)  # a second start finds nothing more to do
+    assert asyncio.run(again.run(LocalSink(tmp_path / "landing"), ("BTCUSDT",))).resealed == 0
+
+
+def test_a_gap_the_ledger_holds_already_is_not_added_twice(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal")
+    journal.append("BTCUSDT-29000000-110", 5, [trade_frame(110, T0).encode()])
+    gap = OpenGap(symbol="BTCUSDT", first_missing=103, last_missing=109, next_id=105, detected_at_ns=6)
+    journal.note_gap("BTCUSDT-29000000-110", gap.to_json())
+    GapLedger(tmp_path / "gaps").add(gap)  # saved in time, with its progress
+    found, _, ledger, _ = recovery(tmp_path)
+    assert asyncio.run(found.run(LocalSink(tmp_path / "landing"), ("BTCUSDT",))).gaps == 0
+    assert [(g.first_missing, g.next_id) for g in ledger.open] == [(103, 105)]
+
+
+def test_spooled_objects_are_remembered_and_the_landing_zone_asked_only_when_nothing_knows(
+    tmp_path: Path,
+) -> None:
+    landing = LocalSink(tmp_path / "landing")
+    landing.put(object_key(symbol="ETHUSDT", minute=int(__import__("time").time() // 60), first_trade_id=1,
+                           last_trade_id=7_000), b"x")  # fmt: skip
+    found, sequence, _, spool = recovery(tmp_path)
+    spool.put(object_key(symbol="BTCUSDT", minute=29_000_000, first_trade_id=5, last_trade_id=90), b"y")
+    result = asyncio.run(found.run(landing, ("BTCUSDT", "ETHUSDT", "SOLUSDT")))
+    assert [parse_object_key(e.key).last_trade_id for e in result.spooled] == [90]  # type: ignore[union-attr]
+    assert (sequence.last_id("BTCUSDT"), sequence.last_id("ETHUSDT"), sequence.last_id("SOLUSDT")) == (
+        90,
+        7_000,
+        None,
+    )
+
+
+def test_an_unreadable_state_file_is_said_and_capture_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text("[1, 2")
+    found, sequence, _, _ = recovery(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(found.run(LocalSink(tmp_path / "landing"), ("BTCUSDT",)))
+    assert [e["event"] for e in logs if e["event"] == "collector.state_unreadable"] == [
+        "collector.state_unreadable"
+    ]
+    assert sequence.last_id("BTCUSDT") is None
+
+
+def test_the_state_is_saved_only_after_the_gaps_before_it(tmp_path: Path) -> None:
+    found, sequence, ledger, _ = recovery(tmp_path)
+    sequence.remember("BTCUSDT", 500)
+    ledger.add(OpenGap(symbol="BTCUSDT", first_missing=400, last_missing=450, next_id=400, detected_at_ns=1),
+               save=False)  # fmt: skip
+    found.save_state()
+    assert json.loads((tmp_path / "state.json").read_text()) == {"BTCUSDT": 500}
+    assert [g.first_missing for g in GapLedger(tmp_path / "gaps").open] == [400]

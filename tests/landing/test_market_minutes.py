@@ -1,0 +1,380 @@
+"""The market-wide layout: its keys, its manifest, the part's encoding, and MarketMinutes'
+assembly and crash recovery on a real spool and a real landing directory."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from collector.counters import Registry
+from collector.lake.completion import UnfilledGap
+from collector.lake.layout import (
+    is_market_source,
+    market_marker_key,
+    market_object_key,
+    market_source_key,
+    object_key,
+    parse_marker_key,
+    parse_market_key,
+    parse_market_marker_key,
+    parse_object_key,
+)
+from collector.lake.market_manifest import (
+    MarketFile,
+    SymbolShare,
+    build_market_manifest,
+    merge_market_part,
+    parse_market_manifest,
+    symbol_final,
+)
+from collector.lake.parquet import encode_batch, encode_market
+from collector.lake.sinks import LocalSink
+from collector.landing.market_minutes import MarketMinutes
+from collector.landing.spool import Spool, Spooled
+from collector.logs import get_logger
+from tests.support.batches import batch
+
+MINUTE = 29_400_000  # 2025-11-24T16:00Z
+
+
+# ---- keys -----------------------------------------------------------------------------------
+
+
+def test_market_keys_are_built_and_parsed_and_never_taken_for_a_symbols() -> None:
+    key = market_object_key(MINUTE, 2, "3f9a0c1b2d4e" + "0" * 52, prefix="lake/")
+    assert key == "lake/Binance/_market/2025/11/24/16/00/part-002-3f9a0c1b2d4e.parquet"
+    name = parse_market_key(key)
+    assert name is not None and (name.minute, name.seq, name.file_name) == (
+        MINUTE,
+        2,
+        "part-002-3f9a0c1b2d4e.parquet",
+    )
+    assert parse_object_key(key) is None and parse_marker_key(market_marker_key(MINUTE)) is None
+    assert parse_market_marker_key("lake/" + market_marker_key(MINUTE)) == MINUTE
+    source = market_source_key(object_key(symbol="ETHUSDT", minute=MINUTE, first_trade_id=5, last_trade_id=9))
+    assert is_market_source(source) and parse_object_key(source).symbol == "ETHUSDT"  # type: ignore[union-attr]
+    assert (
+        parse_market_key(object_key(symbol="ETHUSDT", minute=MINUTE, first_trade_id=5, last_trade_id=9))
+        is None
+    )
+
+
+# ---- the manifest ---------------------------------------------------------------------------
+
+
+def test_the_manifest_lists_each_symbols_rows_and_ids_and_who_is_covered() -> None:
+    part = MarketFile("part-000-aaaaaaaaaaaa.parquet", 900, "c2hh", 7)
+    doc = build_market_manifest(
+        MINUTE, [(part, [SymbolShare("ETHUSDT", 4, 10, 13), SymbolShare("BTCUSDT", 3, 1, 3)])],
+        ["BTCUSDT", "ETHUSDT", "QUIETUSDT"], {"QUIETUSDT": [UnfilledGap(5, 6, "not_served")]}, written_at_s=0,
+    )  # fmt: skip
+    assert doc["rows"] == 7 and list(doc["symbols"]) == ["BTCUSDT", "ETHUSDT"]
+    assert doc["symbols"]["ETHUSDT"] == {
+        "rows": 4,
+        "first_trade_id": 10,
+        "last_trade_id": 13,
+        "files": [part.name],
+    }
+    assert doc["covered"] == ["BTCUSDT", "ETHUSDT", "QUIETUSDT"]  # QUIETUSDT: no trade, proven
+    assert doc["unfilled_gaps"]["QUIETUSDT"][0]["reason"] == "not_served"
+    assert parse_market_manifest(json.dumps(doc).encode()) == doc
+
+
+def test_a_late_part_merges_into_the_manifest_with_a_new_revision() -> None:
+    first = MarketFile("part-000-aaaaaaaaaaaa.parquet", 900, "c2hh", 3)
+    gaps = {"XUSDT": [UnfilledGap(7, 8, "rest_unavailable")]}
+    doc = build_market_manifest(
+        MINUTE, [(first, [SymbolShare("BTCUSDT", 3, 1, 3)])], ["BTCUSDT", "XUSDT"], gaps, written_at_s=0
+    )
+    late = MarketFile("part-001-bbbbbbbbbbbb.parquet", 300, "c2hi", 2)
+    merged = merge_market_part(
+        doc, late, [SymbolShare("XUSDT", 2, 7, 8)], ["XUSDT"], {"XUSDT": []}, written_at_s=1
+    )
+    assert merged is not None and merged["revision"] == 2 and merged["rows"] == 5
+    assert merged["symbols"]["XUSDT"]["files"] == [late.name] and merged["unfilled_gaps"] == {}
+    assert merge_market_part(merged, late, [], [], {}, written_at_s=2) is None  # listed already
+
+
+@pytest.mark.parametrize(
+    ("doc", "says"),
+    [
+        ({"manifest_version": 1}, "'layout' is missing"),
+        ({**build_market_manifest(MINUTE, [], [], {}, written_at_s=0), "layout": "symbol"}, "not 'market'"),
+        ({**build_market_manifest(MINUTE, [], [], {}, written_at_s=0), "symbols": {"A": {"rows": 1}}}, "A:"),
+        (
+            {**build_market_manifest(MINUTE, [], [], {}, written_at_s=0), "minute": "yesterday"},
+            "not a minute",
+        ),
+    ],
+)
+def test_a_broken_manifest_is_refused_with_what_is_wrong(doc: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_market_manifest(json.dumps(doc).encode())
+
+
+def test_a_symbols_minute_is_final_only_when_every_condition_holds() -> None:
+    end = (MINUTE + 1) * 60
+    ok = {
+        "now_s": end + 5,
+        "grace_s": 2,
+        "proven_until_s": end,
+        "open_gap_from_s": float("inf"),
+        "pending": set(),
+    }
+    assert symbol_final(MINUTE, **ok)
+    assert not symbol_final(MINUTE, **{**ok, "now_s": end + 1})  # within the grace
+    assert not symbol_final(MINUTE, **{**ok, "proven_until_s": end - 1})
+    assert not symbol_final(MINUTE, **{**ok, "proven_until_s": None})  # nothing seen since a restart
+    assert not symbol_final(MINUTE, **{**ok, "open_gap_from_s": end - 30})
+    assert not symbol_final(MINUTE, **{**ok, "pending": {MINUTE}})
+
+
+# ---- the part -------------------------------------------------------------------------------
+
+
+def test_a_part_is_sorted_by_symbol_then_id_with_row_groups_readers_can_skip() -> None:
+    sources = [encode_batch(batch(s, first, n), "parquet") for s, first, n in
+               [("ADAUSDT", 50, 10), ("BTCUSDT", 1_000, 20_000), ("ETHUSDT", 7, 30)]]  # fmt: skip
+    data, rows = encode_market(sources, "parquet")
+    assert rows == [10, 20_000, 30] and encode_market(sources, "parquet")[0] == data  # deterministic
+    table = pq.read_table(io.BytesIO(data))
+    keys = list(zip(table.column("symbol").to_pylist(), table.column("trade_id").to_pylist(), strict=True))
+    assert keys == sorted(keys) and len(keys) == 20_040
+    meta = pq.read_metadata(io.BytesIO(data))
+    assert meta.num_row_groups == 2
+    stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+    assert [(s.min, s.max) for s in stats] == [("ADAUSDT", "BTCUSDT"), ("BTCUSDT", "ETHUSDT")]
+    # The same trades in gzip CSV: one header, the sources' rows in order.
+    csv_data, csv_rows = encode_market([encode_batch(batch("A1", 1, 2), "csv.gz"),
+                                        encode_batch(batch("B1", 5, 1), "csv.gz")], "csv.gz")  # fmt: skip
+    import gzip
+
+    lines = gzip.decompress(csv_data).decode().splitlines()
+    assert (
+        csv_rows == [2, 1]
+        and lines[0].startswith("symbol,")
+        and [ln.split(",")[1] for ln in lines[1:]] == ["1", "2", "5"]
+    )
+
+
+# ---- assembly and recovery on real files ----------------------------------------------------
+
+
+class Market:
+    """A MarketMinutes over a real spool and landing directory, with the symbols' finality given."""
+
+    def __init__(self, tmp: Path, members: dict[str, int], final: set[str]) -> None:
+        self.spool = Spool(tmp / "spool")
+        self.sink = LocalSink(tmp / "landing")
+        self.members, self.final = members, final
+        self.queued: list[Spooled] = []
+        self.market = self.make(tmp)
+
+    def make(self, tmp: Path) -> MarketMinutes:
+        market = MarketMinutes(
+            root=tmp / "spool" / "market", spool=self.spool, sink=self.sink, output_format="parquet",
+            members=self.members.items, final=lambda s, m, now: s in self.final,
+            still_expected=lambda s: True, gaps_in=lambda s, m: [], log=get_logger(), metrics=Registry(),
+        )  # fmt: skip
+        market.enqueue = self.queued.append
+        market.budget = _Budget()
+        return market
+
+    def source(self, symbol: str, first: int, n: int, minute: int = MINUTE) -> None:
+        b = batch(symbol, first, n, minute)
+        key = market_source_key(object_key(symbol=symbol, minute=minute, first_trade_id=b.first_trade_id,
+                                           last_trade_id=b.last_trade_id))  # fmt: skip
+        entry = self.spool.put(key, encode_batch(b, "parquet"))
+        self.market.add_source(Spooled(entry, parse_object_key(key), b.rows))
+
+    def land(self, spooled: Spooled) -> None:
+        """What an uploader does: put, then tell the market, then let the spool go of it."""
+        self.sink.put(spooled.entry.key, self.spool.read(spooled.entry), source=spooled.entry.path)
+        self.market.landed(spooled.entry.key)
+        self.spool.remove(spooled.entry)
+
+    def marker(self, minute: int = MINUTE) -> dict[str, Any]:
+        raw = self.sink.get(market_marker_key(minute))
+        assert raw is not None, "no market marker"
+        return parse_market_manifest(raw)
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.used = 0
+
+    def release(self, size: int) -> None:
+        self.used -= size
+
+    def holds(self, size: int) -> None:
+        self.used += size
+
+
+NOW = (MINUTE + 1) * 60 + 30
+
+
+def test_a_minute_is_held_until_every_symbol_is_final_then_lands_as_one_part(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE, "ETHUSDT": MINUTE, "QUIETUSDT": MINUTE, "NEWUSDT": MINUTE + 1},
+               final={"BTCUSDT", "ETHUSDT"})  # fmt: skip
+    m.source("ETHUSDT", 7, 3)
+    m.source("BTCUSDT", 100, 5)
+    asyncio.run(m.market.assemble_once(NOW))
+    assert m.queued == [] and m.market.cursor == MINUTE  # QUIETUSDT is not proven yet
+    m.final.add("QUIETUSDT")
+    asyncio.run(m.market.assemble_once(NOW))
+    (part,) = m.queued
+    assert m.market.cursor == MINUTE + 1
+    assert [e.key for e in m.spool.pending()] == [part.entry.key]  # the sources are gone
+    m.land(part)
+    doc = m.marker()
+    assert doc["covered"] == ["BTCUSDT", "ETHUSDT", "QUIETUSDT"]  # NEWUSDT starts next minute
+    assert {s: (e["first_trade_id"], e["last_trade_id"]) for s, e in doc["symbols"].items()} == {
+        "BTCUSDT": (100, 104), "ETHUSDT": (7, 9)}  # fmt: skip
+    (listed,) = doc["files"]
+    landed = (tmp_path / "landing" / part.entry.key).read_bytes()
+    assert listed["bytes"] == len(landed) and listed["rows"] == 8
+    assert not list((tmp_path / "spool" / "market" / "intents").iterdir())
+
+
+def test_a_minute_without_trades_gets_a_marker_with_zero_rows(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"QUIETUSDT": MINUTE}, final={"QUIETUSDT"})
+    asyncio.run(m.market.assemble_once(NOW))
+    assert m.queued == [] and m.marker()["rows"] == 0 and m.marker()["covered"] == ["QUIETUSDT"]
+
+
+def test_trades_that_come_after_the_marker_land_as_a_second_part_and_a_revision(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE}, final={"BTCUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    asyncio.run(m.market.assemble_once(NOW))
+    m.land(m.queued.pop())
+    m.source("BTCUSDT", 105, 2)  # a filled gap's trades
+    asyncio.run(m.market.assemble_once(NOW + 1))
+    late = m.queued.pop()
+    assert parse_market_key(late.entry.key).seq == 1  # type: ignore[union-attr]
+    m.land(late)
+    doc = m.marker()
+    assert doc["revision"] == 2 and doc["rows"] == 7 and doc["symbols"]["BTCUSDT"]["last_trade_id"] == 106
+
+
+@pytest.mark.parametrize("crash_after", ["intent", "part_spooled", "part_landed"])
+def test_a_crash_at_any_step_of_assembly_lands_the_minute_once(tmp_path: Path, crash_after: str) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE, "ETHUSDT": MINUTE}, final={"BTCUSDT", "ETHUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    m.source("ETHUSDT", 7, 3)
+    asyncio.run(m.market.assemble_once(NOW))
+    (part,) = m.queued
+    intent = next((tmp_path / "spool" / "market" / "intents").iterdir())
+    if crash_after == "intent":  # the part never got into the spool: its sources still are
+        m.spool.remove(part.entry)
+        for source in json.loads(intent.read_text())["sources"]:
+            again = batch(*(("BTCUSDT", 100, 5) if "BTC" in source else ("ETHUSDT", 7, 3)))
+            m.spool.put(source, encode_batch(again, "parquet"))
+        (tmp_path / "spool" / "market" / "cursor.json").unlink()
+    elif crash_after == "part_landed":  # landed and out of the spool, the marker not written
+        m.sink.put(part.entry.key, m.spool.read(part.entry), source=part.entry.path)
+        m.spool.remove(part.entry)
+    # The next start:
+    m.queued.clear()
+    m.market = m.make(tmp_path)
+    left = m.market.recover(m.spool.pending())
+    for entry in left:
+        name = parse_object_key(entry.key)
+        if name is not None and is_market_source(entry.key):
+            m.market.add_source(Spooled(entry, name))
+        else:
+            m.queued.append(Spooled(entry, None))
+    asyncio.run(m.market.assemble_once(NOW + 5))
+    for spooled in m.queued:
+        m.land(spooled)
+    doc = m.marker()
+    assert doc["rows"] == 8 and len(doc["files"]) == 1 and doc["revision"] == 1
+    landed = list((tmp_path / "landing" / "Binance" / "_market").rglob("*.parquet"))
+    assert len(landed) == 1  # one part, never two with the same trades
+    assert m.spool.pending() == [] and not list(intent.parent.iterdir())
+
+
+def test_a_start_without_local_state_finds_each_symbols_last_id_in_the_newest_market_minutes(
+    tmp_path: Path,
+) -> None:
+    from collector.lake.holdings import latest_market_ids
+
+    m = Market(tmp_path, {"BTCUSDT": MINUTE, "QUIETUSDT": MINUTE}, final={"BTCUSDT", "QUIETUSDT"})
+    m.source("QUIETUSDT", 40, 2)  # its last trade, a minute before the newest
+    m.source("BTCUSDT", 100, 5)
+    asyncio.run(m.market.assemble_once(NOW))
+    m.source("BTCUSDT", 105, 5, MINUTE + 1)
+    asyncio.run(m.market.assemble_once(NOW + 60))
+    for part in m.queued:
+        m.land(part)
+    # A part that landed with no marker yet (the collector stopped in between): read too.
+    late = batch("BTCUSDT", 110, 3, MINUTE + 2)
+    data, _ = encode_market([encode_batch(late, "parquet")], "parquet")
+    import hashlib
+
+    m.sink.put(market_object_key(MINUTE + 2, 0, hashlib.sha256(data).hexdigest()), data)
+    found = latest_market_ids(m.sink, (MINUTE + 3) * 60)
+    assert found == {"BTCUSDT": 112, "QUIETUSDT": 41}
+
+
+def test_a_corrupt_source_is_set_aside_and_named_as_an_unfilled_gap_not_a_stuck_minute(
+    tmp_path: Path,
+) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE, "ETHUSDT": MINUTE}, final={"BTCUSDT", "ETHUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    m.source("ETHUSDT", 7, 3)
+    eth = next(s for s in m.market.sources[MINUTE].values() if s.name.symbol == "ETHUSDT")  # type: ignore[union-attr]
+    eth.entry.path.write_bytes(b"not what was spooled")
+    asyncio.run(m.market.assemble_once(NOW))
+    m.land(m.queued.pop())
+    doc = m.marker()
+    assert doc["symbols"].keys() == {"BTCUSDT"} and doc["covered"] == ["BTCUSDT", "ETHUSDT"]
+    (gap,) = doc["unfilled_gaps"]["ETHUSDT"]
+    assert (gap["first_missing"], gap["last_missing"], gap["reason"]) == (7, 9, "spool_corrupt")
+    assert list((tmp_path / "spool" / "corrupt").rglob("*"))  # kept aside for a person to look at
+
+
+def test_a_late_source_found_corrupt_is_declared_in_the_marker_it_would_have_joined(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE}, final={"BTCUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    asyncio.run(m.market.assemble_once(NOW))
+    m.land(m.queued.pop())
+    m.source("BTCUSDT", 105, 2)  # a filled gap's trades, then the disk lets them down
+    next(iter(m.market.sources[MINUTE].values())).entry.path.write_bytes(b"torn")
+    asyncio.run(m.market.assemble_once(NOW + 1))
+    doc = m.marker()
+    assert m.queued == [] and doc["revision"] == 2 and doc["rows"] == 5
+    declared = [(g["first_missing"], g["reason"]) for g in doc["unfilled_gaps"]["BTCUSDT"]]
+    assert declared == [(105, "spool_corrupt")]
+
+
+def test_a_late_part_beside_an_unreadable_marker_leaves_the_marker_as_it_is(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE}, final={"BTCUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    asyncio.run(m.market.assemble_once(NOW))
+    m.land(m.queued.pop())
+    marker = tmp_path / "landing" / market_marker_key(MINUTE)
+    marker.write_bytes(b"{not json")
+    m.source("BTCUSDT", 105, 2)
+    asyncio.run(m.market.assemble_once(NOW + 1))
+    late = m.queued.pop()
+    assert parse_market_key(late.entry.key).seq == 1  # type: ignore[union-attr]  # numbered from the parts
+    m.land(late)
+    assert marker.read_bytes() == b"{not json"  # what cannot be read is not overwritten (audit names it)
+    assert (tmp_path / "landing" / late.entry.key).exists()
+
+
+def test_an_unreadable_intent_is_set_aside_at_start_and_its_sources_assembled_again(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE}, final={"BTCUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    intents = tmp_path / "spool" / "market" / "intents"
+    (intents / f"{MINUTE}-0.json").write_text("{torn")
+    m.market = m.make(tmp_path)
+    left = m.market.recover(m.spool.pending())
+    assert [e.key for e in left] == [e.key for e in m.spool.pending()]  # the source is kept
+    assert (intents / f"{MINUTE}-0.unreadable").exists() and not (intents / f"{MINUTE}-0.json").exists()
