@@ -124,10 +124,32 @@ class Settings:
     cloudwatch_namespace: str = ""
     # Read settings from this SSM parameter at start (a .env body); empty reads none.
     ssm_parameter: str = ""
+    # The lake's tables (`collector compact`, `import --into table`): their catalog (sql: a
+    # sqlite file in the warehouse; glue: the AWS Glue Data Catalog), where their files go (a
+    # directory or s3://bucket/prefix; empty: beside the destination, see `table_location`),
+    # the namespace (the Glue database) of `trades` and `bars_1m`, and how long a replaced
+    # snapshot stays readable (time travel) before its files may go.
+    table_catalog: str = ""
+    table_warehouse: str = ""
+    table_namespace: str = "trade_lake"
+    table_snapshot_days: float = 7.0
 
     @property
     def is_s3(self) -> bool:
         return isinstance(self.destination, S3Destination)
+
+    def table_location(self) -> tuple[str, Path | S3Destination]:
+        """(catalog kind, warehouse): as set, or `sql` in `<destination>-tables/` beside a local
+        landing directory, `glue` in `s3://bucket/<prefix>Tables/` for an S3 one."""
+        warehouse: Path | S3Destination
+        if self.table_warehouse:
+            warehouse = parse_destination(self.table_warehouse)
+        elif isinstance(self.destination, S3Destination):
+            warehouse = S3Destination(self.destination.bucket, f"{self.destination.prefix}Tables/")
+        else:
+            warehouse = self.destination.with_name(f"{self.destination.name}-tables")
+        kind = self.table_catalog or ("glue" if isinstance(warehouse, S3Destination) else "sql")
+        return kind, warehouse
 
     @property
     def combined(self) -> bool:
@@ -414,6 +436,7 @@ def _read(r: _Reader) -> Settings:
         **_read_landing(r, defaults),
         **_read_exchange(r, defaults),
         **_read_operations(r, defaults),
+        **_read_table(r, defaults),
     )
 
 
@@ -518,6 +541,38 @@ def _read_operations(r: _Reader, defaults: Settings) -> dict[str, Any]:
     }
 
 
+def _read_table(r: _Reader, defaults: Settings) -> dict[str, Any]:
+    """The lake's tables: catalog, warehouse, namespace, snapshot age."""
+    catalog = r.choice("TABLE_CATALOG", defaults.table_catalog, ("sql", "glue"))
+    warehouse = r.raw("TABLE_WAREHOUSE") or ""
+    if warehouse:
+        parsed = r.convert(
+            "TABLE_WAREHOUSE", None, parse_destination, "a directory path or s3://bucket/prefix"
+        )
+        if catalog == "glue" and parsed is not None and not isinstance(parsed, S3Destination):
+            r.problems.append(
+                f"{ENV_PREFIX}TABLE_CATALOG=glue needs an s3:// {ENV_PREFIX}TABLE_WAREHOUSE (Athena and Glue "
+                f"read tables on S3); set one, or {ENV_PREFIX}TABLE_CATALOG=sql for a local table"
+            )
+    return {
+        "table_catalog": catalog,
+        "table_warehouse": warehouse,
+        "table_namespace": r.convert(
+            "TABLE_NAMESPACE",
+            defaults.table_namespace,
+            _parse_namespace_name,
+            "lowercase letters, digits and _ (a Glue database name), e.g. trade_lake",
+        ),
+        "table_snapshot_days": r.positive_float("TABLE_SNAPSHOT_DAYS", defaults.table_snapshot_days),
+    }
+
+
+def _parse_namespace_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,254}", text):
+        raise ValueError("not a namespace name")
+    return text
+
+
 _KNOWN = (
     "symbols",
     "symbols_refresh_s",
@@ -552,4 +607,8 @@ _KNOWN = (
     "health_port",
     "cloudwatch_namespace",
     "ssm_parameter",
+    "table_catalog",
+    "table_warehouse",
+    "table_namespace",
+    "table_snapshot_days",
 )

@@ -6,6 +6,7 @@ options.py    what commands share: settings (environment, SSM, `.env`) and argum
 run.py        run, check-config, status, fetch-env
 audit.py      audit
 history.py    import, verify
+table.py      compact
 feed.py       emulate, demo
 progress.py   an import's progress on a terminal
 """

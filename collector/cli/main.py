@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"collector: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
-        if args.command not in ("emulate", "demo", "audit", "import", "verify"):
+        if args.command not in ("emulate", "demo", "audit", "import", "verify", "compact"):
             raise
         print(f"collector {args.command}: {exc}", file=sys.stderr)
         return 2

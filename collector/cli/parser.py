@@ -17,6 +17,7 @@ from collector.cli.feed import cmd_demo, cmd_emulate
 from collector.cli.history import cmd_import, cmd_verify
 from collector.cli.options import day, port, positive_int, positive_seconds, settings_for, symbol_list
 from collector.cli.run import cmd_check_config, cmd_fetch_env, cmd_run, cmd_status
+from collector.cli.table import cmd_compact
 from collector.logs import configure_logging
 
 __all__ = ["build_parser"]
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         return run
 
     _add_history(sub, _with_env, with_settings)
+    _add_compact(sub, with_settings)
     _add_emulate(_with_tape(sub.add_parser("emulate", help="serve a local Binance-compatible trade feed")))
     _add_demo(
         _with_env(_with_tape(sub.add_parser("demo", help="run the local feed and the collector together")))
@@ -219,6 +221,20 @@ def _add_demo(demo: argparse.ArgumentParser) -> None:
     history.add_argument("--to", dest="end", type=day, help="last UTC day (included)")
     history.add_argument("--trades-per-day", type=positive_int, default=86_400, help="per symbol")
     demo.set_defaults(func=cmd_demo, symbols="BTCUSDT,ETHUSDT", rate=200.0)
+
+
+def _add_compact(sub: Any, run: Any) -> None:
+    compact = _with_env(
+        sub.add_parser("compact", help="compact final days of the landing zone into the lake's tables")
+    )
+    compact.add_argument("--from", dest="start", type=day, help="first UTC day (default: every day ready)")
+    compact.add_argument("--to", dest="end", type=day, help="last UTC day, included (default: --from)")
+    compact.add_argument(
+        "--destination",
+        help="the landing zone: a directory or s3://bucket/prefix (default: COLLECTOR_DESTINATION)",
+    )
+    compact.add_argument("--json", action="store_true", help="print the report as JSON")
+    compact.set_defaults(func=run(cmd_compact))
 
 
 def _add_history(sub: Any, with_env: Any, run: Any) -> None:

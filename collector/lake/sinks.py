@@ -68,6 +68,10 @@ class Sink(Protocol):
     def list_keys(self, prefix: str) -> list[tuple[str, int]]:
         """(key, size) of every object under `prefix`, keys relative to the sink's root, sorted."""
 
+    def list_stamped(self, prefix: str) -> list[tuple[str, int, str]]:
+        """(key, size, stamp) of every object under `prefix`, sorted: the stamp changes whenever the
+        object is written again (S3's ETag; a file's modification time)."""
+
     def list_dirs(self, prefix: str) -> list[str]:
         """The names one level below `prefix` (a folder path ending in /) that hold objects."""
 
@@ -125,13 +129,17 @@ class LocalSink:
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
     def list_keys(self, prefix: str) -> list[tuple[str, int]]:
+        return [(key, size) for key, size, _ in self.list_stamped(prefix)]
+
+    def list_stamped(self, prefix: str) -> list[tuple[str, int, str]]:
         base = self.root / prefix
         if not base.is_dir():
             return []
         found = []
         for path in base.rglob("*"):
             if path.is_file() and not path.name.startswith("."):  # dot files are writes in flight
-                found.append((path.relative_to(self.root).as_posix(), path.stat().st_size))
+                stat = path.stat()
+                found.append((path.relative_to(self.root).as_posix(), stat.st_size, str(stat.st_mtime_ns)))
         return sorted(found)
 
     def put(self, key: str, data: bytes, *, source: Path | None = None) -> PutOutcome:
@@ -305,16 +313,20 @@ class S3Sink:
         return body
 
     def list_keys(self, prefix: str) -> list[tuple[str, int]]:
+        return [(key, size) for key, size, _ in self.list_stamped(prefix)]
+
+    def list_stamped(self, prefix: str) -> list[tuple[str, int, str]]:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        found: list[tuple[str, int]] = []
+        found: list[tuple[str, int, str]] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.prefix + prefix
             )
             for page in pages:
                 found.extend(
-                    (obj["Key"][len(self.prefix) :], int(obj["Size"])) for obj in page.get("Contents", [])
+                    (obj["Key"][len(self.prefix) :], int(obj["Size"]), str(obj.get("ETag", "")).strip('"'))
+                    for obj in page.get("Contents", [])
                 )
         except ClientError as exc:
             raise self._classify(exc, prefix) from exc
