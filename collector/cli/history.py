@@ -38,6 +38,8 @@ def sink_for(settings: Settings, destination: str | None) -> Any:
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     """Import days of Binance's archive; exit 0 when every file landed, 1 when some were skipped."""
     check_days(args.start, args.end)
+    if args.into == "table":
+        return _import_into_table(args, settings)
     settings, sink = sink_for(settings, args.destination)
     importer = importer_for(settings, sink, settings.archive_url, settings.rest_url, args.downloads)
     try:
@@ -53,6 +55,49 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     totals = summary.totals()
     print(json.dumps(totals, indent=1) if args.json else render_summary(totals, sink.describe()))
     return 1 if totals["skipped"] or totals["unchecked"] else 0
+
+
+def _import_into_table(args: argparse.Namespace, settings: Settings) -> int:
+    """`--into table`: days straight into the lake's tables, a commit a day."""
+    from collector.cli.progress import ImportProgress
+    from collector.cli.table import open_lake_tables
+    from collector.history.into_table import TableImporter
+    from collector.logs import get_logger
+
+    if args.destination:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, destination=parse_destination(args.destination))
+    tables = open_lake_tables(settings)
+    log = get_logger()
+    importer = TableImporter(tables, archive_url=settings.archive_url, rest_url=settings.rest_url,
+                             staging=settings.spool_dir / "import-table",
+                             backfill_max_trades=settings.backfill_max_trades, log=log,
+                             progress=ImportProgress(log))  # fmt: skip
+    try:
+        summary = asyncio.run(importer.run(args.symbols, args.start, args.end))
+    except (StagingError, OSError) as exc:
+        print(f"collector import: stopped: {exc}. Days committed are whole; run the same command "
+              "again to finish (days the table holds are not fetched again)", file=sys.stderr)  # fmt: skip
+        return 1
+    totals = summary.totals()
+    print(json.dumps(totals, indent=1) if args.json else _render_table_import(totals, tables.where))
+    return 1 if totals["skipped"] or totals["unchecked"] else 0
+
+
+def _render_table_import(t: dict[str, Any], where: str) -> str:
+    held = [w for w in t["warnings"] if w.endswith("holds every trade of it already")]
+    lines = [
+        f"imported {t['days']} day(s) into the tables ({where}): {t['files'] - len(held)} file(s), "
+        f"{t['archive_trades']:,} archive trades in {t['seconds']} s ({t['trades_per_s'] or 0:,} trades/s)",
+        f"  {t['filled_from_rest']:,} trades the archive lacked came from the REST API; "
+        f"{len(held)} file(s) the tables held whole already were not fetched",
+    ]
+    lines += [f"  unfilled: ids {g['first_missing']}..{g['last_missing']} ({g['reason']}): {g['detail']}"
+              for g in t["gaps_unfilled"]]  # fmt: skip
+    lines += [f"  warning: {w}" for w in t["warnings"] if w not in held]
+    lines += [f"  skipped {s['name']} ({s['reason']}): {s['message']}" for s in t["skipped"]]
+    return "\n".join(lines)
 
 
 RESUME = (
@@ -129,10 +174,16 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from collector.history.verify import render, verify_day
 
     settings, sink = sink_for(settings, args.destination)
+    table = None
+    if args.table:
+        from collector.cli.table import open_lake_tables
+
+        table = open_lake_tables(settings).trades
     code = 0
     for symbol in args.symbols:
         try:
-            report = verify_day(sink, symbol, args.day, settings.archive_url, settings.spool_dir / "verify")
+            report = verify_day(sink, symbol, args.day, settings.archive_url, settings.spool_dir / "verify",
+                                table=table)  # fmt: skip
         except ArchiveProblem as problem:
             print(f"collector verify: {problem}", file=sys.stderr)
             return 2

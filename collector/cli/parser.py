@@ -251,6 +251,13 @@ def _add_history(sub: Any, with_env: Any, run: Any) -> None:
         "--destination", help="a directory or s3://bucket/prefix (default: COLLECTOR_DESTINATION)"
     )
     imp.add_argument("--downloads", type=positive_int, default=3, help="files fetched at once")
+    imp.add_argument(
+        "--into",
+        choices=("landing", "table"),
+        default="landing",
+        help="landing: minute objects and markers, as live data (default); table: straight into the "
+        "lake's tables, a commit a day, no minute objects",
+    )
     imp.add_argument("--json", action="store_true", help="print the summary as JSON")
     imp.set_defaults(func=run(cmd_import))
     ver = with_env(sub.add_parser("verify", help="compare the lake's trades of a day with Binance's archive"))
@@ -258,6 +265,9 @@ def _add_history(sub: Any, with_env: Any, run: Any) -> None:
     ver.add_argument("--day", type=day, required=True, help="a UTC day, e.g. 2024-08-08")
     ver.add_argument(
         "--destination", help="a directory or s3://bucket/prefix (default: COLLECTOR_DESTINATION)"
+    )
+    ver.add_argument(
+        "--table", action="store_true", help="read the day from the lake's trades table, not the landing zone"
     )
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
     ver.set_defaults(func=run(cmd_verify))

@@ -12,22 +12,40 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from collector.binance.rest import BinanceRest
-from collector.capture.batching import MinuteBatcher, SealedBatch
+from collector.capture.batching import MinuteBatcher, SealedBatch, TimeUnit
 from collector.capture.decode import Trade
 from collector.gaps.backfill import Backfiller
 from collector.gaps.ledger import OpenGap
-from collector.history.staging import MinuteStager
 from collector.lake.completion import UnfilledGap
-from collector.lake.holdings import IdRanges
+from collector.lake.holdings import IdRanges, LakeMinute
 
 if TYPE_CHECKING:
     from collector.binance.archive import ArchiveFile
     from collector.history.report import FileReport
 
-__all__ = ["HoleFiller"]
+__all__ = ["HoleFiller", "HoleTarget"]
+
+
+class _Holdings(Protocol):
+    def minute(self, minute: int) -> LakeMinute: ...
+
+
+class HoleTarget(Protocol):
+    """Where a file's trades go, as the hole filler sees it: the landing import's stager (minute
+    objects), or the table import's rows."""
+
+    unit: TimeUnit
+    per_minute: int
+    first: tuple[int, int] | None
+    last: tuple[int, int] | None
+
+    @property
+    def lake(self) -> _Holdings: ...
+
+    def stage(self, batch: SealedBatch, kind: Any) -> Any: ...
 
 
 class HoleFiller:
@@ -40,7 +58,7 @@ class HoleFiller:
         self._backfillers: dict[str, Backfiller] = {}
 
     def at_edges(
-        self, file: ArchiveFile, stager: MinuteStager, report: FileReport
+        self, file: ArchiveFile, stager: HoleTarget, report: FileReport
     ) -> list[tuple[int, int, int, int]]:
         """Trades of the file's days before its first row or after its last, as the REST API
         knows them: a day that stops at 16:00 shows here, whatever its checksum says."""
@@ -78,7 +96,7 @@ class HoleFiller:
         self,
         file: ArchiveFile,
         holes: list[tuple[int, int, int, int]],
-        stager: MinuteStager,
+        stager: HoleTarget,
         present: IdRanges,
         report: FileReport,
     ) -> list[tuple[UnfilledGap, int, int]]:
@@ -133,9 +151,7 @@ class HoleFiller:
             )
         return unfilled
 
-    def _stage(
-        self, stager: MinuteStager, trades: list[Trade], present: IdRanges, report: FileReport
-    ) -> None:
+    def _stage(self, stager: HoleTarget, trades: list[Trade], present: IdRanges, report: FileReport) -> None:
         """REST's trades staged as backfill objects; their ids (each one, not the objects' name
         ranges, which may span ids still missing) join `present`."""
         batcher = MinuteBatcher.until_flushed(stager.unit, source="backfill")

@@ -31,7 +31,7 @@ from collector.lake.holdings import IdRanges, LakeDays, LakeMinute
 from collector.lake.layout import Kind, object_key, parse_object_key
 from collector.lake.parquet import encode_batch
 
-__all__ = ["MinuteStager", "Staged", "minute_manifest"]
+__all__ = ["MinuteStager", "Staged", "follow_ids", "minute_manifest"]
 
 _IN_FLIGHT = 16  # minutes handed to the encoders and not yet written
 
@@ -44,6 +44,44 @@ class Staged:
     path: Path
     minute: int
     entry: LandedFile
+
+
+def follow_ids(
+    file: ArchiveFile,
+    ids: Any,
+    times: Any,
+    ends: tuple[tuple[int, int] | None, tuple[int, int] | None],
+    holes: list[tuple[int, int, int, int]],
+) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """A block of a file's ids (Arrow int64, with their times) after the blocks before it, whose
+    first and last (id, time) are `ends`: the new ends, and every jump appended to `holes` as
+    (first missing, last missing, time before, time after). Raises ArchiveProblem for ids out of
+    order or twice: a file that is not what its name says."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from collector.binance.archive import ArchiveProblem
+
+    first, last = ends
+    if not len(ids):
+        return first, last
+    steps = (
+        pc.subtract(ids.slice(1), ids.slice(0, len(ids) - 1)) if len(ids) > 1 else pa.array([], pa.int64())
+    )
+    if len(steps) and pc.min(steps).as_py() < 1:
+        raise ArchiveProblem(file, "wrong_content", "holds trade ids out of order or twice")
+    first_id, first_time = ids[0].as_py(), times[0].as_py()
+    if last is not None:
+        if first_id <= last[0]:
+            raise ArchiveProblem(file, "wrong_content", "holds trade ids out of order or twice")
+        if first_id > last[0] + 1:
+            holes.append((last[0] + 1, first_id - 1, last[1], first_time))
+    else:
+        first = (first_id, first_time)
+    for index in pc.indices_nonzero(pc.greater(steps, 1)).to_pylist():
+        holes.append((ids[index].as_py() + 1, ids[index + 1].as_py() - 1, times[index].as_py(),
+                      times[index + 1].as_py()))  # fmt: skip
+    return first, (ids[-1].as_py(), times[-1].as_py())
 
 
 def _q(values: Any) -> array[int]:
@@ -89,9 +127,6 @@ class MinuteStager:
 
     def feed(self, batch: ArchiveBatch) -> None:
         import pyarrow as pa
-        import pyarrow.compute as pc
-
-        from collector.binance.archive import ArchiveProblem
 
         table = pa.table(
             {
@@ -104,27 +139,9 @@ class MinuteStager:
         )
         if not len(table):
             return
-        ids = table.column("id")
-        steps = (
-            pc.subtract(ids.slice(1), ids.slice(0, len(ids) - 1))
-            if len(ids) > 1
-            else pa.array([], pa.int64())
+        self.first, self.last = follow_ids(
+            self.file, table.column("id"), table.column("time"), (self.first, self.last), self.holes
         )
-        if len(steps) and pc.min(steps).as_py() < 1:
-            raise ArchiveProblem(self.file, "wrong_content", "holds trade ids out of order or twice")
-        first_id, first_time = ids[0].as_py(), table.column("time")[0].as_py()
-        if self.last is not None:
-            if first_id <= self.last[0]:
-                raise ArchiveProblem(self.file, "wrong_content", "holds trade ids out of order or twice")
-            if first_id > self.last[0] + 1:
-                self.holes.append((self.last[0] + 1, first_id - 1, self.last[1], first_time))
-        else:
-            self.first = (first_id, first_time)
-        for index in pc.indices_nonzero(pc.greater(steps, 1)).to_pylist():
-            before, after = ids[index].as_py(), ids[index + 1].as_py()
-            times = table.column("time")
-            self.holes.append((before + 1, after - 1, times[index].as_py(), times[index + 1].as_py()))
-        self.last = (ids[-1].as_py(), table.column("time")[-1].as_py())
         self.rows += len(table)
         self._split(table)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +112,24 @@ def _lake_minute(sink: Sink, keys: list[str]) -> Any:
     return pa.concat_tables(tables) if tables else None
 
 
-def verify_day(sink: Sink, symbol: str, day: date, archive_url: str, staging: Path) -> VerifyReport:
-    """Compare the lake's trades of `day` with the archive's daily file. Raises ArchiveProblem."""
+def verify_day(
+    sink: Sink, symbol: str, day: date, archive_url: str, staging: Path, *, table: Any = None
+) -> VerifyReport:
+    """Compare the lake's trades of `day` with the archive's daily file: the landing zone's, or
+    with `table` (the lake's `trades` table) that table's. Raises ArchiveProblem."""
     file = ArchiveFile(symbol, "daily", day, day)
     staging.mkdir(parents=True, exist_ok=True)
     path = staging / file.name
     report = VerifyReport(symbol, day.isoformat())
     try:
         download(file, archive_url, path)
+        if table is not None:
+            held = _table_minutes(table, symbol, day)
+            for minute, archive in _archive_minutes(file, path):
+                _compare(report, archive, held.pop(minute, None))
+            for leftover in held.values():
+                _compare(report, None, leftover)
+            return report
         keys: dict[int, list[str]] = defaultdict(list)
         prefix = (
             f"{symbol_root(symbol)}{datetime.fromtimestamp((day - _EPOCH).days * 86_400, tz=UTC):%Y/%m/%d}/"
@@ -134,6 +144,40 @@ def verify_day(sink: Sink, symbol: str, day: date, archive_url: str, staging: Pa
     finally:
         path.unlink(missing_ok=True)
     return report
+
+
+def _table_minutes(table: Any, symbol: str, day: date) -> dict[int, Any]:
+    """The table's trades of a symbol's day by minute since the epoch (the numbering the archive's
+    minutes have in either unit), in the columns `_lake_minute` gives, times in µs."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    end = day + timedelta(days=1)
+    span = f"trade_time >= '{day}T00:00:00+00:00' AND trade_time < '{end}T00:00:00+00:00'"
+    rows = table.scan(
+        row_filter=f"symbol = '{symbol}' AND {span}",
+        selected_fields=("trade_id", "price", "quantity", "trade_time", "is_buyer_maker"),
+    ).to_arrow()
+    rows = rows.sort_by("trade_id") if len(rows) else rows
+    micros = rows.column("trade_time").cast(pa.int64())
+    lake = pa.table(
+        {
+            "trade_id": rows.column("trade_id"),
+            "l_price": decimal_to_scaled(rows.column("price")),
+            "l_qty": decimal_to_scaled(rows.column("quantity")),
+            "l_time": micros,
+            "l_maker": rows.column("is_buyer_maker"),
+            "l_scale": pa.repeat(pa.scalar(1, pa.int64()), len(rows)),
+        }
+    )
+    minutes = pc.divide(micros, 60_000_000).to_pylist()
+    found: dict[int, Any] = {}
+    start = 0
+    for index in range(1, len(minutes) + 1):
+        if index == len(minutes) or minutes[index] != minutes[start]:
+            found[minutes[start]] = lake.slice(start, index - start)
+            start = index
+    return found
 
 
 def _archive_minutes(file: ArchiveFile, path: Path) -> Iterator[tuple[int, Any]]:

@@ -35,6 +35,7 @@ from collector.capture.decode import DECIMAL_PRECISION, DECIMAL_SCALE, format_sc
 
 __all__ = [
     "COLUMNS",
+    "batch_table",
     "count_rows",
     "encode_batch",
     "encode_csv_gz",
@@ -102,7 +103,7 @@ def _bool_view(values: Any) -> pa.Array:
     return pa.Array.from_buffers(pa.bool_(), rows, [None, pa.py_buffer(bits)])
 
 
-def _table(batch: SealedBatch) -> pa.Table:
+def batch_table(batch: SealedBatch) -> pa.Table:
     """The batch's columns as Arrow arrays, by views and without compute kernels: a cast
     would page in libarrow_compute (about 3 MB resident) for conversions done here for free."""
     cols = batch.columns
@@ -166,7 +167,7 @@ def _metadata(data: bytes) -> _parquet.FileMetaData:
 
 def encode_parquet(batch: SealedBatch) -> bytes:
     return _write(
-        _table(batch),
+        batch_table(batch),
         compression="zstd",
         compression_level=_ZSTD_LEVEL,
         use_dictionary=_DICTIONARY_COLUMNS,

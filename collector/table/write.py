@@ -162,10 +162,12 @@ class CommitOutcome:
 
 
 def commit_day(table: Any, day: date, files: Iterable[Any], digest: str, summary: dict[str, str],
-               *, symbols: list[str] | None = None) -> CommitOutcome:  # fmt: skip
+               *, symbols: list[str] | None = None, record: bool = True) -> CommitOutcome:  # fmt: skip
     """One atomic commit of a day: its files (or `symbols`' rows of it) replaced by `files`,
-    `digest` recorded. A concurrent commit of the same day makes this one a no-op (its files are
-    the caller's to delete) when it recorded the same digest, and an error otherwise."""
+    `digest` in the snapshot's summary and, with `record`, in the table's properties (the digest of
+    the landing markers a compacted day was built from). A concurrent commit of the same day makes
+    this one a no-op (its files are the caller's to delete) when it recorded the same digest, and
+    an error otherwise."""
     from pyiceberg.exceptions import CommitFailedException
 
     summary = {"trade-lake.day": day.isoformat(), "trade-lake.digest": digest, **summary}
@@ -181,7 +183,8 @@ def commit_day(table: Any, day: date, files: Iterable[Any], digest: str, summary
             with tx.update_snapshot(snapshot_properties=summary).merge_append() as append:
                 for data_file in files:
                     append.append_data_file(data_file)
-            tx.set_properties({day_property(day): digest})
+            if record:
+                tx.set_properties({day_property(day): digest})
     except (CommitFailedException, _validation_error()) as exc:
         table.refresh()
         if table.properties.get(day_property(day)) == digest:

@@ -1,4 +1,5 @@
-"""One schema, said three times: the Parquet the collector writes, the Glue table, the README."""
+"""One schema, said four times: the Parquet the collector writes, the Glue tables over it, the
+documentation's table, and the Iceberg `trades` table compacted from it."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def glue_tables() -> dict[str, str]:
 
 
 def readme_columns() -> list[tuple[str, str]]:
-    text = (REPO / "README.md").read_text()
-    table = text.split("### Schema", 1)[1].split("\n\n", 2)[1]
+    text = (REPO / "docs" / "landing.md").read_text()
+    table = text.split("## Schema", 1)[1].split("\n\n", 2)[1]
     rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
     return [(name.strip().strip("`"), kind.strip()) for name, kind in rows]
 
@@ -83,5 +84,29 @@ def test_archive_objects_have_the_same_columns_with_event_and_receive_times_null
     glue = (REPO / "infra" / "terraform" / "catalog.tf").read_text()
     for name in ("event_time", "received_at"):
         assert re.search(rf'name = "{name}".*null in archive objects', glue), name
-    table = (REPO / "README.md").read_text().split("### Schema", 1)[1].split("\n\n", 2)[1]
+    table = (REPO / "docs" / "landing.md").read_text().split("## Schema", 1)[1].split("\n\n", 2)[1]
     assert table.count("null in archive objects") == 2
+
+
+def test_the_trades_table_has_the_landing_columns_with_times_in_microseconds() -> None:
+    """The silver table keeps every column of the landing zone, in its order, with its exact
+    decimal type; its times are microseconds, which every landing unit converts to exactly."""
+    import pyarrow as pa
+
+    from collector.lake.parquet import landing_schema
+    from collector.table.schema import TRADES_SCHEMA, arrow_schema
+
+    table = arrow_schema(TRADES_SCHEMA)
+    landing = landing_schema("ms", archive=True)
+    assert table.names == landing.names
+    for name in table.names:
+        kind = table.field(name).type
+        if pa.types.is_timestamp(kind):
+            assert (kind.unit, kind.tz) == ("us", "UTC"), name
+        elif pa.types.is_decimal(kind):
+            assert (kind.precision, kind.scale) == (18, 8), name
+        elif pa.types.is_large_string(kind):  # Iceberg's strings: the same UTF-8 in Parquet
+            assert pa.types.is_string(landing.field(name).type), name
+        else:
+            assert kind == landing.field(name).type, name
+        assert table.field(name).nullable == landing.field(name).nullable, name
