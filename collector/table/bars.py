@@ -30,7 +30,7 @@ def bars(trades: pa.Table, target: pa.Schema) -> pa.Table:
     work = pa.table(
         {
             "symbol": trades["symbol"],
-            "minute": pc.floor_temporal(trades["trade_time"], unit="minute"),
+            "minute": _minute(trades["trade_time"]),
             "price": price,
             "quantity": quantity,
             "quote": quote,
@@ -76,6 +76,13 @@ def bars(trades: pa.Table, target: pa.Schema) -> pa.Table:
         ],
         names=target.names,
     ).cast(target)
+
+
+def _minute(times: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Each time's minute, by integer arithmetic on the microseconds (floor_temporal is several
+    times slower on a day's rows)."""
+    micros = times.cast(pa.int64())
+    return pc.multiply(pc.divide(micros, 60_000_000), 60_000_000).cast(times.type)
 
 
 def _vwap(quote_volume: pa.Array, volume: pa.Array) -> pa.Array:

@@ -41,8 +41,9 @@ from collector.table.days import DayState
 
 __all__ = ["SLICE_ROWS", "DayPlan", "DayReader", "Defect", "Piece", "plan_day"]
 
-# Trades handed on at once: about 100 MB of Arrow, and the rows bars and files are made from.
-SLICE_ROWS = 2_000_000
+# Trades handed on at once: about 50 MB of Arrow, and the rows bars and files are made from.
+# Two slices are in hand at a time (one read while the other is written).
+SLICE_ROWS = 1_000_000
 _DECIMAL = pa.decimal128(18, 8)
 _MICROS = pa.timestamp("us", tz="UTC")
 FETCHERS = 8  # objects fetched at once (S3 GETs wait on the network, not the CPU)
@@ -229,23 +230,54 @@ class DayReader:
         ]
         runs: dict[str, list[tuple[int, pa.Table]]] = defaultdict(list)
         for piece, table in zip(pieces, decoders.map(self._decode_piece, pieces), strict=True):
-            if table is not None and self._check_piece(piece, table):
+            if table is not None:
                 runs[piece.symbol or ""].append((piece.first_id, table))
         self._read_parts(set(symbols), minutes, runs)
         ordered = []
         for symbol in sorted(runs):
             tables = [t for _, t in sorted(runs[symbol], key=lambda run: run[0])]
-            ordered.append(self._in_order(symbol, pa.concat_tables(tables)))
-        return pa.concat_tables(ordered).combine_chunks() if ordered else None
+            ordered.append(self._in_order(symbol, self._unified(tables)))
+        return pa.concat_tables(ordered) if ordered else None
+
+    def _unified(self, tables: list[pa.Table]) -> pa.Table:
+        """Tables of the landing's schemas (ms or µs, archive or live) as one of the table's: one
+        cast per schema met, not per object."""
+        groups: dict[pa.Schema, list[pa.Table]] = {}
+        for table in tables:
+            groups.setdefault(table.schema, []).append(table)
+        if len(groups) == 1:
+            return pa.concat_tables(tables).cast(self.target)
+        # Several schemas: each object cast on its own, the order kept.
+        return pa.concat_tables([table.cast(self.target) for table in tables])
 
     def _decode_piece(self, piece: Piece) -> pa.Table | None:
+        """An object fetched, its size and SHA-256 checked, decoded, its rows and id range checked
+        against its marker (the range from the file's own statistics, as a reader prunes by)."""
         body = _get(self.sink, piece.key)
         if isinstance(body, Defect):
             self.defects.append(body)
             return None
         if not self._intact(piece, body):
             return None
-        return self._decode(piece, body)
+        where = self.sink.describe(piece.key)
+        try:
+            table, ids = _decode_object(body, piece.key, None)
+        except (pa.ArrowException, ValueError, OSError, KeyError, EOFError) as exc:
+            self.defects.append(Defect("unreadable", where, str(exc)[:300]))
+            return None
+        if table.num_rows != piece.rows:
+            self.defects.append(Defect("rows", where, f"{table.num_rows} rows, its marker says {piece.rows}"))
+            return None
+        if table.num_rows and ids is None:
+            low, high = pc.min_max(table["trade_id"]).values()
+            ids = (low.as_py(), high.as_py())
+        if table.num_rows and ids != (piece.first_id, piece.last_id):
+            held = f"{ids[0]}..{ids[1]}" if ids else "unknown"
+            self.defects.append(
+                Defect("ids", where, f"ids {held}, its marker says {piece.first_id}..{piece.last_id}")
+            )
+            return None
+        return table.select(self.target.names)
 
     def _intact(self, piece: Piece, body: bytes) -> bool:
         where = self.sink.describe(piece.key)
@@ -262,24 +294,11 @@ class DayReader:
 
     def _decode(self, piece: Piece, body: bytes, symbols: tuple[str, str] | None = None) -> pa.Table | None:
         try:
-            table = _decode_object(body, piece.key, symbols)
+            table, _ = _decode_object(body, piece.key, symbols)
             return table.select(self.target.names).cast(self.target)
         except (pa.ArrowException, ValueError, OSError, KeyError, EOFError) as exc:
             self.defects.append(Defect("unreadable", self.sink.describe(piece.key), str(exc)[:300]))
             return None
-
-    def _check_piece(self, piece: Piece, table: pa.Table) -> bool:
-        where = self.sink.describe(piece.key)
-        if table.num_rows != piece.rows:
-            self.defects.append(Defect("rows", where, f"{table.num_rows} rows, its marker says {piece.rows}"))
-            return False
-        if table.num_rows:
-            low, high = pc.min_max(table["trade_id"]).values()
-            if (low.as_py(), high.as_py()) != (piece.first_id, piece.last_id):
-                self.defects.append(Defect("ids", where, f"ids {low}..{high}, its marker says "
-                                           f"{piece.first_id}..{piece.last_id}"))  # fmt: skip
-                return False
-        return True
 
     def _in_order(self, symbol: str, table: pa.Table) -> pa.Table:
         """The symbol's trades strictly rising by id, across slices too; sorted if they came out of
@@ -366,16 +385,29 @@ def _runs(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
         start = end
 
 
-def _decode_object(body: bytes, key: str, symbols: tuple[str, str] | None) -> pa.Table:
-    """A landed object's rows: Parquet (row groups that cannot hold `symbols` skipped) or gzip CSV."""
+def _decode_object(
+    body: bytes, key: str, symbols: tuple[str, str] | None
+) -> tuple[pa.Table, tuple[int, int] | None]:
+    """A landed object's rows (Parquet, row groups that cannot hold `symbols` skipped; or gzip
+    CSV), and its lowest and highest trade id from the file's statistics when it has them."""
     if key.endswith(".parquet"):
-        from pyarrow import parquet
+        from pyarrow import _parquet
 
-        file = parquet.ParquetFile(pa.BufferReader(body))
-        groups = list(range(file.num_row_groups))
-        if symbols is not None:
-            groups = [g for g in groups if _may_hold(file.metadata.row_group(g), symbols)]
-        return file.read_row_groups(groups) if groups else file.schema_arrow.empty_table()
+        reader = _parquet.ParquetReader()
+        reader.open(pa.BufferReader(body))
+        try:
+            meta = reader.metadata
+            groups = list(range(meta.num_row_groups))
+            if symbols is not None:
+                groups = [g for g in groups if _may_hold(meta.row_group(g), symbols)]
+            table = (
+                reader.read_row_groups(groups, use_threads=False)
+                if groups
+                else reader.schema_arrow.empty_table()
+            )
+            return table, (_id_range(meta) if symbols is None else None)
+        finally:
+            reader.close()
     if key.endswith(".csv.gz"):
         from pyarrow import csv
 
@@ -383,8 +415,20 @@ def _decode_object(body: bytes, key: str, symbols: tuple[str, str] | None) -> pa
                  "trade_time": _MICROS, "event_time": _MICROS, "is_buyer_maker": pa.bool_(),
                  "received_at": _MICROS}  # fmt: skip
         options = csv.ConvertOptions(column_types=types, strings_can_be_null=True, null_values=[""])
-        return csv.read_csv(io.BytesIO(gzip.decompress(body)), convert_options=options)
+        return csv.read_csv(io.BytesIO(gzip.decompress(body)), convert_options=options), None
     raise ValueError("not a data object of the layout")
+
+
+def _id_range(meta: Any) -> tuple[int, int] | None:
+    """(lowest, highest) trade id by the row groups' statistics (the landing writes them)."""
+    low = high = None
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(1).statistics  # trade_id: the second column
+        if stats is None or not stats.has_min_max:
+            return None
+        low = stats.min if low is None else min(low, stats.min)
+        high = stats.max if high is None else max(high, stats.max)
+    return None if low is None or high is None else (int(low), int(high))
 
 
 def _may_hold(group: Any, symbols: tuple[str, str]) -> bool:
