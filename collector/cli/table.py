@@ -32,7 +32,7 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     day asked for is not final yet."""
     from collector.lake.sinks import make_sink
     from collector.logs import get_logger
-    from collector.table.compactor import Compactor
+    from collector.table.compactor import Compactor, WarehouseError
 
     if args.destination:
         settings = dataclasses.replace(settings, destination=parse_destination(args.destination))
@@ -48,6 +48,9 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
                           snapshot_days=settings.table_snapshot_days)  # fmt: skip
     try:
         outcomes = compactor.run(days)
+    except WarehouseError as exc:
+        print(f"collector compact: {exc}", file=sys.stderr)
+        return 1
     except SinkError as exc:
         print(
             f"collector compact: stopped: {exc}; run it again (nothing half-done is visible)", file=sys.stderr

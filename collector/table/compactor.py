@@ -34,7 +34,7 @@ from collector.table.read import DayReader, plan_day
 from collector.table.schema import BARS_SCHEMA, TRADES_SCHEMA, arrow_schema
 from collector.table.write import DataFiles, Intents, commit_day, day_property
 
-__all__ = ["RECHECK_DAYS", "Compactor", "DayOutcome"]
+__all__ = ["RECHECK_DAYS", "Compactor", "DayOutcome", "WarehouseError"]
 
 # Days already in the table looked at again on every run without a range: a gap left unfilled
 # at the end of a day is retried by the collector for about an hour and a quarter after it.
@@ -55,6 +55,10 @@ class DayOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class WarehouseError(Exception):
+    """The table's files could not be written: the message says where, and what to do."""
 
 
 class Compactor:
@@ -119,22 +123,35 @@ class Compactor:
                 return outcome
             summary = {"trade-lake.source": "landing", "trade-lake.rows": str(trades.rows),
                        "trade-lake.unfilled-gaps": str(plan.unfilled_gaps)}  # fmt: skip
-            trade_files, bar_files = trades.finish(), minute_bars.finish()
-            notes = []
-            for table, files in ((self.tables.trades, trade_files), (self.tables.bars, bar_files)):
-                if table.properties.get(day_property(day)) == digest:
-                    self._delete(table, files)  # this table has the day already (a run killed in between)
-                    continue
-                done = commit_day(table, day, files, digest, summary)
-                if not done.committed:
-                    self._delete(table, files)
-                    notes.append(done.note)
+            outcome.detail = self._commit(day, digest, summary, trades, minute_bars)
+        except OSError as exc:  # the warehouse or the staging disk: full, read-only, gone
+            trades.discard()
+            minute_bars.discard()
+            raise WarehouseError(
+                f"{day}: writing the table's files failed ({exc.strerror or exc}); nothing committed. "
+                f"Free space on (or fix) {self.tables.where} and the staging directory {self.staging}, "
+                "then run again"
+            ) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         Intents.done(intent)
-        outcome.status, outcome.rows, outcome.files = "committed", trades.rows, len(trade_files)
-        outcome.detail = "; ".join(notes)
+        outcome.status, outcome.rows, outcome.files = "committed", trades.rows, len(trades.paths)
         return outcome
+
+    def _commit(self, day: date, digest: str, summary: dict[str, str], *writers: DataFiles) -> str:
+        """Each table's day committed (a table that has it already, from a run killed between the
+        two commits, is left as it is); notes on what another run did meanwhile."""
+        notes = []
+        files = [writer.finish() for writer in writers]
+        for table, written in zip((self.tables.trades, self.tables.bars), files, strict=True):
+            if table.properties.get(day_property(day)) == digest:
+                self._delete(table, written)
+                continue
+            done = commit_day(table, day, written, digest, summary)
+            if not done.committed:
+                self._delete(table, written)
+                notes.append(done.note)
+        return "; ".join(notes)
 
     def _write(self, reader: DayReader, trades: DataFiles, minute_bars: DataFiles) -> int:
         """Each slice written and its bars made in two threads (Parquet encoding and Arrow's kernels

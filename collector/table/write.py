@@ -120,7 +120,9 @@ class DataFiles:
 
     def discard(self) -> None:
         """Delete what was written (the day is not committed)."""
-        self._close()
+        with contextlib.suppress(OSError):  # a full disk fails the footer too: the file goes anyway
+            self._close()
+        self._writer = self._stream = None
         for path in self.paths:
             with contextlib.suppress(FileNotFoundError, OSError):
                 self.table.io.delete(path)
