@@ -28,7 +28,9 @@ from tests.conftest import REPO
 
 README = REPO / "README.md"
 # The order a reader takes them in; a page not listed here fails the test, so none is forgotten.
-PAGES = ("landing", "continuity", "whole-market", "history", "operations", "performance", "development")
+PAGES = (
+    "landing", "continuity", "whole-market", "history", "table", "operations", "performance", "development"
+)  # fmt: skip
 _FENCE = re.compile(r"^(\s*)```(\w+)?\s*$")
 _SKIP = re.compile(r"<!--\s*readme-test:\s*skip,\s*(.+?)\s*-->")
 # Lines that run only elsewhere (see the module's docstring).

@@ -8,6 +8,7 @@ import dataclasses
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -319,7 +320,7 @@ def demo_import(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 print(render(report))
                 code = code or (0 if report.ok else 1)
-            return code
+            return code or await asyncio.to_thread(_demo_tables, settings, sink, args)
         finally:
             await server.close()
 
@@ -328,3 +329,22 @@ def demo_import(args: argparse.Namespace, settings: Settings) -> int:
     except (SinkError, StagingError) as exc:
         print(f"collector demo: stopped: {plain(exc)}. {RESUME}", file=sys.stderr)
         return 1
+
+
+def _demo_tables(settings: Settings, sink: Any, args: argparse.Namespace) -> int:
+    """The imported days compacted into the lake's tables, and where to read them."""
+    from collector.cli.table import open_lake_tables
+    from collector.logs import get_logger
+    from collector.table.compactor import Compactor
+
+    tables = open_lake_tables(settings)
+    days = [args.start + timedelta(days=n) for n in range((args.end - args.start).days + 1)]
+    compactor = Compactor(sink, tables, settings.spool_dir / "compact", log=get_logger(),
+                          snapshot_days=settings.table_snapshot_days)  # fmt: skip
+    outcomes = compactor.run(days)
+    for outcome in outcomes:
+        print(f"compacted {outcome.day}: {outcome.status}, {outcome.rows:,} trades, {outcome.bars:,} bars")
+    _, warehouse = settings.table_location()
+    print(f"tables trade_lake.trades and trade_lake.bars_1m: catalog {warehouse}/catalog.db "
+          "(docs/table.md shows how to read them)")  # fmt: skip
+    return 0 if all(o.status in ("committed", "unchanged") for o in outcomes) else 1

@@ -197,16 +197,36 @@ class Compactor:
             self.log.info("collector.compact_leftover_deleted", path=path)
 
     def _expire(self) -> None:
-        """Snapshots older than the configured age go (the current one always stays)."""
+        """Snapshots older than the configured age go (the current one always stays), and with them
+        the data files only they held: those a replaced day's commit removed from the table."""
+        from pyiceberg.manifest import ManifestEntryStatus
+
         cutoff = datetime.now(tz=UTC) - timedelta(days=self.snapshot_days)
         for table in (self.tables.trades, self.tables.bars):
             table.refresh()
-            old = [s for s in table.snapshots() if s.timestamp_ms < cutoff.timestamp() * 1000]
             current = table.current_snapshot()
-            if [s for s in old if current is None or s.snapshot_id != current.snapshot_id]:
-                table.maintenance.expire_snapshots().older_than(cutoff).commit()
+            old = [s for s in table.snapshots() if s.timestamp_ms < cutoff.timestamp() * 1000
+                   and (current is None or s.snapshot_id != current.snapshot_id)]  # fmt: skip
+            if not old:
+                continue
+            removed = {
+                entry.data_file.file_path
+                for snapshot in old
+                for manifest in snapshot.manifests(table.io)
+                if manifest.added_snapshot_id == snapshot.snapshot_id
+                for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False)
+                if entry.status == ManifestEntryStatus.DELETED
+            }
+            table.maintenance.expire_snapshots().older_than(cutoff).commit()
+            live = {task.file.file_path for task in table.scan().plan_files()}
+            self._delete(table, sorted(removed - live))
+            if removed - live:
+                self.log.info(
+                    "collector.compact_expired", table=table.name()[-1], files_deleted=len(removed - live)
+                )
 
     def _delete(self, table: Any, files: list[Any]) -> None:
+        """Delete data files (DataFile objects, or their paths) no snapshot keeps."""
         for data_file in files:
             with contextlib.suppress(FileNotFoundError, OSError):
-                table.io.delete(data_file.file_path)
+                table.io.delete(data_file if isinstance(data_file, str) else data_file.file_path)

@@ -246,3 +246,42 @@ def test_the_listing_finds_streams_that_end_early_and_days_the_lake_moved_past(t
     assert not state.ready and "OLDUSDT" in state.why_not()
     land_symbol_day(sink, "BTCUSDT", NEXT, 2, {})
     assert Streams(sink).state(DAY).ready
+
+
+def test_expired_snapshots_take_the_files_only_they_held_with_them(
+    tmp_path: Path, two_days: LocalSink
+) -> None:
+    sink = two_days
+    s = settings(tmp_path)
+    tables = open_tables(s)
+    comp = Compactor(sink, tables, tmp_path / "spool" / "compact", log=LOG, snapshot_days=0)
+    assert comp.run([DAY])[0].status == "committed"
+    first_files = {p for p in (tmp_path / "landing-tables").rglob("data/*/*.parquet")}
+    minute = day_minutes(DAY)[900]  # a rewritten marker: the day is replaced
+    doc = json.loads(sink.get(marker_key("ETHUSDT", minute)) or b"")
+    doc["revision"] = 2
+    sink.put_marker(marker_key("ETHUSDT", minute), json.dumps(doc).encode())
+    assert comp.run([DAY])[0].status == "committed"
+    left = {p for p in (tmp_path / "landing-tables").rglob("data/*/*.parquet")}
+    assert not first_files & left, "the replaced day's files outlived their snapshots"
+    assert len(left) == 2  # the day's trades file and its bars file
+    assert table_rows(tables.trades).num_rows == len(landed_trades(sink, DAY))
+
+
+def test_a_catalog_that_cannot_be_reached_says_what_to_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # nothing listens here once it is closed
+    for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_MAX_ATTEMPTS": "1",
+                        "AWS_ENDPOINT_URL_GLUE": f"http://127.0.0.1:{port}"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    s = settings(tmp_path, table_catalog="glue", table_warehouse="s3://lake-bucket/Tables/",
+                 s3_region="ap-northeast-1")  # fmt: skip
+    with pytest.raises(
+        CatalogError, match=r"glue catalog, warehouse s3://lake-bucket/Tables/ cannot be used: .*region"
+    ):
+        open_tables(s)
