@@ -94,4 +94,16 @@ resource "aws_autoscaling_group" "collector" {
       propagate_at_launch = true
     }
   }
+
+  # The instance's first boot (templates/user_data.sh.tftpl) installs packages over the internet
+  # and reads the .env parameter with the role's permissions, once, under `set -e`: launching it
+  # before the route out, the parameter or the role's policies exist makes a collector that never
+  # got its agent or its settings. Nothing above refers to these, so the order is stated here.
+  depends_on = [
+    aws_route.internet,
+    aws_route_table_association.public,
+    aws_ssm_parameter.collector_env,
+    aws_iam_role_policy.collector,
+    aws_iam_role_policy_attachment.collector_ssm,
+  ]
 }

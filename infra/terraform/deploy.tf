@@ -19,6 +19,10 @@ resource "aws_codedeploy_deployment_group" "collector" {
     enabled = true
     alarms  = [aws_cloudwatch_metric_alarm.instance_unhealthy.alarm_name]
   }
+
+  # CodeDeploy puts its launch hook on the Auto Scaling group as the service role, so the role
+  # needs its managed policy attached first, not only to exist.
+  depends_on = [aws_iam_role_policy_attachment.codedeploy]
 }
 
 # The collector's .env. Terraform creates it with a placeholder that is write-only, so no

@@ -103,6 +103,9 @@ resource "aws_flow_log" "vpc" {
   log_destination_type = "cloud-watch-logs"
   log_destination      = aws_cloudwatch_log_group.flow_logs.arn
   iam_role_arn         = aws_iam_role.flow_logs.arn
+
+  # Delivery starts at once, as the role: without its policy the first records are refused.
+  depends_on = [aws_iam_role_policy.flow_logs]
 }
 
 resource "aws_cloudwatch_log_group" "flow_logs" {

@@ -135,6 +135,10 @@ resource "aws_s3_bucket_logging" "this" {
   bucket        = aws_s3_bucket.this[each.key].id
   target_bucket = aws_s3_bucket.this["logs"].id
   target_prefix = "${each.key}/"
+
+  # S3 refuses to turn logging on until the target's policy grants logging.s3.amazonaws.com
+  # (InvalidTargetBucketForLogging): the id above orders this after the bucket, not its policy.
+  depends_on = [aws_s3_bucket_policy.this]
 }
 
 locals {
