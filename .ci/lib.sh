@@ -31,3 +31,35 @@ run_pytest() {
     fi
     return "${status}"
 }
+
+# tf_cli_config FILE: a Terraform CLI configuration in FILE that installs the AWS provider from the
+# first local mirror found (TF_PLUGIN_MIRROR, /opt/tf-plugins, ...), or from the registry when
+# TRADE_LAKE_TF_ONLINE=1. Returns 1, having said why, when neither is available.
+tf_cli_config() {
+    local file="$1" candidate mirror=""
+    for candidate in "${TF_PLUGIN_MIRROR:-}" /opt/tf-plugins /usr/share/terraform/plugins "${HOME}/.terraform.d/plugins"; do
+        if [[ -n "${candidate}" && -d "${candidate}/registry.terraform.io/hashicorp/aws" ]]; then
+            mirror="${candidate}"
+            break
+        fi
+    done
+    if [[ -n "${mirror}" ]]; then
+        cat > "${file}" <<TFRC
+provider_installation {
+  filesystem_mirror {
+    path    = "${mirror}"
+    include = ["registry.terraform.io/hashicorp/aws"]
+  }
+  direct {
+    exclude = ["registry.terraform.io/hashicorp/aws"]
+  }
+}
+TFRC
+        echo "using the local provider mirror ${mirror}"
+    elif [[ "${TRADE_LAKE_TF_ONLINE:-}" == "1" ]]; then
+        : > "${file}"
+    else
+        echo "no local AWS provider mirror and TRADE_LAKE_TF_ONLINE is not 1"
+        return 1
+    fi
+}
