@@ -57,8 +57,13 @@ def collector(args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], flo
     """`collector ARGS --json` as a process: its JSON, wall s, CPU s, peak RSS MB."""
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "collector.cli", *args, "--json"], env=env, cwd=REPO,
-                                stdout=out, stderr=err)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", *args, "--json"],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=err,
+        )
         peak = HighWater(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
         peak.stop()
@@ -85,10 +90,25 @@ def btcusdt_landing(trades: int) -> Path:
     day.write(cache_dir())
     server, url = serve(cache_dir() / f"{trades}", [day])
     try:
-        env = environment(COLLECTOR_ARCHIVE_URL=url, COLLECTOR_REST_URL=url,
-                          COLLECTOR_SPOOL_DIR=str(landing.parent / f"spool-{trades}"))  # fmt: skip
-        collector(["import", "--symbols", "BTCUSDT", "--from", str(DAY), "--to", str(DAY),
-                   "--destination", str(landing)], env)  # fmt: skip
+        env = environment(
+            COLLECTOR_ARCHIVE_URL=url,
+            COLLECTOR_REST_URL=url,
+            COLLECTOR_SPOOL_DIR=str(landing.parent / f"spool-{trades}"),
+        )
+        collector(
+            [
+                "import",
+                "--symbols",
+                "BTCUSDT",
+                "--from",
+                str(DAY),
+                "--to",
+                str(DAY),
+                "--destination",
+                str(landing),
+            ],
+            env,
+        )
     finally:
         server.shutdown()
     (landing / ".complete").touch()
@@ -123,8 +143,20 @@ def market_landing(symbols: int, rate: int) -> tuple[Path, int]:
         first, end = market.first_at(symbol, start_us), market.first_at(symbol, start_us + 3_600_000_000)
         for trade_id in range(first, end):
             t = market.trade(symbol, trade_id)
-            batcher.add(Trade(symbol, trade_id, t.price, t.quantity, t.time_us, t.time_us, t.is_buyer_maker,
-                              t.time_us * 1000, 100), 0.0)  # fmt: skip
+            batcher.add(
+                Trade(
+                    symbol,
+                    trade_id,
+                    t.price,
+                    t.quantity,
+                    t.time_us,
+                    t.time_us,
+                    t.is_buyer_maker,
+                    t.time_us * 1000,
+                    100,
+                ),
+                0.0,
+            )
         for batch in batcher.flush():
             share = SymbolShare(symbol, batch.rows, batch.first_trade_id, batch.last_trade_id)
             sources.setdefault(batch.minute, []).append((symbol, encode_parquet(batch), share))
@@ -169,8 +201,15 @@ def compact(landing: Path, runs: int) -> list[dict[str, float]]:
                 for p in (Path(tmp) / "tables").rglob("data/*/*.parquet")
                 if "/trades/" in str(p)
             )
-            results.append({"rate": day["rows"] / wall, "cpu": cpu / day["rows"] * 1e6, "rss": rss,
-                            "rows": day["rows"], "bytes": size})  # fmt: skip
+            results.append(
+                {
+                    "rate": day["rows"] / wall,
+                    "cpu": cpu / day["rows"] * 1e6,
+                    "rss": rss,
+                    "rows": day["rows"],
+                    "bytes": size,
+                }
+            )
     return results
 
 
@@ -200,8 +239,11 @@ def main() -> None:
             report_compact(f"one day of {args.big:,} trades", big, compact(big, 1))
     if "market" not in skip:
         landing, trades = market_landing(args.market_symbols, args.market_rate)
-        report_compact(f"whole market, {args.market_symbols:,} symbols, one hour of {trades:,} trades",
-                       landing, compact(landing, args.runs))  # fmt: skip
+        report_compact(
+            f"whole market, {args.market_symbols:,} symbols, one hour of {trades:,} trades",
+            landing,
+            compact(landing, args.runs),
+        )
     if "import" not in skip:
         report_import(args.trades, args.runs)
     if "questions" not in skip:
@@ -217,7 +259,8 @@ def report_compact(what: str, landing: Path, results: list[dict[str, float]]) ->
     print(f"  CPU-s per million {stats([r['cpu'] for r in results], '.2f')}")
     print(f"  peak RSS MB {stats([r['rss'] for r in results])}  (target {TARGET_RSS_MB})")
     print(
-        f"  bytes per trade: table {results[0]['bytes'] / rows:.2f}, landing {landing_bytes(landing) / rows:.2f}"
+        f"  bytes per trade: table {results[0]['bytes'] / rows:.2f}, "
+        f"landing {landing_bytes(landing) / rows:.2f}"
     )
 
 
@@ -231,11 +274,28 @@ def report_import(trades: int, runs: int) -> None:
         for _ in range(runs):
             with tempfile.TemporaryDirectory() as tmp:
                 floors.append(sum(d.trades for d in days) / read_floor(cache_dir(), days))
-                env = environment(COLLECTOR_ARCHIVE_URL=url, COLLECTOR_REST_URL=url, COLLECTOR_SPOOL_DIR=str(Path(tmp) / "spool"),
-                                  COLLECTOR_TABLE_WAREHOUSE=str(Path(tmp) / "tables"))  # fmt: skip
-                out, wall, _, peak = collector(["import", "--into", "table", "--symbols", "BTCUSDT", "--from",
-                                                str(days[0].day), "--to", str(days[-1].day),
-                                                "--destination", str(Path(tmp) / "landing")], env)  # fmt: skip
+                env = environment(
+                    COLLECTOR_ARCHIVE_URL=url,
+                    COLLECTOR_REST_URL=url,
+                    COLLECTOR_SPOOL_DIR=str(Path(tmp) / "spool"),
+                    COLLECTOR_TABLE_WAREHOUSE=str(Path(tmp) / "tables"),
+                )
+                out, wall, _, peak = collector(
+                    [
+                        "import",
+                        "--into",
+                        "table",
+                        "--symbols",
+                        "BTCUSDT",
+                        "--from",
+                        str(days[0].day),
+                        "--to",
+                        str(days[-1].day),
+                        "--destination",
+                        str(Path(tmp) / "landing"),
+                    ],
+                    env,
+                )
                 assert out["archive_trades"] == 2 * trades, out
                 rates.append(2 * trades / wall)
                 rss.append(peak)
@@ -244,7 +304,8 @@ def report_import(trades: int, runs: int) -> None:
     print(f"collector import --into table, 2 days of {trades:,} trades:")
     print(f"  trades/s {stats(rates)}; pyarrow reading the same CSV {stats(floors)}")
     print(
-        f"  ratio {statistics.median(rates) / statistics.median(floors):.2f} of the floor (target {TARGET_IMPORT_RATIO})"
+        f"  ratio {statistics.median(rates) / statistics.median(floors):.2f} of the floor "
+        f"(target {TARGET_IMPORT_RATIO})"
     )
     print(f"  peak RSS MB {stats(rss)}")
 

@@ -55,10 +55,26 @@ def btcusdt_days(days: int, trades: int) -> tuple[Path, Path]:
     server, url = serve(cache_dir() / f"{trades}", files)
     last = SYMBOL_DAYS_FIRST + timedelta(days=days - 1)
     try:
-        env = environment(COLLECTOR_ARCHIVE_URL=url, COLLECTOR_REST_URL=url, COLLECTOR_SPOOL_DIR=str(root / "spool"),
-                          COLLECTOR_TABLE_WAREHOUSE=str(tables))  # fmt: skip
-        collector(["import", "--symbols", "BTCUSDT", "--from", str(SYMBOL_DAYS_FIRST), "--to", str(last),
-                   "--destination", str(landing)], env)  # fmt: skip
+        env = environment(
+            COLLECTOR_ARCHIVE_URL=url,
+            COLLECTOR_REST_URL=url,
+            COLLECTOR_SPOOL_DIR=str(root / "spool"),
+            COLLECTOR_TABLE_WAREHOUSE=str(tables),
+        )
+        collector(
+            [
+                "import",
+                "--symbols",
+                "BTCUSDT",
+                "--from",
+                str(SYMBOL_DAYS_FIRST),
+                "--to",
+                str(last),
+                "--destination",
+                str(landing),
+            ],
+            env,
+        )
         collector(
             ["compact", "--destination", str(landing), "--from", str(SYMBOL_DAYS_FIRST), "--to", str(last)],
             env,
@@ -87,8 +103,13 @@ def by_symbol_too(tables: Path) -> Path:
     spec = PartitionSpec(
         PartitionField(5, 1000, DayTransform(), "day"), PartitionField(1, 1001, IdentityTransform(), "symbol")
     )
-    table = catalog.create_table("trade_lake.trades", TRADES_SCHEMA, partition_spec=spec, sort_order=TRADES_ORDER,
-                                 properties=TABLE_PROPERTIES)  # fmt: skip
+    table = catalog.create_table(
+        "trade_lake.trades",
+        TRADES_SCHEMA,
+        partition_spec=spec,
+        sort_order=TRADES_ORDER,
+        properties=TABLE_PROPERTIES,
+    )
     table.append(open_table(tables).scan().to_arrow())
     (other / ".complete").touch()
     return other
@@ -98,46 +119,49 @@ def report_questions(days: int, trades: int, runs: int) -> None:
     import duckdb
 
     landing, tables = btcusdt_days(days, trades)
-    table = open_table(tables)
+    table, bars = open_table(tables), open_table(tables, "bars_1m")
     con = duckdb.connect()
     con.execute("SET threads = 2")
     objects = f"{landing}/Binance/BTCUSDT/*/*/*/*/*/*.parquet"
     first_id = 3_000_000_000 + trades // 2
-    ten_minutes = (first_id, first_id + trades * 10 // 1440)
-    print(
-        f"questions, DuckDB {duckdb.__version__} (2 threads), {days} days of BTCUSDT ({days * 1440:,} minute objects):"
+    ids = (first_id, first_id + trades * 10 // 1440)  # about ten minutes of trades
+    one = "SELECT count(*), sum(quantity) FROM read_parquet(?) WHERE symbol = 'BTCUSDT'"
+    by_id = (
+        "SELECT count(*), max(price) FROM read_parquet(?) "
+        "WHERE symbol = 'BTCUSDT' AND trade_id BETWEEN ? AND ?"
     )
-
-    def one_symbol_landing() -> Any:
-        return con.execute(f"SELECT count(*), sum(quantity) FROM read_parquet('{objects}')").fetchall()
-
-    def one_symbol_table() -> Any:
-        files = planned(table, "symbol = 'BTCUSDT'")
-        return con.execute(
-            "SELECT count(*), sum(quantity) FROM read_parquet(?) WHERE symbol = 'BTCUSDT'", [files]
-        ).fetchall()
-
-    def by_id_landing() -> Any:
-        return con.execute(f"SELECT count(*), max(price) FROM read_parquet('{objects}') WHERE trade_id BETWEEN ? AND ?",
-                           list(ten_minutes)).fetchall()  # fmt: skip
-
-    def by_id_table() -> Any:
-        files = planned(
-            table, f"symbol = 'BTCUSDT' AND trade_id >= {ten_minutes[0]} AND trade_id <= {ten_minutes[1]}"
-        )
-        return con.execute("SELECT count(*), max(price) FROM read_parquet(?) WHERE symbol = 'BTCUSDT' AND trade_id "
-                           "BETWEEN ? AND ?", [files, *ten_minutes]).fetchall()  # fmt: skip
-
-    for name, on_landing, on_table in (
-        (f"one symbol over {days} days: count, volume", one_symbol_landing, one_symbol_table),
-        ("ten minutes by trade id", by_id_landing, by_id_table),
-    ):
+    print(
+        f"questions, DuckDB {duckdb.__version__} (2 threads), {days} days of BTCUSDT "
+        f"({days * 1440:,} minute objects):"
+    )
+    questions = {
+        f"one symbol over {days} days: count, volume (from trades)": (
+            lambda: con.execute(one, [objects]).fetchall(),
+            lambda: con.execute(one, [planned(table, "symbol = 'BTCUSDT'")]).fetchall(),
+        ),
+        f"one symbol over {days} days: count, volume (from bars_1m)": (
+            lambda: con.execute(one, [objects]).fetchall(),
+            lambda: con.execute(
+                "SELECT sum(trade_count), sum(volume) FROM read_parquet(?) WHERE symbol = 'BTCUSDT'",
+                [planned(bars, "symbol = 'BTCUSDT'")],
+            ).fetchall(),
+        ),
+        "ten minutes by trade id": (
+            lambda: con.execute(by_id, [objects, *ids]).fetchall(),
+            lambda: con.execute(
+                by_id, [planned(table, f"trade_id >= {ids[0]} AND trade_id <= {ids[1]}"), *ids]
+            ).fetchall(),
+        ),
+    }
+    for name, (on_landing, on_table) in questions.items():
         landing_times, a = timed(runs, on_landing)
         table_times, b = timed(runs, on_table)
         assert a == b, (name, a, b)
         ratio = statistics.median(landing_times) / statistics.median(table_times)
-        print(f"  {name}: landing {stats(landing_times, '.3f')} s, table {stats(table_times, '.3f')} s, "
-              f"{ratio:.0f}x (target {50}x)")  # fmt: skip
+        print(
+            f"  {name}: landing {stats(landing_times, '.3f')} s, table {stats(table_times, '.3f')} s, "
+            f"{ratio:.0f}x (target 50x)"
+        )
     report_market(runs, con)
 
 
@@ -147,51 +171,39 @@ def report_market(runs: int, con: Any) -> None:
         tables = Path(tmp) / "tables"
         env = environment(COLLECTOR_TABLE_WAREHOUSE=str(tables), COLLECTOR_SPOOL_DIR=str(Path(tmp) / "spool"))
         collector(["compact", "--destination", str(landing), "--from", str(DAY)], env)
-        by_day, by_symbol = open_table(tables), open_table(by_symbol_too(tables))
+        layouts = {"day": open_table(tables), "day and symbol": open_table(by_symbol_too(tables))}
         parts = f"{landing}/Binance/_market/*/*/*/*/*/*.parquet"
         hour = "trade_time >= '2024-12-01T12:00:00+00:00' AND trade_time < '2024-12-01T13:00:00+00:00'"
-        sql_hour = "trade_time >= TIMESTAMPTZ '2024-12-01 12:00:00+00' AND trade_time < TIMESTAMPTZ '2024-12-01 13:00:00+00'"
+        all_symbols = (
+            "SELECT symbol, count(*), sum(quantity) FROM read_parquet(?) WHERE trade_time >= "
+            "TIMESTAMPTZ '2024-12-01 12:00:00+00' AND trade_time < TIMESTAMPTZ '2024-12-01 13:00:00+00' "
+            "GROUP BY symbol ORDER BY symbol"
+        )
+        count = "SELECT count(*) FROM read_parquet(?) WHERE symbol = ?"
+        quietest = "SELECT symbol FROM read_parquet(?) GROUP BY symbol ORDER BY count(*), symbol LIMIT 1"
+        quiet = con.execute(quietest, [parts]).fetchone()[0]
         print("the whole market's hour (1,500 symbols, market-wide parts), and the two partition specs:")
-
-        def all_symbols(files: Any) -> Any:
-            return con.execute(f"SELECT symbol, count(*), sum(quantity) FROM read_parquet(?) WHERE {sql_hour} "
-                               "GROUP BY symbol ORDER BY symbol", [files]).fetchall()  # fmt: skip
-
-        quiet = con.execute(
-            f"SELECT symbol FROM read_parquet('{parts}') GROUP BY symbol ORDER BY count(*) LIMIT 1"
-        ).fetchone()[0]
-
-        def one_symbol(table: Any) -> Any:
-            files = planned(table, f"symbol = '{quiet}'")
-            return con.execute(
-                "SELECT count(*) FROM read_parquet(?) WHERE symbol = ?", [files, quiet]
-            ).fetchall()
-
-        cases = {
+        questions = {
             "all symbols over the hour": (
-                lambda: all_symbols(parts),
-                lambda t: all_symbols(planned(t, hour)),
+                lambda: con.execute(all_symbols, [parts]).fetchall(),
+                lambda t: con.execute(all_symbols, [planned(t, hour)]).fetchall(),
             ),
-            f"one quiet symbol ({quiet}) over the day": (
-                lambda: con.execute(
-                    f"SELECT count(*) FROM read_parquet('{parts}') WHERE symbol = ?", [quiet]
-                ).fetchall(),
-                one_symbol,
+            f"the quietest symbol ({quiet}) over the day": (
+                lambda: con.execute(count, [parts, quiet]).fetchall(),
+                lambda t: con.execute(count, [planned(t, f"symbol = '{quiet}'"), quiet]).fetchall(),
             ),
         }
-        for name, (on_landing, on_table) in cases.items():
-            times = {
-                label: timed(runs, lambda t=t: on_table(t))
-                for label, t in (("day", by_day), ("day+symbol", by_symbol))
-            }
+        for name, (on_landing, on_table) in questions.items():
             landing_times, answer = timed(runs, on_landing)
-            assert all(a == answer for _, a in times.values()), name
-            shown = ", ".join(
-                f"partitioned by {label} {stats(t, '.3f')} s" for label, (t, _) in times.items()
+            shown = []
+            for label, table in layouts.items():
+                times, got = timed(runs, lambda table=table, ask=on_table: ask(table))  # type: ignore[misc]
+                assert got == answer, (name, label)
+                shown.append(f"partitioned by {label} {stats(times, '.3f')} s")
+            print(f"  {name}: landing {stats(landing_times, '.3f')} s; {'; '.join(shown)}")
+        for label, table in layouts.items():
+            sizes = sorted(task.file.file_size_in_bytes for task in table.scan().plan_files())
+            print(
+                f"  partitioned by {label}: {len(sizes):,} data files for the day, median "
+                f"{statistics.median(sizes) / 1024:,.0f} kB, smallest {sizes[0] / 1024:,.1f} kB"
             )
-            print(f"  {name}: landing {stats(landing_times, '.3f')} s; {shown}")
-        for label, t in (("day", by_day), ("day+symbol", by_symbol)):
-            files = [task.file for task in t.scan().plan_files()]
-            sizes = sorted(f.file_size_in_bytes for f in files)
-            print(f"  partitioned by {label}: {len(files):,} data files for the day, median "
-                  f"{statistics.median(sizes) / 1024:,.0f} kB, smallest {sizes[0] / 1024:,.1f} kB")  # fmt: skip

@@ -136,10 +136,18 @@ class LocalSink:
         if not base.is_dir():
             return []
         found = []
-        for path in base.rglob("*"):
-            if path.is_file() and not path.name.startswith("."):  # dot files are writes in flight
-                stat = path.stat()
-                found.append((path.relative_to(self.root).as_posix(), stat.st_size, str(stat.st_mtime_ns)))
+        root = str(self.root) + os.sep
+        for folder, _, names in os.walk(base):
+            for name in names:
+                if name.startswith("."):  # dot files are writes in flight
+                    continue
+                path = os.path.join(folder, name)
+                try:
+                    stat = os.stat(path)
+                except FileNotFoundError:
+                    continue  # gone between the listing and the look
+                key = path.removeprefix(root).replace(os.sep, "/")
+                found.append((key, stat.st_size, str(stat.st_mtime_ns)))
         return sorted(found)
 
     def put(self, key: str, data: bytes, *, source: Path | None = None) -> PutOutcome:
