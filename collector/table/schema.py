@@ -12,10 +12,11 @@ volume sums price x quantity, which has 16 decimals, kept whole in DECIMAL(38,16
 quote volume / volume, the one value that is not a sum: rounded half-even to 8 decimals,
 DECIMAL(18,8) like a price.
 
-Why day(trade_time) alone and not also the symbol: measured by bench/table_layout.py (see
-docs/table.md) on the local feed's 1,500-symbol market, a day partitioned by symbol too is
-1,500 files a day, most of them a few kilobytes, and no question got faster; sorted by symbol
-in a few files a day, a reader skips other symbols by each file's and row group's statistics.
+Why day(trade_time) alone and not also the symbol: measured by bench/table.py (figures in
+docs/performance.md) on the local feed's 1,500-symbol market, a day partitioned by symbol too
+is 1,500 files, median 7 kB, and every question got slower (all symbols over an hour 14x);
+sorted by symbol in a few files a day, a reader skips other symbols by each file's and row
+group's statistics.
 """
 
 from __future__ import annotations
