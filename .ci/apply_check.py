@@ -99,6 +99,43 @@ def glue_table(qualified: str, outputs: dict[str, str]) -> None:
     client("glue").get_table(DatabaseName=database, Name=table)
 
 
+def table_database(name: str, outputs: dict[str, str]) -> None:
+    """The Iceberg tables' Glue database, located at the warehouse prefix."""
+    location = client("glue").get_database(Name=name)["Database"].get("LocationUri")
+    if location != outputs["table_warehouse"]:
+        raise Missing(f"Glue database {name} is located at {location!r}, not at table_warehouse")
+
+
+def table_warehouse(uri: str, outputs: dict[str, str]) -> None:
+    if uri != f"s3://{outputs['landing_bucket']}/Tables/":
+        raise Missing(f"{uri!r} is not the landing bucket's Tables/ prefix")
+    client("s3").head_bucket(Bucket=outputs["landing_bucket"])
+
+
+def iceberg_table(qualified: str, outputs: dict[str, str]) -> None:
+    """A table `collector compact` creates on its first run: after the apply only its database is
+    there, and the name must be one the compactor writes, in that database."""
+    database, _, table = qualified.partition(".")
+    if database != outputs["table_namespace"] or table not in ("trades", "bars_1m"):
+        raise Missing(f"{qualified!r} is not trades or bars_1m in the database table_namespace")
+    client("glue").get_database(Name=database)
+
+
+def athena_workgroup(name: str, outputs: dict[str, str]) -> None:
+    """Enabled, its configuration enforced, results in the results bucket under the stack's key."""
+    group = client("athena").get_work_group(WorkGroup=name).get("WorkGroup")
+    if not group:  # AWS refuses an unknown name; moto answers with nothing
+        raise Missing(f"no Athena workgroup named {name}")
+    config = group.get("Configuration", {})
+    results = config.get("ResultConfiguration", {})
+    encryption = results.get("EncryptionConfiguration", {})
+    found = (group.get("State"), config.get("EnforceWorkGroupConfiguration"), results.get("OutputLocation"),
+             encryption.get("EncryptionOption"), encryption.get("KmsKey"))  # fmt: skip
+    wanted = ("ENABLED", True, f"s3://{outputs['athena_results_bucket']}/", "SSE_KMS", outputs["kms_key_arn"])
+    if found != wanted:
+        raise Missing(f"workgroup {name}: (state, enforced, results, encryption, key) {found}, not {wanted}")
+
+
 Probe = Callable[[str, dict[str, str]], None]
 
 OUTPUTS: dict[str, Probe] = {
@@ -114,6 +151,12 @@ OUTPUTS: dict[str, Probe] = {
     "alarm_topic_arn": sns_topic,
     "glue_table": glue_table,
     "glue_market_table": glue_table,
+    "table_namespace": table_database,
+    "table_warehouse": table_warehouse,
+    "iceberg_trades_table": iceberg_table,
+    "iceberg_bars_table": iceberg_table,
+    "athena_workgroup": athena_workgroup,
+    "athena_results_bucket": bucket_logging_to_the_log_bucket,
 }
 
 

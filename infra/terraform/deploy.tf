@@ -27,11 +27,13 @@ resource "aws_codedeploy_deployment_group" "collector" {
 
 # The collector's .env. Terraform creates it with a placeholder that is write-only, so no
 # value is ever kept in state; operators set the real one with `aws ssm put-parameter --overwrite`.
+# A new line in the placeholder reaches new stacks only: value_wo_version stays 1, since a new
+# version would overwrite the operator's real .env.
 resource "aws_ssm_parameter" "collector_env" {
   name             = var.ssm_parameter_name
   description      = "The collector's .env (COLLECTOR_* settings); see .env.example"
   type             = "SecureString"
   key_id           = aws_kms_key.main.arn
-  value_wo         = "COLLECTOR_DESTINATION=s3://${local.landing_bucket}\nCOLLECTOR_S3_SSE=${var.landing_encryption}\n"
+  value_wo         = "COLLECTOR_DESTINATION=s3://${local.landing_bucket}\nCOLLECTOR_S3_SSE=${var.landing_encryption}\nCOLLECTOR_TABLE_NAMESPACE=${local.table_namespace}\n"
   value_wo_version = 1
 }

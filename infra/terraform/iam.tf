@@ -65,6 +65,66 @@ locals {
     ]
   }
 
+  # ---- `collector compact`, a daily timer on the same instance (codedeploy/collector-compact.*) ----
+  # Its own statements, although the collector's overlap on the landing zone, so that what the
+  # compactor needs reads in one place: the landing zone read (never written), the tables'
+  # prefix read, written and pruned, and its one Glue database. pyiceberg's Glue catalog calls
+  # GetDatabase (the database's location, whether it is an S3 Tables one), GetTable (load, and
+  # before each commit), CreateTable (the first run) and UpdateTable (each commit, with the
+  # version id as an optimistic lock). CreateDatabase is not granted: Terraform owns the
+  # database, and `collector compact` asks for it only when GetDatabase says it is missing.
+  glue_catalog_arn = "arn:${local.partition}:glue:${var.region}:${local.account_id}:catalog"
+  compactor_policy = {
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid      = "ReadLanding"
+        Effect   = "Allow"
+        Action   = "s3:GetObject"
+        Resource = "${local.landing_arn}/Binance/*"
+      },
+      {
+        Sid       = "ListLanding"
+        Effect    = "Allow"
+        Action    = "s3:ListBucket"
+        Resource  = local.landing_arn
+        Condition = { StringLike = { "s3:prefix" = ["Binance/*"] } }
+      },
+      {
+        # pyarrow writes data and metadata files (multipart for large ones), reads them back,
+        # and deletes the files of a failed day, of expired snapshots and of old metadata.
+        Sid      = "WriteTables"
+        Effect   = "Allow"
+        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+        Resource = "${local.landing_arn}/Tables/*"
+      },
+      {
+        # A missing file is told apart from a folder by a listing of its name.
+        Sid       = "ListTables"
+        Effect    = "Allow"
+        Action    = "s3:ListBucket"
+        Resource  = local.landing_arn
+        Condition = { StringLike = { "s3:prefix" = ["Tables/*"] } }
+      },
+      {
+        Sid    = "CommitTables"
+        Effect = "Allow"
+        Action = ["glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"]
+        Resource = [
+          local.glue_catalog_arn,
+          "arn:${local.partition}:glue:${var.region}:${local.account_id}:database/${local.table_namespace}",
+          "arn:${local.partition}:glue:${var.region}:${local.account_id}:table/${local.table_namespace}/*",
+        ]
+      },
+      {
+        Sid      = "UseStackKey"
+        Effect   = "Allow"
+        Action   = ["kms:Decrypt", "kms:GenerateDataKey"]
+        Resource = aws_kms_key.main.arn
+      },
+    ]
+  }
+
   # ---- the heartbeat Lambda ----
   lambda_policy = {
     Version = "2012-10-17"
@@ -173,6 +233,12 @@ resource "aws_iam_role_policy" "collector" {
   name   = "collector"
   role   = aws_iam_role.collector.id
   policy = jsonencode(local.collector_policy)
+}
+
+resource "aws_iam_role_policy" "compactor" {
+  name   = "compactor"
+  role   = aws_iam_role.collector.id
+  policy = jsonencode(local.compactor_policy)
 }
 
 # Session Manager instead of SSH, and the agent's own needs.

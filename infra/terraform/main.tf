@@ -13,9 +13,16 @@ locals {
   landing_bucket  = "${var.name}-landing-zone-${local.account_id}"
   artifact_bucket = "${var.name}-artifacts-${local.account_id}"
   log_bucket      = "${var.name}-access-logs-${local.account_id}"
+  results_bucket  = "${var.name}-athena-results-${local.account_id}"
 
   landing_arn  = "arn:${local.partition}:s3:::${local.landing_bucket}"
   artifact_arn = "arn:${local.partition}:s3:::${local.artifact_bucket}"
+
+  # The lake's Iceberg tables (`collector compact`): the Glue database is the collector's
+  # COLLECTOR_TABLE_NAMESPACE (trade_lake for the default name), the warehouse the landing
+  # bucket's Tables/ prefix, which is COLLECTOR_TABLE_WAREHOUSE's default for s3://<landing>.
+  table_namespace = replace(var.name, "-", "_")
+  table_warehouse = "s3://${local.landing_bucket}/Tables/"
 
   ssm_parameter_arn = "arn:${local.partition}:ssm:${var.region}:${local.account_id}:parameter${var.ssm_parameter_name}"
   lambda_name       = "${var.name}-news-heartbeat"

@@ -57,3 +57,33 @@ output "glue_market_table" {
   description = "Athena table over the market-wide layout (Binance/_market/, the unwatched symbols), as database.table."
   value       = "${aws_glue_catalog_database.lake.name}.${aws_glue_catalog_table.trades_market.name}"
 }
+
+output "table_namespace" {
+  description = "Glue database of the Iceberg tables (the collector's COLLECTOR_TABLE_NAMESPACE; Athena's database)."
+  value       = aws_glue_catalog_database.tables.name
+}
+
+output "table_warehouse" {
+  description = "Where the Iceberg tables' files live (COLLECTOR_TABLE_WAREHOUSE; the default for COLLECTOR_DESTINATION=s3://<landing_bucket>)."
+  value       = local.table_warehouse
+}
+
+output "iceberg_trades_table" {
+  description = "Iceberg table of every trade, as database.table; collector compact creates it in table_namespace on its first run."
+  value       = "${aws_glue_catalog_database.tables.name}.trades"
+}
+
+output "iceberg_bars_table" {
+  description = "Iceberg table of one-minute bars, as database.table; collector compact creates it in table_namespace on its first run."
+  value       = "${aws_glue_catalog_database.tables.name}.bars_1m"
+}
+
+output "athena_workgroup" {
+  description = "Athena workgroup for the lake (engine v3, results encrypted in athena_results_bucket): aws athena start-query-execution --work-group <this>."
+  value       = aws_athena_workgroup.lake.name
+}
+
+output "athena_results_bucket" {
+  description = "Bucket of the workgroup's query results, encrypted with the stack's key and expired after athena_results_retention_days."
+  value       = aws_s3_bucket.this["athena_results"].bucket
+}

@@ -1,5 +1,6 @@
 # One customer-managed key for the stack's data at rest: the landing zone (when
-# landing_encryption is aws:kms), bundles, the .env parameter, logs, alarms and the root volume.
+# landing_encryption is aws:kms), bundles, Athena's query results, the .env parameter, logs, alarms
+# and the root volume.
 resource "aws_kms_key" "main" {
   description             = "${var.name}: landing zone, artifacts, .env parameter, logs, alarms, EBS"
   enable_key_rotation     = true
@@ -70,6 +71,14 @@ locals {
       log       = true
       lifecycle = "artifacts"
     }
+    # Athena's query results (the workgroup in tables.tf writes them here, encrypted with the
+    # stack's key); kept athena_results_retention_days.
+    athena_results = {
+      name      = local.results_bucket
+      sse       = "aws:kms"
+      log       = true
+      lifecycle = "athena-results"
+    }
     # S3 server access logs can only be delivered to an SSE-S3 bucket.
     logs = {
       name      = local.log_bucket
@@ -82,7 +91,7 @@ locals {
 
 resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_144:single-region landing zone by design; the spool and REST backfill are the recovery path, and a cross-region copy is a cost the operator may add
-  #checkov:skip=CKV_AWS_18:the access-log bucket does not log to itself; the other two log to it (aws_s3_bucket_logging.this)
+  #checkov:skip=CKV_AWS_18:the access-log bucket does not log to itself; the others log to it (aws_s3_bucket_logging.this)
   #checkov:skip=CKV2_AWS_62:event notifications go to EventBridge for the landing bucket (aws_s3_bucket_notification.landing); bundles and logs need none
   #checkov:skip=CKV_AWS_145:the access-log bucket must be SSE-S3 (S3 log delivery cannot use KMS); the others use the stack's KMS key
   for_each      = local.buckets
@@ -154,8 +163,9 @@ locals {
   }
 
   bucket_policies = {
-    landing   = [local.deny_insecure_transport["landing"]]
-    artifacts = [local.deny_insecure_transport["artifacts"]]
+    landing        = [local.deny_insecure_transport["landing"]]
+    artifacts      = [local.deny_insecure_transport["artifacts"]]
+    athena_results = [local.deny_insecure_transport["athena_results"]]
     logs = [
       local.deny_insecure_transport["logs"],
       {
@@ -166,7 +176,7 @@ locals {
         Resource  = "arn:${local.partition}:s3:::${local.log_bucket}/*"
         Condition = {
           StringEquals = { "aws:SourceAccount" = local.account_id }
-          ArnLike      = { "aws:SourceArn" = [local.landing_arn, local.artifact_arn] }
+          ArnLike      = { "aws:SourceArn" = [for k, v in local.buckets : "arn:${local.partition}:s3:::${v.name}" if v.log] }
         }
       },
     ]
@@ -226,6 +236,18 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
       filter {}
       expiration {
         days = var.artifact_retention_days
+      }
+    }
+  }
+
+  dynamic "rule" {
+    for_each = each.value.lifecycle == "athena-results" ? [1] : []
+    content {
+      id     = "expire-query-results"
+      status = "Enabled"
+      filter {}
+      expiration {
+        days = var.athena_results_retention_days
       }
     }
   }

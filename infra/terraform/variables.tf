@@ -234,3 +234,27 @@ variable "catalog_start" {
   type        = string
   default     = "2024/01/01/00/00"
 }
+
+# ---- tables ---------------------------------------------------------------------------------
+
+variable "athena_results_retention_days" {
+  description = "Days Athena's query results are kept in the results bucket before they expire."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.athena_results_retention_days >= 1
+    error_message = "athena_results_retention_days must be at least 1."
+  }
+}
+
+variable "athena_bytes_scanned_cutoff" {
+  description = "The Athena workgroup cancels a query once it has scanned this many bytes (Athena's minimum is 10 MB); the default is 1 TiB."
+  type        = number
+  default     = 1099511627776
+
+  validation {
+    condition     = var.athena_bytes_scanned_cutoff >= 10485760
+    error_message = "athena_bytes_scanned_cutoff must be at least 10485760 (10 MB, Athena's minimum)."
+  }
+}

@@ -116,6 +116,72 @@ def test_a_bucket_is_found_only_when_it_logs_to_a_bucket_that_exists(check: Modu
     )
 
 
+def test_the_tables_database_and_the_workgroup_are_found_only_as_the_stack_makes_them(
+    check: ModuleType,
+) -> None:
+    suffix = os.getpid()
+    bucket, results, database = (
+        f"apply-check-lake-{suffix}",
+        f"apply-check-results-{suffix}",
+        f"lake_{suffix}",
+    )
+    key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+    boto3.client("s3").create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "ap-northeast-1"}
+    )
+    outputs = {
+        "landing_bucket": bucket,
+        "table_warehouse": f"s3://{bucket}/Tables/",
+        "table_namespace": database,
+        "iceberg_trades_table": f"{database}.trades",
+        "iceberg_bars_table": f"{database}.bars",
+        "athena_workgroup": f"apply-check-{suffix}",
+        "athena_results_bucket": results,
+        "kms_key_arn": key,
+    }
+    probed = (
+        "table_warehouse",
+        "table_namespace",
+        "iceberg_trades_table",
+        "iceberg_bars_table",
+        "athena_workgroup",
+    )
+    probes = {name: check.OUTPUTS[name] for name in probed}
+    glue, athena = boto3.client("glue"), boto3.client("athena")
+    glue.create_database(DatabaseInput={"Name": database, "LocationUri": f"s3://{bucket}/elsewhere/"})
+    athena.create_work_group(
+        Name=outputs["athena_workgroup"],
+        Configuration={"ResultConfiguration": {"OutputLocation": f"s3://{results}/"}},
+    )
+
+    def problems() -> list[str]:  # of the outputs probed here (the others have no probe in this test)
+        return [p for p in check.check_outputs(outputs, probes) if p.split()[1] in probes]
+
+    found = problems()
+    assert any(p.startswith("output table_namespace") and "not at table_warehouse" in p for p in found)
+    assert any(p.startswith("output iceberg_bars_table") and "is not trades or bars_1m" in p for p in found)
+    assert any(p.startswith("output athena_workgroup") and "'SSE_KMS'" in p for p in found), found
+    assert len(found) == 3, found
+
+    glue.update_database(
+        Name=database, DatabaseInput={"Name": database, "LocationUri": f"s3://{bucket}/Tables/"}
+    )
+    encrypted = {"EncryptionOption": "SSE_KMS", "KmsKey": key}
+    outputs["athena_workgroup"] = f"apply-check-enforced-{suffix}"
+    athena.create_work_group(
+        Name=outputs["athena_workgroup"],
+        Configuration={
+            "EnforceWorkGroupConfiguration": True,
+            "ResultConfiguration": {
+                "OutputLocation": f"s3://{results}/",
+                "EncryptionConfiguration": encrypted,
+            },
+        },
+    )
+    outputs["iceberg_bars_table"] = f"{database}.bars_1m"
+    assert problems() == []
+
+
 def test_nothing_applied_fails_naming_every_output_and_every_need(
     check: ModuleType, moto_endpoint: str, tmp_path: Path
 ) -> None:
@@ -134,6 +200,12 @@ def test_nothing_applied_fails_naming_every_output_and_every_need(
         "alarm_topic_arn": f"arn:aws:sns:ap-northeast-1:123456789012:never-{suffix}",
         "glue_table": f"never_{suffix}.trades",
         "glue_market_table": f"never_{suffix}.trades_market",
+        "table_namespace": f"never_{suffix}",
+        "table_warehouse": f"s3://never-landing-{suffix}/Tables/",
+        "iceberg_trades_table": f"never_{suffix}.trades",
+        "iceberg_bars_table": f"never_{suffix}.bars_1m",
+        "athena_workgroup": f"never-{suffix}",
+        "athena_results_bucket": f"never-results-{suffix}",
     }
     outputs = tmp_path / "outputs.json"
     outputs.write_text(

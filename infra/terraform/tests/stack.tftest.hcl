@@ -83,8 +83,8 @@ run "buckets_are_private_encrypted_and_tls_only" {
   }
 
   assert {
-    condition     = length(aws_s3_bucket_public_access_block.this) == 3
-    error_message = "landing, artifacts and logs buckets each need a public access block"
+    condition     = length(aws_s3_bucket_public_access_block.this) == 4
+    error_message = "landing, artifacts, Athena results and logs buckets each need a public access block"
   }
 
   assert {
@@ -295,6 +295,143 @@ run "catalog_covers_both_layouts" {
   assert {
     condition     = output.glue_market_table == "trade_lake_lake.trades_market" && output.glue_table == "trade_lake_lake.trades"
     error_message = "both tables are outputs, as database.table"
+  }
+}
+
+run "iceberg_tables_have_their_database_and_warehouse" {
+  command = apply
+
+  assert {
+    condition     = aws_glue_catalog_database.tables.name == "trade_lake" && output.table_namespace == "trade_lake"
+    error_message = "the tables' Glue database is the collector's default COLLECTOR_TABLE_NAMESPACE, trade_lake"
+  }
+
+  assert {
+    condition     = aws_glue_catalog_database.tables.location_uri == "s3://trade-lake-landing-zone-123456789012/Tables/" && output.table_warehouse == aws_glue_catalog_database.tables.location_uri
+    error_message = "the database's location is the warehouse prefix Tables/ of the landing bucket (COLLECTOR_TABLE_WAREHOUSE's default)"
+  }
+
+  assert {
+    condition     = output.iceberg_trades_table == "trade_lake.trades" && output.iceberg_bars_table == "trade_lake.bars_1m"
+    error_message = "both Iceberg tables are outputs, as database.table"
+  }
+}
+
+run "athena_results_are_encrypted_and_the_workgroup_enforces_it" {
+  command = apply
+
+  assert {
+    condition     = one(aws_athena_workgroup.lake.configuration).enforce_workgroup_configuration == true
+    error_message = "clients must not override the workgroup's result location and encryption"
+  }
+
+  assert {
+    condition = (one(one(one(aws_athena_workgroup.lake.configuration).result_configuration).encryption_configuration).encryption_option == "SSE_KMS"
+    && one(one(one(aws_athena_workgroup.lake.configuration).result_configuration).encryption_configuration).kms_key_arn == aws_kms_key.main.arn)
+    error_message = "query results are encrypted with the stack's KMS key"
+  }
+
+  assert {
+    condition     = one(one(aws_athena_workgroup.lake.configuration).result_configuration).output_location == "s3://trade-lake-athena-results-123456789012/" && output.athena_results_bucket == "trade-lake-athena-results-123456789012"
+    error_message = "results go to the dedicated results bucket"
+  }
+
+  assert {
+    condition = (one(one(aws_athena_workgroup.lake.configuration).engine_version).selected_engine_version == "Athena engine version 3"
+    && one(aws_athena_workgroup.lake.configuration).publish_cloudwatch_metrics_enabled == true)
+    error_message = "engine version 3 (Iceberg), with CloudWatch metrics"
+  }
+
+  assert {
+    condition     = output.athena_workgroup == "trade-lake"
+    error_message = "the workgroup is an output"
+  }
+
+  assert {
+    condition = (one(one(aws_s3_bucket_server_side_encryption_configuration.this["athena_results"].rule).apply_server_side_encryption_by_default).sse_algorithm == "aws:kms"
+    && one(one(aws_s3_bucket_server_side_encryption_configuration.this["athena_results"].rule).apply_server_side_encryption_by_default).kms_master_key_id == aws_kms_key.main.arn)
+    error_message = "the results bucket encrypts by default with the stack's key"
+  }
+
+  assert {
+    condition     = one([for r in aws_s3_bucket_lifecycle_configuration.this["athena_results"].rule : r if r.id == "expire-query-results"]).expiration[0].days == 30
+    error_message = "query results expire after athena_results_retention_days"
+  }
+
+  assert {
+    condition     = length(aws_s3_bucket_logging.this["athena_results"].target_bucket) > 0 && contains(jsondecode(aws_s3_bucket_policy.this["logs"].policy).Statement[1].Condition.ArnLike["aws:SourceArn"], "arn:aws:s3:::trade-lake-athena-results-123456789012")
+    error_message = "the results bucket's access is logged, and the log bucket accepts its logs"
+  }
+}
+
+run "the_compactor_reaches_one_database_and_one_prefix" {
+  command = apply
+
+  assert {
+    condition     = one([for s in jsondecode(aws_iam_role_policy.compactor.policy).Statement : s if s.Sid == "WriteTables"]).Resource == "arn:aws:s3:::trade-lake-landing-zone-123456789012/Tables/*"
+    error_message = "the compactor writes and deletes only under Tables/"
+  }
+
+  assert {
+    condition = alltrue([for s in jsondecode(aws_iam_role_policy.compactor.policy).Statement :
+      alltrue([for r in flatten([s.Resource]) : startswith(r, "arn:aws:s3:::trade-lake-landing-zone-123456789012/Tables/")])
+    if length(setintersection(toset(flatten([s.Action])), ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"])) > 0])
+    error_message = "no compactor statement writes or deletes outside Tables/ (the landing zone is only read)"
+  }
+
+  assert {
+    condition = (one([for s in jsondecode(aws_iam_role_policy.compactor.policy).Statement : s if s.Sid == "ReadLanding"]).Resource == "arn:aws:s3:::trade-lake-landing-zone-123456789012/Binance/*"
+      && one([for s in jsondecode(aws_iam_role_policy.compactor.policy).Statement : s if s.Sid == "ListLanding"]).Condition.StringLike["s3:prefix"] == ["Binance/*"]
+    && one([for s in jsondecode(aws_iam_role_policy.compactor.policy).Statement : s if s.Sid == "ListTables"]).Condition.StringLike["s3:prefix"] == ["Tables/*"])
+    error_message = "the compactor reads Binance/*, and lists only Binance/ and Tables/"
+  }
+
+  assert {
+    condition = one([for s in jsondecode(aws_iam_role_policy.compactor.policy).Statement : s if s.Sid == "CommitTables"]).Resource == [
+      "arn:aws:glue:ap-northeast-1:123456789012:catalog",
+      "arn:aws:glue:ap-northeast-1:123456789012:database/trade_lake",
+      "arn:aws:glue:ap-northeast-1:123456789012:table/trade_lake/*",
+    ]
+    error_message = "the compactor's Glue permissions reach the catalog, the one database and its tables"
+  }
+
+  assert {
+    condition     = toset(one([for s in jsondecode(aws_iam_role_policy.compactor.policy).Statement : s if s.Sid == "CommitTables"]).Action) == toset(["glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"])
+    error_message = "the compactor reads the database and creates and commits tables: no CreateDatabase, no deletes"
+  }
+
+  assert {
+    condition     = toset(flatten([for s in jsondecode(aws_iam_role_policy.compactor.policy).Statement : s.Action if startswith(flatten([s.Action])[0], "glue:")])) == toset(["glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"])
+    error_message = "no other statement grants Glue actions"
+  }
+
+  assert {
+    condition     = aws_iam_role_policy.compactor.role == aws_iam_role.collector.id
+    error_message = "the compactor runs on the collector's instance, with its role"
+  }
+
+  assert {
+    condition = alltrue([for s in jsondecode(aws_iam_role_policy.compactor.policy).Statement :
+    !contains(flatten([s.Action]), "*") && !contains(flatten([s.Action]), "s3:*") && !contains(flatten([s.Action]), "glue:*") && !contains(flatten([s.Resource]), "*")])
+    error_message = "no wildcard action or resource in the compactor's policy"
+  }
+}
+
+run "the_tables_follow_the_stack_name" {
+  command = apply
+
+  variables {
+    name = "my-lake"
+  }
+
+  assert {
+    condition     = aws_glue_catalog_database.tables.name == "my_lake" && aws_athena_workgroup.lake.name == "my-lake"
+    error_message = "the database is the name with underscores (a Glue database name); the workgroup the name"
+  }
+
+  assert {
+    condition     = contains(one([for s in jsondecode(aws_iam_role_policy.compactor.policy).Statement : s if s.Sid == "CommitTables"]).Resource, "arn:aws:glue:ap-northeast-1:123456789012:table/my_lake/*")
+    error_message = "the compactor's Glue permissions follow the database"
   }
 }
 
