@@ -55,7 +55,7 @@ def open_tables(settings: Settings) -> LakeTables:
     catalog = _catalog(kind, warehouse, settings)
     namespace = settings.table_namespace
     try:
-        catalog.create_namespace_if_not_exists(namespace)
+        _namespace(catalog, namespace)
         trades = _table(catalog, namespace, TRADES, (TRADES_SCHEMA, TRADES_SPEC, TRADES_ORDER))
         bars = _table(catalog, namespace, BARS, (BARS_SCHEMA, BARS_SPEC, BARS_ORDER))
     except CatalogError:
@@ -63,6 +63,19 @@ def open_tables(settings: Settings) -> LakeTables:
     except Exception as exc:  # the catalog's own errors: unreachable, refused, a broken file
         raise CatalogError(f"the {where} cannot be used: {_reason(exc)}; {_advice(kind)}") from exc
     return LakeTables(catalog, trades, bars, where)
+
+
+def _namespace(catalog: Any, namespace: str) -> None:
+    """The namespace, made only when the catalog says it is missing. pyiceberg's
+    create_namespace_if_not_exists always asks Glue to create the database first, which needs
+    glue:CreateDatabase even when it exists; the stack makes the database and grants the
+    compactor no more than GetDatabase on it (infra/terraform/iam.tf)."""
+    from pyiceberg.exceptions import NoSuchNamespaceError
+
+    try:
+        catalog.load_namespace_properties(namespace)
+    except NoSuchNamespaceError:
+        catalog.create_namespace_if_not_exists(namespace)
 
 
 def _catalog(kind: str, warehouse: Path | S3Destination, settings: Settings) -> Any:
