@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # AfterInstall: build the release in its own directory and virtual environment, fetch its .env
-# from SSM, install the systemd unit. Nothing running is touched; the previous release stays.
+# from SSM, install the systemd units (the collector's, the compactor's and its timer). Nothing
+# running is touched; the previous release stays.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "$0")/common.sh"
@@ -23,7 +24,9 @@ log "creating ${RELEASE}/venv with ${PYTHON}"
 "${RELEASE}/venv/bin/collector" fetch-env --parameter "${SSM_PARAMETER}" --output "${RELEASE}/.env"
 
 install -d -m 0755 "${UNIT_DIR}"
-install -m 0644 "${RELEASE}/src/codedeploy/collector.service" "${UNIT_DIR}/${UNIT}"
+for unit in "${UNIT}" "${COMPACT_UNIT}" "${COMPACT_TIMER}"; do
+    install -m 0644 "${RELEASE}/src/codedeploy/${unit}" "${UNIT_DIR}/${unit}"
+done
 "${SYSTEMCTL}" daemon-reload
 touch "${RELEASE}/.complete"
 log "release ${RELEASE} built"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ApplicationStart: remember the running release as previous, point current at the new one,
-# restart. With Type=notify, `systemctl restart` returns once the collector is capturing.
+# restart, and enable the compactor's timer. With Type=notify, `systemctl restart` returns once
+# the collector is capturing.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "$0")/common.sh"
@@ -19,4 +20,8 @@ swap_link "${RELEASE}" "${CURRENT}"
 ln -sfn "${CURRENT}/.env" "${ROOT}/.env"
 "${SYSTEMCTL}" enable "${UNIT}"
 "${SYSTEMCTL}" restart "${UNIT}"
+# The daily compaction. Restarting the timer makes a changed schedule count; it does not start
+# the compactor, and a run in progress finishes with the release it started with.
+"${SYSTEMCTL}" enable "${COMPACT_TIMER}"
+"${SYSTEMCTL}" restart "${COMPACT_TIMER}"
 log "started ${RELEASE}"

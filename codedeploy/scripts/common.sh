@@ -24,6 +24,8 @@ VALIDATE_TIMEOUT_S="${TRADE_LAKE_VALIDATE_TIMEOUT_S:-180}"
 KEEP_RELEASES="${TRADE_LAKE_KEEP_RELEASES:-3}"
 RELEASE="${RELEASES}/${DEPLOYMENT_ID:-manual}"
 UNIT="collector.service"
+COMPACT_UNIT="collector-compact.service" # `collector compact`, a oneshot started by its timer
+COMPACT_TIMER="collector-compact.timer"  # daily, 00:20 UTC
 
 log() {
     printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${LIFECYCLE_EVENT:-$(basename "$0")}" "$*"

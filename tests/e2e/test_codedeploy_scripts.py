@@ -10,12 +10,15 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from collector.lake.sinks import LocalSink
 from tests.conftest import REPO, Proc, free_port, start_emulator, wait_for
+from tests.support.lake_days import land_symbol_day
 
 HOOKS = ["application_stop", "before_install", "after_install", "application_start", "validate_service"]
 BUNDLE = [
@@ -119,10 +122,23 @@ def test_install_reinstall_and_a_failed_validation_that_keeps_the_previous_relea
         assert (release / "venv" / "bin" / "collector").exists()
         assert stat.S_IMODE((release / ".env").stat().st_mode) == 0o600
         assert (release / ".env").read_text() == good_env
-        assert (tmp_path / "systemd" / "collector.service").read_text() == (
-            REPO / "codedeploy" / "collector.service"
-        ).read_text()
-        assert "enable collector.service" in deployer.calls()
+        for unit in ("collector.service", "collector-compact.service", "collector-compact.timer"):
+            assert (tmp_path / "systemd" / unit).read_text() == (REPO / "codedeploy" / unit).read_text()
+        calls = deployer.calls()
+        assert "enable collector.service" in calls
+        assert calls.index("daemon-reload") < calls.index("enable collector-compact.timer")
+        assert calls.index("restart collector.service") < calls.index("restart collector-compact.timer")
+        assert _healthy(port)
+
+        # ---- the timer's compactor, beside the running collector: the release's own venv and
+        # .env, its staging in the collector's spool
+        land_symbol_day(LocalSink(tmp_path / "landing"), "ETHUSDT", date(2025, 11, 24), 1, {0: 3, 700: 9})
+        start = [env["TRADE_LAKE_SYSTEMCTL"], "start", "collector-compact.service"]
+        compact = subprocess.run(start, env=env, capture_output=True, text=True, timeout=600, check=False)
+        log = (root / ".fake-systemd" / "compact.log").read_text()
+        assert compact.returncode == 0, log
+        assert "2025-11-24 committed: 12 trades" in log, log
+        assert (tmp_path / "spool" / "compact" / "intents").is_dir()
         assert _healthy(port)
 
         # ---- a second deployment replaces it and keeps the first as previous

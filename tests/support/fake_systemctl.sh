@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A stand-in for systemctl in tests of the CodeDeploy hooks: it records every call and runs the
-# real collector of the current release as a background process, as the unit would.
+# real collector of the current release as a background process, as the unit would, and its
+# compactor when the compactor's unit is started.
 set -euo pipefail
 root="${TRADE_LAKE_ROOT:?}"
 state="${root}/.fake-systemd"
@@ -32,10 +33,22 @@ start() {
     echo $! > "${pidfile}"
 }
 
-case "$1" in
-    daemon-reload | enable) ;;
-    restart) stop; start ;;
-    stop) stop ;;
-    is-active) running ;;
+# The compactor, as its oneshot unit runs it: `systemctl start` waits for it and fails with it.
+compact() {
+    cd "${state}"
+    # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
+    env -i PATH=/usr/bin:/bin HOME="${HOME}" \
+        bash -c 'set -a; . "$1"; set +a; exec "$2" compact' _ "${root}/current/.env" "${root}/current/venv/bin/collector" \
+        >> "${state}/compact.log" 2>&1
+}
+
+unit="${*: -1}"
+case "$1 ${unit}" in
+    "daemon-reload daemon-reload" | "enable "*) ;;
+    "restart collector.service") stop; start ;;
+    "stop collector.service") stop ;;
+    "is-active collector.service") running ;;
+    "start collector-compact.service") compact ;;
+    "restart collector-compact.timer") ;;
     *) echo "fake systemctl: unsupported $*" >&2; exit 2 ;;
 esac
