@@ -415,17 +415,82 @@ def load_settings(
 
 def _sources(env: Mapping[str, str] | None, env_file: Path | None, ssm_text: str | None) -> dict[str, str]:
     """The `.env` file, under the SSM parameter's body, under the environment."""
-    from dotenv import dotenv_values
-
     merged: dict[str, str] = {}
     if env_file is not None:
-        if not env_file.is_file():
-            raise ConfigError([f"env file {str(env_file)!r} does not exist; create it or drop --env-file"])
-        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        merged.update(_dotenv(_env_file_text(env_file), f"env file {str(env_file)!r}"))
     if ssm_text is not None:
-        merged.update({k: v for k, v in dotenv_values(stream=io.StringIO(ssm_text)).items() if v is not None})
+        merged.update(_dotenv(ssm_text, "the SSM parameter's text"))
     merged.update(os.environ if env is None else env)
     return merged
+
+
+def _env_file_text(path: Path) -> str:
+    """A `.env` file's text: UTF-8 (with or without a byte-order mark), or a ConfigError that
+    names the file and says what to do."""
+    import codecs
+
+    name = repr(str(path))
+    if path.is_dir():
+        raise ConfigError(
+            [f"env file {name} is a directory; give the settings file itself (e.g. {str(path / '.env')!r})"]
+        )
+    if not path.exists():
+        raise ConfigError([f"env file {name} does not exist; create it or drop --env-file"])
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"env file {name} cannot be read: {exc.strerror}; fix its permissions"]) from None
+    convert = f"convert it with: iconv -f {{0}} -t UTF-8 {path} > {path}.utf8 && mv {path}.utf8 {path}"
+    for boms, encoding in (((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE), "UTF-32"),
+                           ((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "UTF-16")):  # fmt: skip
+        if data.startswith(boms):
+            raise ConfigError(
+                [
+                    f"env file {name} is {encoding} text (as some Windows editors save it); it must be "
+                    f"UTF-8: save it as UTF-8, or {convert.format(encoding)}"
+                ]
+            )
+    if b"\x00" in data:  # UTF-16 without a byte-order mark: every other byte is 0
+        raise ConfigError(
+            [
+                f"env file {name} holds NUL bytes: UTF-16 text without a byte-order mark? It must be "
+                f"UTF-8: save it as UTF-8, or {convert.format('UTF-16LE')}"
+            ]
+        )
+    try:
+        return data.decode("utf-8")  # python-dotenv drops a UTF-8 byte-order mark itself
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [
+                f"env file {name} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); it "
+                "must be UTF-8: save it as UTF-8"
+            ]
+        ) from None
+
+
+def _dotenv(text: str, where: str) -> dict[str, str]:
+    """The values a `.env` body sets. A line python-dotenv cannot parse, or a setting with no
+    `=`, is a ConfigError naming `where` and the line (python-dotenv would skip it, and the
+    setting would silently keep its default)."""
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    problems = []
+    for binding in parse_stream(io.StringIO(text)):
+        line, raw = binding.original.line, binding.original.string.strip()
+        shown = repr(raw if len(raw) <= 60 else raw[:57] + "...")
+        if binding.error and any(quote in raw for quote in "\"'"):
+            problems.append(f"{where}, line {line}: {shown} has a quote that is not closed; close it")
+        elif binding.error:
+            problems.append(
+                f"{where}, line {line}: {shown} is not NAME=value; fix it, or make it a comment with #"
+            )
+        elif binding.value is None and (binding.key or "").startswith(ENV_PREFIX):
+            problems.append(f"{where}, line {line}: {binding.key} has no '='; write {binding.key}=value")
+    if problems:
+        raise ConfigError(problems)
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
 
 
 def _read(r: _Reader) -> Settings:

@@ -129,3 +129,54 @@ def test_watched_symbols_all_none_or_a_list() -> None:
     some = load_settings({"COLLECTOR_SYMBOLS": "BTCUSDT,ETHUSDT", "COLLECTOR_WATCHED_SYMBOLS": "btcusdt"})
     assert some.watched("BTCUSDT") and not some.watched("ETHUSDT")
     assert some.as_env()["COLLECTOR_WATCHED_SYMBOLS"] == "BTCUSDT"
+
+
+# ---- the .env file itself: its encoding, lines that are not settings, a directory -----------------
+
+
+@pytest.mark.parametrize(
+    ("encoding", "said"),
+    [
+        ("utf-16", "is UTF-16 text (as some Windows editors save it); it must be UTF-8"),
+        ("utf-16-le", "holds NUL bytes: UTF-16 text without a byte-order mark?"),
+        ("utf-32", "is UTF-32 text"),
+        ("latin-1", "is not UTF-8 text (byte 0xe9 on line 2)"),
+    ],
+)
+def test_an_env_file_not_in_utf8_is_named_with_the_encoding_it_needs(
+    tmp_path: Path, encoding: str, said: str
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_bytes("COLLECTOR_SYMBOLS=ETHUSDT\n# café\n".encode(encoding))
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, env_file=env_file)
+    assert f"env file {str(env_file)!r} {said}" in str(info.value)
+    assert "UTF-8" in str(info.value)
+
+
+def test_a_line_that_is_not_a_setting_is_refused_naming_the_file_and_line(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# a comment\nthis is not a setting\nCOLLECTOR_SYMBOLS=ETHUSDT\n"
+        'COLLECTOR_DESTINATION="unterminated\nCOLLECTOR_LOG_LEVEL\nexport COLLECTOR_FORMAT=csv.gz\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, env_file=env_file)
+    where = f"env file {str(env_file)!r}"
+    assert info.value.problems == [
+        f"{where}, line 2: 'this is not a setting' is not NAME=value; fix it, or make it a comment with #",
+        f"{where}, line 4: 'COLLECTOR_DESTINATION=\"unterminated' has a quote that is not closed; close it",
+        f"{where}, line 5: COLLECTOR_LOG_LEVEL has no '='; write COLLECTOR_LOG_LEVEL=value",
+    ]
+
+
+def test_an_ssm_parameter_with_a_broken_line_is_refused_too() -> None:
+    with pytest.raises(ConfigError, match="the SSM parameter's text, line 1: 'not a line' is not NAME=value"):
+        load_settings({}, ssm_text="not a line\nCOLLECTOR_SYMBOLS=ETHUSDT\n")
+
+
+def test_an_env_file_that_is_a_directory_is_called_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, env_file=tmp_path)
+    assert "is a directory; give the settings file itself" in str(info.value)
+    assert "does not exist" not in str(info.value)

@@ -67,6 +67,27 @@ def test_check_config_names_settings_as_a_user_sets_them_and_refuses_a_file_dest
     assert "permissions" not in run.stderr
 
 
+@pytest.mark.parametrize("command", ["check-config", "run", "demo"])
+def test_a_utf16_env_file_stops_every_command_with_exit_2_naming_it(tmp_path: Path, command: str) -> None:
+    (tmp_path / ".env").write_bytes("COLLECTOR_SYMBOLS=ETHUSDT\n".encode("utf-16"))
+    done = run_cli(command, *(["--seconds", "1"] if command == "demo" else []), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "env file '.env' is UTF-16 text" in done.stderr and "iconv -f UTF-16 -t UTF-8" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_broken_env_line_is_not_configuration_ok(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text('this is not a setting\nCOLLECTOR_DESTINATION="unterminated\n')
+    done = run_cli("check-config", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "env file '.env', line 1: 'this is not a setting' is not NAME=value" in done.stderr
+    assert "line 2: 'COLLECTOR_DESTINATION=\"unterminated' has a quote that is not closed" in done.stderr
+    assert "configuration OK" not in done.stderr and "could not parse" not in done.stderr
+    (tmp_path / "envdir").mkdir()
+    directory = run_cli("check-config", "--env-file", "envdir", cwd=tmp_path)
+    assert directory.returncode == 2 and "env file 'envdir' is a directory" in directory.stderr
+
+
 # ---- run: unknown symbols, no network, the first lines ------------------------------------------------
 
 
