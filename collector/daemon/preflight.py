@@ -31,7 +31,11 @@ __all__ = [
 
 
 def directory_problem(path: Path, setting: str) -> str | None:
-    """Why `path` cannot be used as a directory to write into, or None if it can (made if need be)."""
+    """Why `path` cannot be used as a directory to write into, or None if it can (made if need be).
+
+    Permissions say what they say; then the directory is made and a file written in it, both
+    removed again, since the kernel can refuse what the permission bits allow (root under
+    /proc or /sys, a read-only mount)."""
     if path.exists():
         if not path.is_dir():
             return f"{setting}={str(path)!r} is a file, not a directory; give a directory path"
@@ -40,7 +44,7 @@ def directory_problem(path: Path, setting: str) -> str | None:
                 f"{setting}={str(path)!r} is a directory this user ({_user()}) cannot write; "
                 "fix its permissions or give another"
             )
-        return None
+        return _try_writing(path, path, setting)
     ancestor = path.absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -51,6 +55,32 @@ def directory_problem(path: Path, setting: str) -> str | None:
             f"{setting}={str(path)!r} cannot be made: this user ({_user()}) cannot write "
             f"{str(ancestor)!r}; make the directory or give another path"
         )
+    return _try_writing(path, ancestor, setting)
+
+
+def _try_writing(path: Path, existing: Path, setting: str) -> str | None:
+    """Make `path` (below `existing`) and write a file in it; remove both; why it failed, if it did."""
+    import tempfile
+
+    made = [p for p in [path.absolute(), *path.absolute().parents] if p.is_relative_to(existing)]
+    made = [p for p in made if p != existing.absolute()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".collector-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        verb = "cannot be made" if made else "cannot be written"
+        return (
+            f"{setting}={str(path)!r} {verb}: {exc.strerror} ({exc.filename}); "
+            "give a directory on a filesystem this user can write"
+        )
+    finally:
+        for directory in made:  # deepest first: only the ones this check made
+            try:
+                directory.rmdir()
+            except OSError:
+                break
     return None
 
 

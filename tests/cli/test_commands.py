@@ -41,6 +41,30 @@ def test_a_directory_that_cannot_be_written_is_named(tmp_path: Path) -> None:
     assert "cannot be made" in (directory_problem(locked / "landing", "COLLECTOR_DESTINATION") or "")
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc on this system")
+def test_a_directory_the_kernel_will_not_make_is_refused_even_where_permissions_allow_it(
+    tmp_path: Path,
+) -> None:
+    """Root may write /proc by its permission bits; the kernel makes nothing there."""
+    assert "cannot be made" in (
+        directory_problem(Path("/proc/trade-lake-landing"), "COLLECTOR_DESTINATION") or ""
+    )
+    done = run_cli("check-config", env={"COLLECTOR_DESTINATION": "/proc/trade-lake-landing"}, cwd=tmp_path)
+    assert (
+        done.returncode == 2
+        and "COLLECTOR_DESTINATION='/proc/trade-lake-landing' cannot be made" in done.stderr
+    )
+    demo = run_cli("demo", "--destination", "/proc/trade-lake-landing", cwd=tmp_path, timeout=20)
+    assert demo.returncode == 2 and "cannot be made" in demo.stderr
+
+
+def test_the_directory_check_leaves_nothing_behind(tmp_path: Path) -> None:
+    (tmp_path / "existing").mkdir()
+    assert directory_problem(tmp_path / "existing", "COLLECTOR_SPOOL_DIR") is None
+    assert directory_problem(tmp_path / "new" / "deeper", "COLLECTOR_SPOOL_DIR") is None
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["existing"]
+
+
 @pytest.mark.parametrize(
     ("value", "said"),
     [("lots", "not a whole number"), ("1.5x", "not a whole number"), ("soon", "not a number")],
