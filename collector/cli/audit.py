@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from collector.cli.options import settings_for, utc_minute
+from collector.cli.options import landing_to_read, settings_for, utc_minute
 from collector.config import parse_destination
 
 if TYPE_CHECKING:
@@ -31,9 +31,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     sink: Sink
     if isinstance(destination, S3Destination):
         sink = S3Sink(destination, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
-    elif not destination.is_dir():
-        raise ValueError(f"{destination} is not a directory; pass a landing directory or s3://bucket/prefix")
     else:
+        landing_to_read(destination)
         sink = LocalSink(destination)
     named: list[str] = []
     if args.symbols:

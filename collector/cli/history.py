@@ -7,9 +7,11 @@ import asyncio
 import json
 import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from collector.binance.archive import StagingError
+from collector.cli.options import landing_to_read
 from collector.config import Settings, parse_destination
 from collector.exceptions import SinkError
 
@@ -22,6 +24,7 @@ __all__ = [
     "plain",
     "render_summary",
     "sink_for",
+    "symbols_known",
 ]
 
 
@@ -39,6 +42,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     """Import days of Binance's archive; exit 0 when every file landed, 1 when some were skipped."""
     check_days(args.start, args.end)
     if args.into == "table":
+        if not symbols_known(settings, args.symbols, "import", "nothing was imported"):
+            return 2
         return _import_into_table(args, settings)
     settings, sink = sink_for(settings, args.destination)
     importer = importer_for(settings, sink, settings.archive_url, settings.rest_url, args.downloads)
@@ -46,6 +51,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         sink.probe()  # a missing bucket or a denied permission, before anything is downloaded
     except SinkError as exc:
         print(f"collector import: {plain(exc)}; nothing was imported", file=sys.stderr)
+        return 2
+    if not symbols_known(settings, args.symbols, "import", "nothing was imported"):
         return 2
     try:
         summary = asyncio.run(importer.run(args.symbols, args.start, args.end))
@@ -111,14 +118,29 @@ def plain(exc: Exception) -> str:
     return str(exc).removesuffix("; retrying").replace(" (data stays in the spool)", "")
 
 
-def check_days(first: date, last: date) -> None:
+def check_days(first: date, last: date, flag: str = "--to") -> None:
     if last < first:
         raise ValueError("--to must not be before --from")
     today = datetime.now(tz=UTC).date()
     if last >= today:
         raise ValueError(
-            f"--to {last} has no archive yet: a day is published after it ends (today is {today})"
+            f"{flag} {last} has no archive yet: a day is published after it ends (today is {today})"
         )
+
+
+def symbols_known(settings: Settings, symbols: list[str], command: str, nothing: str) -> bool:
+    """Ask exchangeInfo whether Binance knows the symbols (delisted ones it lists in BREAK): the
+    archive answers 404 alike for a misspelt name and a day not published yet, and only the
+    second is worth waiting for. When exchangeInfo cannot be asked, says so and goes on."""
+    from collector.binance.rest import BinanceRest
+    from collector.daemon.preflight import check_symbols
+
+    report = check_symbols(BinanceRest(settings.rest_url, timeout_s=10.0), tuple(symbols))
+    if report.error:
+        print(f"collector {command}: could not check the symbols ({report.error}); going on", file=sys.stderr)
+    for problem in report.problems("--symbols"):
+        print(f"collector {command}: {problem}; {nothing}", file=sys.stderr)
+    return not report.unknown
 
 
 def importer_for(settings: Settings, sink: Any, archive_url: str, rest_url: str, downloads: int) -> Any:
@@ -173,12 +195,23 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from collector.binance.archive import ArchiveProblem
     from collector.history.verify import render, verify_day
 
+    check_days(args.day, args.day, "--day")
     settings, sink = sink_for(settings, args.destination)
     table = None
     if args.table:
         from collector.cli.table import open_lake_tables
 
         table = open_lake_tables(settings).trades
+    elif isinstance(settings.destination, Path):
+        landing_to_read(settings.destination)
+    else:
+        try:
+            sink.probe()  # a LIST: a missing bucket or a denied permission
+        except SinkError as exc:
+            print(f"collector verify: {plain(exc)}", file=sys.stderr)
+            return 2
+    if not symbols_known(settings, args.symbols, "verify", "nothing was compared"):
+        return 2
     code = 0
     for symbol in args.symbols:
         try:

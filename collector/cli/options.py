@@ -11,6 +11,7 @@ from collector.exceptions import ConfigError
 
 __all__ = [
     "day",
+    "landing_to_read",
     "port",
     "positive_int",
     "positive_seconds",
@@ -42,6 +43,17 @@ def refuse_unusable(settings: Settings) -> None:
     problems = offline_problems(settings)
     if problems:
         raise ConfigError(problems)
+
+
+def landing_to_read(destination: Path) -> None:
+    """A local landing zone a command reads (audit, verify) exists: an empty report for a
+    misspelt directory would read as "nothing landed" or "every trade missing"."""
+    if not destination.exists():
+        raise ValueError(
+            f"{destination} does not exist; pass the landing directory (or s3://bucket/prefix) to read"
+        )
+    if not destination.is_dir():
+        raise ValueError(f"{destination} is not a directory; pass a landing directory or s3://bucket/prefix")
 
 
 def port(text: str) -> int:

@@ -113,11 +113,11 @@ class SymbolReport:
     not_trading: dict[str, str] = field(default_factory=dict)  # symbol -> its status (BREAK, HALT, ...)
     error: str | None = None  # exchangeInfo could not be asked: nothing is known
 
-    def problems(self) -> list[str]:
+    def problems(self, setting: str = "COLLECTOR_SYMBOLS") -> list[str]:
         out = []
         for symbol, close in self.unknown.items():
             hint = f"; closest: {', '.join(close)}" if close else ""
-            out.append(f"COLLECTOR_SYMBOLS: {symbol} is not a Binance spot symbol{hint}")
+            out.append(f"{setting}: {symbol} is not a Binance spot symbol{hint}")
         return out
 
     def warnings(self) -> list[str]:

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,12 @@ import pytest
 from collector.config import load_settings
 from collector.daemon.preflight import directory_problem
 from collector.exceptions import ConfigError
+from collector.feed.archive import ArchiveFeed
+from collector.feed.server import FeedServer
+from collector.feed.simulated import Market
+from collector.feed.tapes import MarketTape
 from tests.support.cli import run_cli
+from tests.support.threaded_feed import ThreadedFeed
 
 # ---- settings that cannot work ----------------------------------------------------------------------
 
@@ -127,6 +133,43 @@ def test_demo_refuses_a_negative_time_and_an_unusable_directory(tmp_path: Path) 
     (tmp_path / "file").write_text("x")
     unusable = run_cli("demo", "--destination", str(tmp_path / "file"), "--seconds", "1", cwd=tmp_path)
     assert unusable.returncode == 2 and "is a file, not a directory" in unusable.stderr
+
+
+# ---- import and verify: a wrong name called by its name ------------------------------------------------
+
+
+def test_import_and_verify_call_a_misspelt_symbol_a_typo_not_a_day_to_wait_for(tmp_path: Path) -> None:
+    market = Market(("BTCUSDT",), 1_440)
+    server = FeedServer(MarketTape(market, time.time_ns() // 1000), rate=0.0, archive=ArchiveFeed(market))
+    (tmp_path / "lake").mkdir()
+    with ThreadedFeed(server) as feed:
+        rest = feed.url.replace("ws://", "http://")
+        env = {"COLLECTOR_ARCHIVE_URL": rest, "COLLECTOR_REST_URL": rest, "COLLECTOR_SPOOL_DIR": "spool"}
+        day = ["2024-12-30", "--destination", "lake"]
+        imported = run_cli(
+            "import", "--symbols", "BTCUSTD", "--from", day[0], "--to", *day, env=env, cwd=tmp_path
+        )
+        verified = run_cli("verify", "--symbols", "BTCUSTD", "--day", *day, env=env, cwd=tmp_path)
+    for done, nothing in ((imported, "nothing was imported"), (verified, "nothing was compared")):
+        assert done.returncode == 2, done.stderr
+        assert f"--symbols: BTCUSTD is not a Binance spot symbol; closest: BTCUSDT; {nothing}" in done.stderr
+        assert "later" not in done.stderr + done.stdout
+    assert not list((tmp_path / "lake").iterdir())
+
+
+def test_verify_refuses_a_landing_directory_that_does_not_exist_and_a_day_not_over(tmp_path: Path) -> None:
+    env = {"COLLECTOR_ARCHIVE_URL": "http://127.0.0.1:9", "COLLECTOR_REST_URL": "http://127.0.0.1:9"}
+    missing = run_cli(
+        "verify", "--symbols", "BTCUSDT", "--day", "2024-12-30", "--destination", "nonexist-landing",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert missing.returncode == 2 and not missing.stdout
+    assert "nonexist-landing does not exist; pass the landing directory" in missing.stderr
+    (tmp_path / "lake").mkdir()
+    future = run_cli("verify", "--symbols", "BTCUSDT", "--day", "2030-01-01", "--destination", "lake",
+                     env=env, cwd=tmp_path)  # fmt: skip
+    assert future.returncode == 2 and "--day 2030-01-01 has no archive yet" in future.stderr
+    assert "later" not in future.stderr
 
 
 # ---- the stream's edge ------------------------------------------------------------------------------------
