@@ -91,6 +91,8 @@ def _audit_report(sink: Sink, named: list[str], span: tuple[int, int] | None) ->
 
 def _audit_span(args: argparse.Namespace) -> tuple[int, int] | None:
     """The minutes --day or --from/--to name (end excluded); None: everything found."""
+    if args.day and (args.start or args.end):
+        raise ValueError("--day is a whole UTC day, --from/--to a span of minutes: give one or the other")
     if args.day:
         start = utc_minute(args.day)
         return start, start + 1440

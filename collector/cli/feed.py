@@ -28,6 +28,12 @@ __all__ = ["cmd_demo", "cmd_emulate"]
 def _tape(args: argparse.Namespace) -> object:
     from collector.feed.tapes import GeneratedTape, load_replay
 
+    if args.replay and (getattr(args, "market", False) or getattr(args, "market_symbols", None)):
+        raise ValueError("--replay serves a recording, --market a simulated market: give one or the other")
+    if bool(args.clock_jump_every) != bool(args.clock_jump_s):
+        raise ValueError(
+            "--clock-jump-every and --clock-jump-s: give both, after how many trades and how far"
+        )
     if args.replay:
         return load_replay(Path(args.replay))
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
@@ -226,6 +232,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.archive:
         configure_logging("warning" if args.quiet else settings.log_level, settings.log_format, sys.stderr)
         return demo_import(args, settings)
+    if args.start or args.end:
+        raise ValueError("--from and --to are the days an --archive demo imports; add --archive")
     configure_logging("warning" if args.quiet else settings.log_level, settings.log_format)
     from collector.daemon.app import Collector
     from collector.feed.server import FeedServer

@@ -12,6 +12,9 @@ from collector.exceptions import ConfigError
 __all__ = [
     "day",
     "landing_to_read",
+    "listen_port",
+    "non_negative",
+    "non_negative_int",
     "port",
     "positive_int",
     "positive_seconds",
@@ -64,6 +67,31 @@ def port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (1 to 65535)")
     return port
+
+
+def listen_port(text: str) -> int:
+    """A port to listen on; 0 asks the system for a free one."""
+    return 0 if text.strip() == "0" else port(text)
+
+
+def non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
 
 
 def positive_seconds(text: str) -> float:

@@ -15,7 +15,17 @@ from collector import __version__
 from collector.cli.audit import cmd_audit
 from collector.cli.feed import cmd_demo, cmd_emulate
 from collector.cli.history import cmd_import, cmd_verify
-from collector.cli.options import day, port, positive_int, positive_seconds, settings_for, symbol_list
+from collector.cli.options import (
+    day,
+    listen_port,
+    non_negative,
+    non_negative_int,
+    port,
+    positive_int,
+    positive_seconds,
+    settings_for,
+    symbol_list,
+)
 from collector.cli.run import cmd_check_config, cmd_fetch_env, cmd_run, cmd_status
 from collector.cli.table import cmd_compact
 from collector.logs import configure_logging
@@ -31,25 +41,30 @@ DESCRIPTION = (
 
 def _with_tape(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--symbols", default="BTCUSDT", help="generated tape: comma-separated symbols")
-    p.add_argument("--count", type=int, default=None, help="generated tape: trades per symbol, then idle")
+    p.add_argument(
+        "--count", type=positive_int, default=None, help="generated tape: trades per symbol, then idle"
+    )
     p.add_argument("--seed", type=int, default=1, help="generated tape: random seed")
     p.add_argument(
-        "--first-id", type=int, default=None, help="generated tape: first id (default: from the clock)"
+        "--first-id",
+        type=non_negative_int,
+        default=None,
+        help="generated tape: first id (default: from the clock)",
     )
     rate_help = "trades per second in all; 0 = as fast as read (default 50; --market: 0, its own pace)"
-    p.add_argument("--rate", type=float, default=None, help=rate_help)
+    p.add_argument("--rate", type=non_negative, default=None, help=rate_help)
     clock = p.add_argument_group("emulated clock (generated tape; default: trade times are now)")
     clock.add_argument(
-        "--clock-from-s", type=float, default=None, help="first trade time this many seconds ago"
+        "--clock-from-s", type=non_negative, default=None, help="first trade time this many seconds ago"
     )
-    clock.add_argument("--clock-step-ms", type=float, default=100.0, help="trade time step per trade")
+    clock.add_argument("--clock-step-ms", type=non_negative, default=100.0, help="trade time step per trade")
     clock.add_argument(
-        "--clock-jump-every", type=int, default=0, help="after every N trades, jump the clock..."
+        "--clock-jump-every", type=non_negative_int, default=0, help="after every N trades, jump the clock..."
     )
-    clock.add_argument("--clock-jump-s", type=float, default=0.0, help="...by this many seconds")
+    clock.add_argument("--clock-jump-s", type=non_negative, default=0.0, help="...by this many seconds")
     p.add_argument("--replay", help="replay the trade frames of a recording (.gz or plain)")
     p.add_argument(
-        "--speed", type=float, default=0.0, help="replay pace: 1 = as recorded, 0 = as fast as read"
+        "--speed", type=non_negative, default=0.0, help="replay pace: 1 = as recorded, 0 = as fast as read"
     )
     return p
 
@@ -106,8 +121,8 @@ def _add_market_options(emulate: argparse.ArgumentParser) -> None:
 
 def _add_emulate(emulate: argparse.ArgumentParser) -> None:
     emulate.add_argument("--host", default="127.0.0.1")
-    emulate.add_argument("--port", type=int, default=9443)
-    emulate.add_argument("--ping-interval-s", type=float, default=20.0)
+    emulate.add_argument("--port", type=listen_port, default=9443)
+    emulate.add_argument("--ping-interval-s", type=positive_seconds, default=20.0)
     emulate.add_argument(
         "--live", action="store_true", help="keep producing while no client is connected, like an exchange"
     )
@@ -119,32 +134,41 @@ def _add_emulate(emulate: argparse.ArgumentParser) -> None:
         "scripted faults (all off by default; connection k gets the k-th, in turn)"
     )
     faults.add_argument(
-        "--drop-every-s", type=float, default=0.0, help="abort each connection after this long"
+        "--drop-every-s", type=non_negative, default=0.0, help="abort each connection after this long"
     )
     faults.add_argument(
-        "--stall-every-s", type=float, default=0.0, help="go silent on a connection after this long"
+        "--stall-every-s", type=non_negative, default=0.0, help="go silent on a connection after this long"
     )
-    faults.add_argument("--stall-for-s", type=float, default=0.0, help="...for this long")
+    faults.add_argument("--stall-for-s", type=non_negative, default=0.0, help="...for this long")
     faults.add_argument(
-        "--shutdown-every-s", type=float, default=0.0, help="send serverShutdown after this long"
+        "--shutdown-every-s", type=non_negative, default=0.0, help="send serverShutdown after this long"
     )
     faults.add_argument(
-        "--max-connection-age-s", type=float, default=0.0, help="close connections at this age"
+        "--max-connection-age-s", type=non_negative, default=0.0, help="close connections at this age"
     )
-    faults.add_argument("--skip-every", type=int, default=0, help="leave every Nth trade out of the stream")
-    faults.add_argument("--duplicate-every", type=int, default=0, help="send every Nth trade twice")
-    faults.add_argument("--rest-weight-limit", type=int, default=6000, help="REST weight per minute")
-    faults.add_argument("--rest-oldest-id", type=int, default=0, help="REST serves no id below this")
     faults.add_argument(
-        "--rest-fail-first", type=int, default=0, help="answer the first N REST calls with 429"
+        "--skip-every", type=non_negative_int, default=0, help="leave every Nth trade out of the stream"
+    )
+    faults.add_argument(
+        "--duplicate-every", type=non_negative_int, default=0, help="send every Nth trade twice"
+    )
+    faults.add_argument("--rest-weight-limit", type=positive_int, default=6000, help="REST weight per minute")
+    faults.add_argument(
+        "--rest-oldest-id", type=non_negative_int, default=0, help="REST serves no id below this"
+    )
+    faults.add_argument(
+        "--rest-fail-first", type=non_negative_int, default=0, help="answer the first N REST calls with 429"
     )
     faults.add_argument("--rest-down", action="store_true", help="answer every REST call with 503")
     faults.add_argument(
-        "--rest-unavailable-first", type=int, default=0, help="answer the first N REST calls with 503"
+        "--rest-unavailable-first",
+        type=non_negative_int,
+        default=0,
+        help="answer the first N REST calls with 503",
     )
     emulate.add_argument(
         "--redeliver",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="test aid: send each new connection the last N trades again (as a REST backfill would)",
     )
@@ -197,7 +221,9 @@ def _add_daemon(sub: Any) -> None:
         sub.add_parser("status", help="print the running collector's health; exit 0 when healthy")
     )
     status.add_argument("--port", type=port, default=None, help="default: COLLECTOR_HEALTH_PORT (9108)")
-    status.add_argument("--wait", type=float, default=0.0, help="keep asking for up to this many seconds")
+    status.add_argument(
+        "--wait", type=non_negative, default=0.0, help="keep asking for up to this many seconds"
+    )
     status.set_defaults(func=cmd_status)
 
     fetch = sub.add_parser("fetch-env", help="write the .env held in an SSM parameter to a 0600 file")

@@ -172,6 +172,33 @@ def test_verify_refuses_a_landing_directory_that_does_not_exist_and_a_day_not_ov
     assert "later" not in future.stderr
 
 
+# ---- flags that make no sense together, or at all ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["demo", "--rate", "-1"], "argument --rate: -1 must be 0 or more"),
+        (["emulate", "--speed", "-2"], "argument --speed: -2 must be 0 or more"),
+        (["emulate", "--count", "0"], "argument --count: 0 must be at least 1"),
+        (["emulate", "--port", "70000"], "argument --port: 70000 is not a port number"),
+        (["emulate", "--drop-every-s", "-5"], "argument --drop-every-s: -5 must be 0 or more"),
+        (["status", "--wait", "-1"], "argument --wait: -1 must be 0 or more"),
+        (["audit", ".", "--day", "2024-12-30", "--from", "2024-12-30T16:00"], "give one or the other"),
+        (["audit", ".", "--day", "2024-12-30", "--to", "2024-12-30T16:00"], "give one or the other"),
+        (["demo", "--from", "2024-12-30", "--to", "2024-12-31"], "add --archive"),
+        (["emulate", "--replay", "x.gz", "--market"], "--replay serves a recording, --market a simulated"),
+        (["emulate", "--clock-jump-s", "60"], "--clock-jump-every and --clock-jump-s: give both"),
+    ],
+)
+def test_flags_that_make_no_sense_are_refused_with_the_reason(
+    tmp_path: Path, argv: list[str], said: str
+) -> None:
+    done = run_cli(*argv, cwd=tmp_path, timeout=20)
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert not (tmp_path / "demo-landing").exists()
+
+
 # ---- the stream's edge ------------------------------------------------------------------------------------
 
 
