@@ -21,10 +21,11 @@ class ImportProgress:
         self.started = time.monotonic()
         self._shown = 0.0
 
-    def begin(self, files: int, days: int) -> None:
+    def begin(self, files: int, *, days: int, symbols: int) -> None:
+        """`days`: UTC days, as the summary counts them (of each of the `symbols`)."""
         self.files = files
         self.started = time.monotonic()
-        self.log.info("collector.import_started", files=files, days=days)
+        self.log.info("collector.import_started", files=files, days=days, symbols=symbols)
 
     def rows(self, count: int) -> None:
         self.trades += count

@@ -85,7 +85,7 @@ class Importer:
         shutil.rmtree(self.staging, ignore_errors=True)  # what a stopped run left is made again
         files = await asyncio.to_thread(self._plan, symbols, first, last)
         if self.progress:
-            self.progress.begin(len(files), sum(len(f.days) for f in files))
+            self.progress.begin(len(files), days=summary.days, symbols=len(symbols))
         # Two files at a time along the path: one is read and staged while the one before it
         # is published and marked (the two share no minute: their days differ).
         try:

@@ -157,6 +157,22 @@ def test_import_and_verify_call_a_misspelt_symbol_a_typo_not_a_day_to_wait_for(t
     assert not list((tmp_path / "lake").iterdir())
 
 
+def test_an_imports_days_are_the_same_days_in_its_log_and_its_summary(tmp_path: Path) -> None:
+    market = Market(("BTCUSDT", "ETHUSDT"), 1_440)
+    server = FeedServer(MarketTape(market, time.time_ns() // 1000), rate=0.0, archive=ArchiveFeed(market))
+    with ThreadedFeed(server) as feed:
+        rest = feed.url.replace("ws://", "http://")
+        env = {"COLLECTOR_ARCHIVE_URL": rest, "COLLECTOR_REST_URL": rest, "COLLECTOR_SPOOL_DIR": "spool"}
+        done = run_cli(
+            "import", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-12-29", "--to", "2024-12-30",
+            "--destination", "lake", env=env, cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (started,) = [json.loads(line) for line in done.stderr.splitlines() if "import_started" in line]
+    assert (started["days"], started["symbols"], started["files"]) == (2, 2, 4)
+    assert done.stdout.startswith("imported 2 day(s) into lake: 4 file(s)")
+
+
 def test_verify_refuses_a_landing_directory_that_does_not_exist_and_a_day_not_over(tmp_path: Path) -> None:
     env = {"COLLECTOR_ARCHIVE_URL": "http://127.0.0.1:9", "COLLECTOR_REST_URL": "http://127.0.0.1:9"}
     missing = run_cli(

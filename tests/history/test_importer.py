@@ -59,7 +59,7 @@ def test_progress_shows_files_trades_bytes_rate_and_time_left_on_a_terminal_and_
 
     screen = _Terminal()
     bar = ImportProgress(Log(), screen)
-    bar.begin(2, 2)
+    bar.begin(2, days=2, symbols=1)
     bar.rows(1_234_567)
     bar.file_done(File(), Summary())
     line = screen.getvalue().rsplit("\r", 1)[-1]
@@ -68,7 +68,7 @@ def test_progress_shows_files_trades_bytes_rate_and_time_left_on_a_terminal_and_
     bar.file_done(File(), Summary())
     assert screen.getvalue().endswith("\n")  # the bar ends its line when the last file is done
     plain = ImportProgress(Log(), io.StringIO())
-    plain.begin(1, 1)
+    plain.begin(1, days=1, symbols=1)
     plain.rows(10)
     plain.file_done(File(), Summary())
     ((_, fields),) = [e for e in events if e[0] == "collector.import_progress"]
