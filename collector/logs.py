@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "get_logger", "log_stream", "send_logs_to"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -26,9 +26,13 @@ def _event_first(_logger: Any, _name: str, event_dict: MutableMapping[str, Any])
     return head
 
 
+_stream: Any = None  # where the log lines go
+
+
 def configure_logging(level: str = "info", log_format: str = "auto", stream: Any = None) -> None:
     """`stream`: stdout (the daemon's), or stderr for a command whose stdout is its report."""
-    stream = stream or sys.stdout
+    global _stream  # noqa: PLW0603
+    stream = _stream = stream or sys.stdout
     console = log_format == "console" or (log_format == "auto" and stream.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty(), sort_keys=False)
@@ -47,6 +51,19 @@ def configure_logging(level: str = "info", log_format: str = "auto", stream: Any
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+
+
+def log_stream() -> Any:
+    """The stream the log lines go to (None before `configure_logging`)."""
+    return _stream
+
+
+def send_logs_to(stream: Any) -> None:
+    """Send the log lines to `stream` from now on, in the same format (loggers already handed
+    out follow: none is cached)."""
+    global _stream  # noqa: PLW0603
+    _stream = stream
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(stream))
 
 
 def get_logger(**bound: Any) -> Any:
