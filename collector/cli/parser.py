@@ -32,6 +32,7 @@ from collector.logs import configure_logging
 
 __all__ = ["build_parser"]
 
+RATE_HELP = "trades per second in all; 0 = as fast as read"
 DESCRIPTION = (
     "Trade Lake: captures every Binance spot trade and lands it once, exact, in a minute-partitioned "
     "Parquet landing zone (S3 or a directory); audits it, imports Binance's archive into it, and serves "
@@ -39,10 +40,31 @@ DESCRIPTION = (
 )
 
 
-def _with_tape(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help states it in words (a default
+    of None, nothing or off must be said in words: `test_every_option_states_its_default`)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        unsaid = action.default is None or action.default is False or action.default == []
+        if "default" in text or not action.option_strings or unsaid or action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+
+def _with_tape(p: argparse.ArgumentParser, rate_help: str) -> argparse.ArgumentParser:
     p.add_argument("--symbols", default="BTCUSDT", help="generated tape: comma-separated symbols")
     p.add_argument(
-        "--count", type=positive_int, default=None, help="generated tape: trades per symbol, then idle"
+        "--count",
+        type=positive_int,
+        default=None,
+        help="generated tape: trades per symbol, then idle (default: no end)",
     )
     p.add_argument("--seed", type=int, default=1, help="generated tape: random seed")
     p.add_argument(
@@ -51,18 +73,22 @@ def _with_tape(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=None,
         help="generated tape: first id (default: from the clock)",
     )
-    rate_help = "trades per second in all; 0 = as fast as read (default 50; --market: 0, its own pace)"
     p.add_argument("--rate", type=non_negative, default=None, help=rate_help)
-    clock = p.add_argument_group("emulated clock (generated tape; default: trade times are now)")
+    clock = p.add_argument_group("emulated clock (generated tape)")
     clock.add_argument(
-        "--clock-from-s", type=non_negative, default=None, help="first trade time this many seconds ago"
+        "--clock-from-s",
+        type=non_negative,
+        default=None,
+        help="first trade time this many seconds ago (default: trade times are the wall clock's)",
     )
     clock.add_argument("--clock-step-ms", type=non_negative, default=100.0, help="trade time step per trade")
     clock.add_argument(
         "--clock-jump-every", type=non_negative_int, default=0, help="after every N trades, jump the clock..."
     )
     clock.add_argument("--clock-jump-s", type=non_negative, default=0.0, help="...by this many seconds")
-    p.add_argument("--replay", help="replay the trade frames of a recording (.gz or plain)")
+    p.add_argument(
+        "--replay", help="replay the trade frames of a recording (.gz or plain) (default: a generated tape)"
+    )
     p.add_argument(
         "--speed", type=non_negative, default=0.0, help="replay pace: 1 = as recorded, 0 = as fast as read"
     )
@@ -79,8 +105,10 @@ def _add_audit(audit: argparse.ArgumentParser) -> None:
         "--symbols",
         help="comma-separated, in whichever layout holds them (default: every symbol, and Binance/_market/)",
     )
-    audit.add_argument("--day", help="one UTC day, e.g. 2026-11-22")
-    audit.add_argument("--from", dest="start", help="first UTC minute, e.g. 2026-11-22T10:00")
+    audit.add_argument("--day", help="one UTC day, e.g. 2026-11-22 (default: every minute found)")
+    audit.add_argument(
+        "--from", dest="start", help="first UTC minute, e.g. 2026-11-22T10:00 (default: the first found)"
+    )
     audit.add_argument("--to", dest="end", help="end UTC minute, excluded (default: the last full minute)")
     audit.add_argument("--json", action="store_true", help="print the report as JSON")
     audit.add_argument("--env-file", type=Path, help="settings file (default: ./.env when present)")
@@ -96,38 +124,52 @@ def _add_market_options(emulate: argparse.ArgumentParser) -> None:
     market.add_argument(
         "--market-symbols",
         type=positive_int,
-        help="serve a whole market of N heavy-tailed symbols instead of --symbols (implies --market)",
+        help="serve a whole market of N heavy-tailed symbols instead of --symbols (implies --market; "
+        "default: the --symbols)",
     )
     market.add_argument(
         "--market-trades-per-day",
         type=positive_int,
         default=17_280_000,
-        help="the whole market's trades a day, in all (default: 200 a second)",
+        help="the whole market's trades a day, in all (default: 17,280,000, 200 a second)",
     )
     market.add_argument("--listings", type=positive_int, default=0, help="list this many new symbols...")
-    market.add_argument("--list-after-s", type=positive_seconds, help="...this many seconds after the start")
+    market.add_argument(
+        "--list-after-s",
+        type=positive_seconds,
+        help="...this many seconds after the start (no default: give it with --listings)",
+    )
     market.add_argument("--delistings", type=positive_int, default=0, help="delist the N quietest symbols...")
     market.add_argument(
-        "--delist-after-s", type=positive_seconds, help="...this many seconds after the start"
+        "--delist-after-s",
+        type=positive_seconds,
+        help="...this many seconds after the start (no default: give it with --delistings)",
     )
     market.add_argument("--archive", action="store_true", help="serve its days as Binance's trade archive")
     market.add_argument(
         "--archive-defect",
         action="append",
         default=[],
-        help="DATE:missing:FIRST-LAST, DATE:truncate:HH:MM, DATE:bad-checksum, DATE:unpublished, DATE:header",
+        help="DATE:missing:FIRST-LAST, DATE:truncate:HH:MM, DATE:bad-checksum, DATE:unpublished, "
+        "DATE:header; repeat for more (default: none, the archive is whole)",
     )
 
 
 def _add_emulate(emulate: argparse.ArgumentParser) -> None:
-    emulate.add_argument("--host", default="127.0.0.1")
-    emulate.add_argument("--port", type=listen_port, default=9443)
-    emulate.add_argument("--ping-interval-s", type=positive_seconds, default=20.0)
+    emulate.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    emulate.add_argument("--port", type=listen_port, default=9443, help="port to listen on; 0: any free one")
+    emulate.add_argument(
+        "--ping-interval-s", type=positive_seconds, default=20.0, help="seconds between WebSocket pings"
+    )
     emulate.add_argument(
         "--live", action="store_true", help="keep producing while no client is connected, like an exchange"
     )
     emulate.add_argument(
-        "--status", action="append", default=[], help="exchangeInfo status of a symbol, e.g. ETHUSDT=BREAK"
+        "--status",
+        action="append",
+        default=[],
+        help="exchangeInfo status of a symbol, e.g. ETHUSDT=BREAK; repeat for more "
+        "(default: every symbol TRADING)",
     )
     _add_market_options(emulate)
     faults = emulate.add_argument_group(
@@ -176,9 +218,9 @@ def _add_emulate(emulate: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="collector", description=DESCRIPTION)
+    parser = _Parser(prog="collector", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_daemon(sub)
     _add_audit(
         sub.add_parser("audit", help="check a landing zone's markers, files and continuity (both layouts)")
@@ -194,10 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_history(sub, _with_env, with_settings)
     _add_compact(sub, with_settings)
-    _add_emulate(_with_tape(sub.add_parser("emulate", help="serve a local Binance-compatible trade feed")))
-    _add_demo(
-        _with_env(_with_tape(sub.add_parser("demo", help="run the local feed and the collector together")))
-    )
+    emulate = sub.add_parser("emulate", help="serve a local Binance-compatible trade feed")
+    _add_emulate(_with_tape(emulate, f"{RATE_HELP} (default: 50; with --market: 0, its own pace)"))
+    demo = sub.add_parser("demo", help="run the local feed and the collector together")
+    _add_demo(_with_env(_with_tape(demo, RATE_HELP)))
     return parser
 
 
@@ -220,7 +262,12 @@ def _add_daemon(sub: Any) -> None:
     status = _with_env(
         sub.add_parser("status", help="print the running collector's health; exit 0 when healthy")
     )
-    status.add_argument("--port", type=port, default=None, help="default: COLLECTOR_HEALTH_PORT (9108)")
+    status.add_argument(
+        "--port",
+        type=port,
+        default=None,
+        help="the collector's /health port (default: COLLECTOR_HEALTH_PORT, 9108)",
+    )
     status.add_argument(
         "--wait", type=non_negative, default=0.0, help="keep asking for up to this many seconds"
     )
@@ -243,8 +290,15 @@ def _add_demo(demo: argparse.ArgumentParser) -> None:
     history.add_argument(
         "--archive", action="store_true", help="import days of the local feed's archive, then verify the last"
     )
-    history.add_argument("--from", dest="start", type=day, help="first UTC day, e.g. 2024-12-31")
-    history.add_argument("--to", dest="end", type=day, help="last UTC day (included)")
+    history.add_argument(
+        "--from",
+        dest="start",
+        type=day,
+        help="first UTC day, e.g. 2024-12-31 (no default: give it with --archive)",
+    )
+    history.add_argument(
+        "--to", dest="end", type=day, help="last UTC day, included (no default: give it with --archive)"
+    )
     history.add_argument("--trades-per-day", type=positive_int, default=86_400, help="per symbol")
     demo.set_defaults(func=cmd_demo, symbols="BTCUSDT,ETHUSDT", rate=200.0)
 
