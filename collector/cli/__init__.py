@@ -7,6 +7,7 @@ run.py        run, check-config, status, fetch-env
 audit.py      audit
 history.py    import, verify
 table.py      compact
-feed.py       emulate, demo
+feed.py       emulate, and the tapes the local feed serves
+demo.py       demo: the feed and a collector together, a minute marked; or an archive imported
 progress.py   an import's progress on a terminal
 """

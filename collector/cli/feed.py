@@ -1,31 +1,23 @@
-"""`collector emulate` and `collector demo`: the local Binance-compatible feed, alone or with a collector."""
+"""`collector emulate`: the local Binance-compatible feed; the tapes it serves (the demo's too)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import signal
-import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collector.binance.archive import StagingError
-from collector.cli.history import RESUME, check_days, importer_for, plain, render_summary, sink_for
-from collector.cli.options import refuse_unusable, settings_for
-from collector.config import Settings, parse_destination
-from collector.exceptions import ConfigError, SinkError
 from collector.logs import configure_logging, get_logger
 
 if TYPE_CHECKING:
     from collector.feed.server import Faults
 
-__all__ = ["cmd_demo", "cmd_emulate"]
+__all__ = ["cmd_emulate", "feed_rate", "make_tape"]
 
 
-def _tape(args: argparse.Namespace) -> object:
+def make_tape(args: argparse.Namespace) -> object:
     from collector.feed.tapes import GeneratedTape, load_replay
 
     if args.replay and (getattr(args, "market", False) or getattr(args, "market_symbols", None)):
@@ -122,7 +114,7 @@ def _symbol_status(text: str) -> tuple[str, str]:
     return symbol.strip().upper(), status.strip().upper()
 
 
-def _rate(args: argparse.Namespace) -> float:
+def feed_rate(args: argparse.Namespace) -> float:
     """--rate, or its default: 50 trades a second for a generated tape; a --market trades at
     its own pace (its trades happen at their times), which a cap would only make lag."""
     if args.rate is not None:
@@ -136,12 +128,12 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
     log = get_logger()
 
-    tape = _tape(args)
+    tape = make_tape(args)
 
     async def main() -> int:
         server = FeedServer(
             tape,  # type: ignore[arg-type]
-            rate=_rate(args),
+            rate=feed_rate(args),
             speed=args.speed,
             ping_interval_s=args.ping_interval_s,
             redeliver=args.redeliver,
@@ -215,144 +207,3 @@ def _log_schedule(server: Any, log: Any) -> None:
             names = ",".join(s for s, t in when.items() if t == at_us)
             delay_s = max(0.0, (at_us - now_us) / 1e6)
             loop.call_later(delay_s, functools.partial(log.info, event, symbols=names))
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    settings = settings_for(args)
-    destination = parse_destination(args.destination)
-    settings = dataclasses.replace(
-        settings,
-        destination=destination,
-        spool_dir=Path(args.spool_dir),
-        max_batch_age_s=min(settings.max_batch_age_s, 10),
-    )
-    if settings.is_s3:
-        raise ConfigError(["collector demo writes to a local directory; give --destination a path"])
-    refuse_unusable(settings)
-    if args.archive:
-        configure_logging("warning" if args.quiet else settings.log_level, settings.log_format, sys.stderr)
-        return demo_import(args, settings)
-    if args.start or args.end:
-        raise ValueError("--from and --to are the days an --archive demo imports; add --archive")
-    configure_logging("warning" if args.quiet else settings.log_level, settings.log_format)
-    from collector.daemon.app import Collector
-    from collector.feed.server import FeedServer
-
-    async def main() -> int:
-        tape = _tape(args)
-        server = FeedServer(tape, rate=_rate(args), speed=args.speed)  # type: ignore[arg-type]
-        url = await server.start("127.0.0.1", 0)
-        demo_settings = dataclasses.replace(
-            settings,
-            ws_url=url,
-            rest_url=url.replace("ws://", "http://"),
-            symbols=server.tape.symbols,
-            health_port=0,
-        )
-        collector = Collector(demo_settings)
-        asyncio.get_running_loop().call_later(args.seconds, collector.stop_requested.set)
-        code = await collector.run()
-        await server.close()
-        return code
-
-    code = asyncio.run(main())
-    landed = _print_inventory(Path(str(destination)), settings.marker_grace_s)
-    if code == 0 and not landed:
-        print(
-            f"collector demo: nothing landed in {args.seconds:g} s; the log lines above say why "
-            "(collector.upload_blocked, collector.fatal), or the feed had no trades to send",
-            file=sys.stderr,
-        )
-        return 1
-    return code
-
-
-def _print_inventory(root: Path, marker_grace_s: float) -> int:
-    """What landed under `root`, per symbol, and the minutes still without a marker; the trades."""
-    from collector.lake.completion import minute_label
-    from collector.lake.inventory import scan_local
-
-    found = scan_local(root)
-    print(f"\nlanded under {root}/:")
-    for symbol, inv in sorted(found.items()):
-        ids = inv.trade_ids
-        print(
-            f"  {symbol}: {inv.rows:,} trades in {inv.files} files, {inv.bytes:,} bytes "
-            f"({inv.bytes / max(1, inv.rows):.1f} B/trade), ids {min(ids)}..{max(ids)}, "
-            f"{inv.duplicates} duplicates, {inv.missing} missing"
-        )
-        unmarked = sorted(inv.minutes - inv.marked)
-        if unmarked:
-            listed = ", ".join(minute_label(m)[11:16] for m in unmarked[:5])
-            more = f" and {len(unmarked) - 5} more" if len(unmarked) > 5 else ""
-            print(
-                f"    {len(unmarked)} minute(s) without _SUCCESS ({listed}{more} UTC): the demo "
-                f"stopped before they were final (a minute is marked {marker_grace_s:g} s after it "
-                "ends, once all of it has landed); `collector audit` lists them as pending"
-            )
-    if not found:
-        print("  nothing")
-    return sum(inv.rows for inv in found.values())
-
-
-def demo_import(args: argparse.Namespace, settings: Settings) -> int:
-    """`collector demo --archive`: the local feed's market and archive, imported, then the last
-    day verified against the archive; offline, into a local directory."""
-    from collector.feed.archive import ArchiveFeed
-    from collector.feed.server import FeedServer
-    from collector.feed.simulated import Market
-    from collector.feed.tapes import MarketTape
-    from collector.history.verify import render, verify_day
-
-    if args.start is None or args.end is None:
-        raise ValueError(
-            "demo --archive imports days: give --from and --to, e.g. --from 2024-12-31 --to 2025-01-01"
-        )
-    check_days(args.start, args.end)
-    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-    sink = sink_for(settings, None)[1]
-    market = Market(tuple(symbols), args.trades_per_day)
-
-    async def main() -> int:
-        tape = MarketTape(market, time.time_ns() // 1000)
-        server = FeedServer(tape, rate=0.0, archive=ArchiveFeed(market, {}))
-        url = (await server.start("127.0.0.1", 0)).replace("ws://", "http://")
-        try:
-            summary = await importer_for(settings, sink, url, url, 3).run(symbols, args.start, args.end)
-            totals = summary.totals()
-            print(render_summary(totals, sink.describe()))
-            code = 1 if totals["skipped"] or totals["unchecked"] else 0
-            for symbol in symbols:
-                report = await asyncio.to_thread(
-                    verify_day, sink, symbol, args.end, url, settings.spool_dir / "verify"
-                )
-                print(render(report))
-                code = code or (0 if report.ok else 1)
-            return code or await asyncio.to_thread(_demo_tables, settings, sink, args)
-        finally:
-            await server.close()
-
-    try:
-        return asyncio.run(main())
-    except (SinkError, StagingError) as exc:
-        print(f"collector demo: stopped: {plain(exc)}. {RESUME}", file=sys.stderr)
-        return 1
-
-
-def _demo_tables(settings: Settings, sink: Any, args: argparse.Namespace) -> int:
-    """The imported days compacted into the lake's tables, and where to read them."""
-    from collector.cli.table import open_lake_tables
-    from collector.logs import get_logger
-    from collector.table.compactor import Compactor
-
-    tables = open_lake_tables(settings)
-    days = [args.start + timedelta(days=n) for n in range((args.end - args.start).days + 1)]
-    compactor = Compactor(sink, tables, settings.spool_dir / "compact", log=get_logger(),
-                          snapshot_days=settings.table_snapshot_days)  # fmt: skip
-    outcomes = compactor.run(days)
-    for outcome in outcomes:
-        print(f"compacted {outcome.day}: {outcome.status}, {outcome.rows:,} trades, {outcome.bars:,} bars")
-    _, warehouse = settings.table_location()
-    print(f"tables trade_lake.trades and trade_lake.bars_1m: catalog {warehouse}/catalog.db "
-          "(docs/table.md shows how to read them)")  # fmt: skip
-    return 0 if all(o.status in ("committed", "unchanged") for o in outcomes) else 1

@@ -13,7 +13,8 @@ from typing import Any
 
 from collector import __version__
 from collector.cli.audit import cmd_audit
-from collector.cli.feed import cmd_demo, cmd_emulate
+from collector.cli.demo import DEMO_RATE, SPEEDUP, cmd_demo
+from collector.cli.feed import cmd_emulate
 from collector.cli.history import cmd_import, cmd_verify
 from collector.cli.options import (
     day,
@@ -58,11 +59,25 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def _with_tape(p: argparse.ArgumentParser, rate_help: str) -> argparse.ArgumentParser:
+# How the demo's tape differs from the emulator's (collector/cli/demo.py arranges its clock).
+_DEMO_HELP = {
+    "--first-id": "generated tape: first id (default: one past the last a demo left in --destination, "
+    "else from the clock)",
+    "--clock-from-s": "first trade time this many seconds ago, or just after the last trade a demo "
+    "left in --destination (default: the previous minute's start)",
+    "--clock-step-ms": f"trade time step per trade (default: {SPEEDUP}x the wall clock's pace at --rate "
+    "until trade times meet it, then the wall clock's)",
+}
+
+
+def _with_tape(
+    p: argparse.ArgumentParser, rate_help: str, helps: dict[str, str] | None = None
+) -> argparse.ArgumentParser:
+    helps = helps or {}
     p.add_argument("--symbols", default="BTCUSDT", help="generated tape: comma-separated symbols")
     p.add_argument(
         "--count",
-        type=positive_int,
+        type=non_negative_int,
         default=None,
         help="generated tape: trades per symbol, then idle (default: no end)",
     )
@@ -71,7 +86,7 @@ def _with_tape(p: argparse.ArgumentParser, rate_help: str) -> argparse.ArgumentP
         "--first-id",
         type=non_negative_int,
         default=None,
-        help="generated tape: first id (default: from the clock)",
+        help=helps.get("--first-id", "generated tape: first id (default: from the clock)"),
     )
     p.add_argument("--rate", type=non_negative, default=None, help=rate_help)
     clock = p.add_argument_group("emulated clock (generated tape)")
@@ -79,9 +94,17 @@ def _with_tape(p: argparse.ArgumentParser, rate_help: str) -> argparse.ArgumentP
         "--clock-from-s",
         type=non_negative,
         default=None,
-        help="first trade time this many seconds ago (default: trade times are the wall clock's)",
+        help=helps.get(
+            "--clock-from-s",
+            "first trade time this many seconds ago (default: trade times are the wall clock's)",
+        ),
     )
-    clock.add_argument("--clock-step-ms", type=non_negative, default=100.0, help="trade time step per trade")
+    clock.add_argument(
+        "--clock-step-ms",
+        type=non_negative,
+        default=100.0,
+        help=helps.get("--clock-step-ms", "trade time step per trade"),
+    )
     clock.add_argument(
         "--clock-jump-every", type=non_negative_int, default=0, help="after every N trades, jump the clock..."
     )
@@ -239,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulate = sub.add_parser("emulate", help="serve a local Binance-compatible trade feed")
     _add_emulate(_with_tape(emulate, f"{RATE_HELP} (default: 50; with --market: 0, its own pace)"))
     demo = sub.add_parser("demo", help="run the local feed and the collector together")
-    _add_demo(_with_env(_with_tape(demo, RATE_HELP)))
+    _add_demo(_with_env(_with_tape(demo, RATE_HELP, _DEMO_HELP)))
     return parser
 
 
@@ -300,7 +323,7 @@ def _add_demo(demo: argparse.ArgumentParser) -> None:
         "--to", dest="end", type=day, help="last UTC day, included (no default: give it with --archive)"
     )
     history.add_argument("--trades-per-day", type=positive_int, default=86_400, help="per symbol")
-    demo.set_defaults(func=cmd_demo, symbols="BTCUSDT,ETHUSDT", rate=200.0)
+    demo.set_defaults(func=cmd_demo, symbols="BTCUSDT,ETHUSDT", rate=DEMO_RATE, clock_step_ms=None)
 
 
 def _add_compact(sub: Any, run: Any) -> None:

@@ -48,6 +48,7 @@ class GeneratedTape:
     count: int | None = None
     seed: int = 1
     first_id: int = 1_000_000
+    first_ids: dict[str, int] = field(default_factory=dict)  # per symbol, over first_id + i * 1e10
     # An emulated clock (for tests of minute markers without waiting for minutes to pass): trade
     # times start at clock_start_ms and advance clock_step_ms per trade, jumping clock_jump_s
     # after every clock_jump_every trades (quiet minutes). None: trade times are the wall clock.
@@ -55,6 +56,9 @@ class GeneratedTape:
     clock_step_ms: float = 0.0
     clock_jump_every: int = 0
     clock_jump_s: float = 0.0
+    # Never ahead of the wall clock: once the emulated clock reaches it, trade times are the wall
+    # clock's (a demo's past minutes pass fast, then it trades live).
+    catch_up: bool = False
     _rng: random.Random = field(init=False)
     _state: dict[str, tuple[int, int, int]] = field(init=False)  # next id, price scaled, tick scaled
     _emitted: dict[str, int] = field(init=False)
@@ -69,7 +73,8 @@ class GeneratedTape:
             start = _START_PRICES.get(symbol, 100.0)
             tick = 10 ** max(0, round(math.log10(start)) - 6 + 8)  # ~1e-6 of the price, in 1e-8 units
             price = int(start * 1e8) // tick * tick
-            self._state[symbol] = (self.first_id + i * 10_000_000_000, price, tick)
+            first = self.first_ids.get(symbol, self.first_id + i * 10_000_000_000)
+            self._state[symbol] = (first, price, tick)
 
     @property
     def exhausted(self) -> bool:
@@ -100,7 +105,7 @@ class GeneratedTape:
             self._emitted[symbol] += 1
             if self.count is not None and self._emitted[symbol] >= self.count:
                 live.remove(symbol)
-            if self.clock_start_ms is None:
+            if self.clock_start_ms is None or (self.catch_up and self._clock_us >= now_ns // 1000):
                 t_us = now_ns // 1000
             else:
                 t_us = int(self._clock_us)

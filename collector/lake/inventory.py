@@ -5,14 +5,17 @@ from __future__ import annotations
 import gzip
 import io
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from collector.lake.layout import parse_marker_key, parse_object_key
 
-__all__ = ["SymbolInventory", "read_trade_ids", "scan_local"]
+__all__ = ["SymbolInventory", "last_trade_time_s", "read_trade_ids", "scan_local"]
 
 
 @dataclass
@@ -23,6 +26,7 @@ class SymbolInventory:
     trade_ids: list[int] = field(default_factory=list)
     minutes: set[int] = field(default_factory=set)  # minutes holding data
     marked: set[int] = field(default_factory=set)  # minutes with a _SUCCESS
+    newest: tuple[int, Path] | None = None  # the file holding the highest trade id, and that id
 
     @property
     def rows(self) -> int:
@@ -47,6 +51,23 @@ def read_trade_ids(path: Path) -> list[int]:
     return [int(v) for v in table.column("trade_id").to_pylist()]
 
 
+def _read_table(path: Path, columns: list[str]) -> pa.Table:
+    if path.name.endswith(".parquet"):
+        return pq.read_table(path, columns=columns)
+    table = pacsv.read_csv(io.BytesIO(gzip.decompress(path.read_bytes())))
+    return table.select(columns)
+
+
+def last_trade_time_s(path: Path) -> float:
+    """The latest trade time in a landed file, in seconds since the epoch."""
+    latest = pc.max(_read_table(path, ["trade_time"]).column("trade_time")).as_py()
+    if isinstance(latest, str):  # CSV whose times were not taken for timestamps
+        latest = datetime.fromisoformat(latest)
+    if latest.tzinfo is None:
+        latest = latest.replace(tzinfo=UTC)
+    return float(latest.timestamp())
+
+
 def scan_local(root: Path) -> dict[str, SymbolInventory]:
     found: dict[str, SymbolInventory] = {}
     marked: list[tuple[str, int]] = []
@@ -62,6 +83,8 @@ def scan_local(root: Path) -> dict[str, SymbolInventory]:
         inv.files += 1
         inv.bytes += path.stat().st_size
         inv.trade_ids.extend(read_trade_ids(path))
+        if inv.newest is None or name.last_trade_id > inv.newest[0]:
+            inv.newest = (name.last_trade_id, path)
     for symbol, minute in marked:
         if symbol in found:
             found[symbol].marked.add(minute)

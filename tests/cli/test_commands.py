@@ -196,7 +196,7 @@ def test_verify_refuses_a_landing_directory_that_does_not_exist_and_a_day_not_ov
     [
         (["demo", "--rate", "-1"], "argument --rate: -1 must be 0 or more"),
         (["emulate", "--speed", "-2"], "argument --speed: -2 must be 0 or more"),
-        (["emulate", "--count", "0"], "argument --count: 0 must be at least 1"),
+        (["emulate", "--count", "-5"], "argument --count: -5 must be 0 or more"),
         (["emulate", "--port", "70000"], "argument --port: 70000 is not a port number"),
         (["emulate", "--drop-every-s", "-5"], "argument --drop-every-s: -5 must be 0 or more"),
         (["status", "--wait", "-1"], "argument --wait: -1 must be 0 or more"),

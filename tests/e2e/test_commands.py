@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -191,3 +192,28 @@ def test_demo_says_when_nothing_landed_and_lists_the_minutes_left_unmarked(tmp_p
                   env={"COLLECTOR_MAX_BATCH_AGE_S": "2"}, timeout=180)  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert "without _SUCCESS" in ran.stdout and "the demo stopped before they were final" in ran.stdout
+
+
+@pytest.mark.slow
+def test_the_default_demo_marks_a_minute_and_says_how_to_audit_it_and_a_second_goes_on(
+    tmp_path: Path,
+) -> None:
+    first = run_cli("demo", "--quiet", cwd=tmp_path, timeout=180)
+    assert first.returncode == 0, first.stderr
+    marked = re.search(r"marked in this run: \d+ minute\(s\), .* for BTCUSDT, ETHUSDT", first.stdout)
+    assert marked, first.stdout
+    command = re.search(r"^  collector (audit demo-landing --from \S+ --to \S+)$", first.stdout, re.M)
+    assert command, first.stdout
+    for audit in (run_cli(*command[1].split(), cwd=tmp_path), run_cli("audit", "demo-landing", cwd=tmp_path)):
+        assert audit.returncode == 0 and "OK: no defects found" in audit.stdout, audit.stdout + audit.stderr
+        checked = re.search(r"checked ([\d,]+) trades in (\d+) minutes", audit.stdout)
+        assert checked and int(checked[1].replace(",", "")) > 0 and int(checked[2]) >= 2, audit.stdout
+    # Into the same directory at once: the same series goes on, no ids missing between the runs.
+    second = run_cli("demo", "--seconds", "5", cwd=tmp_path, timeout=180)
+    assert second.returncode == 0, second.stderr
+    assert "gap_unfilled" not in second.stdout and "sequence_reset" not in second.stdout
+    assert re.findall(r"(?:BTC|ETH)USDT: [\d,]+ trades .* 0 duplicates, 0 missing", second.stdout), (
+        second.stdout
+    )
+    again = run_cli("audit", "demo-landing", cwd=tmp_path)
+    assert again.returncode == 0 and "OK: no defects found" in again.stdout, again.stdout
