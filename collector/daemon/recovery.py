@@ -36,6 +36,7 @@ from collector.landing.spool import Spool, SpoolEntry
 __all__ = ["Recovered", "Recovery"]
 
 LOOKUPS_AT_ONCE = 16
+CONTINUITY_SHOWN = 10  # symbols whose last ids the start's continuity line lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,7 @@ class Recovery:
         (LOOKUPS_AT_ONCE symbols at a time: a whole market is a thousand and more LISTs); for the
         unwatched symbols, the newest market-wide minutes, read once for all of them."""
         gate = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+        known = {s for s in symbols if self.sequence.last_id(s) is not None}
         market: dict[str, int] = {}
         if any(self.sequence.last_id(s) is None and not self.watched(s) for s in symbols):
             try:
@@ -172,6 +174,22 @@ class Recovery:
                         landed = None
                 if landed is not None:
                     self.sequence.remember(symbol, landed)
-            self.log.info("collector.continuity", symbol=symbol, last_trade_id=self.sequence.last_id(symbol))
+            self.log.debug(
+                "collector.continuity_symbol", symbol=symbol, last_trade_id=self.sequence.last_id(symbol)
+            )
 
         await asyncio.gather(*(ask(symbol) for symbol in symbols))
+        self._log_continuity(symbols, known)
+
+    def _log_continuity(self, symbols: tuple[str, ...], known: set[str]) -> None:
+        """One line for all the symbols (a whole market is 1,500 and more; each at debug):
+        how many go on from an id this spool remembers, from the landing zone, from none."""
+        last = {s: self.sequence.last_id(s) for s in symbols}
+        self.log.info(
+            "collector.continuity",
+            symbols=len(symbols),
+            remembered=len(known),
+            from_landing_zone=sum(1 for s, i in last.items() if i is not None and s not in known),
+            unknown=sum(1 for i in last.values() if i is None),
+            **({"last_trade_ids": last} if len(symbols) <= CONTINUITY_SHOWN else {}),
+        )

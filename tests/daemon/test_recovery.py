@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import structlog
+import structlog.testing
 
 from collector.capture.sequence import SequenceTracker
 from collector.daemon.recovery import Recovery
@@ -99,3 +101,29 @@ def test_the_state_is_saved_only_after_the_gaps_before_it(tmp_path: Path) -> Non
     found.save_state()
     assert json.loads((tmp_path / "state.json").read_text()) == {"BTCUSDT": 500}
     assert [g.first_missing for g in GapLedger(tmp_path / "gaps").open] == [400]
+
+
+def test_the_start_says_where_each_symbol_goes_on_from_in_one_line_for_the_whole_market(
+    tmp_path: Path,
+) -> None:
+    symbols = tuple(f"S{i:04d}USDT" for i in range(1_500))
+    (tmp_path / "state.json").write_text(json.dumps({"S0000USDT": 99, "S0001USDT": 7}))
+    landing = LocalSink(tmp_path / "landing")
+    key = object_key(symbol="S0002USDT", minute=int(time.time() // 60), first_trade_id=1, last_trade_id=50)
+    landing.put(key, b"landed")
+    found, _, _, _ = recovery(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(found.run(landing, symbols))
+    lines = [e for e in logs if e["event"].startswith("collector.continuity")]
+    (summary,) = [e for e in lines if e["log_level"] == "info"]
+    assert summary == {"event": "collector.continuity", "log_level": "info", "symbols": 1_500,
+                       "remembered": 2, "from_landing_zone": 1, "unknown": 1_497}  # fmt: skip
+    details = [e for e in lines if e["log_level"] == "debug"]
+    assert len(details) == 1_500
+    assert {(e["symbol"], e["last_trade_id"]) for e in details if e["last_trade_id"]} == {
+        ("S0000USDT", 99), ("S0001USDT", 7), ("S0002USDT", 50)}  # fmt: skip
+    few, _, _, _ = recovery(tmp_path / "few")
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(few.run(landing, ("S0002USDT", "S0003USDT")))
+    (line,) = [e for e in logs if e["event"] == "collector.continuity"]
+    assert line["last_trade_ids"] == {"S0002USDT": 50, "S0003USDT": None}  # a few: listed

@@ -128,7 +128,7 @@ def test_a_restart_after_downtime_backfills_the_whole_hole(
     )
     second = procs("run", env=env)
     continuity = second.wait_event("collector.continuity")
-    assert continuity["last_trade_id"] == stopped_at
+    assert continuity["last_trade_ids"] == {"BTCUSDT": stopped_at}
     detected = second.wait_event("collector.gap_detected")
     assert detected["first_missing"] == stopped_at + 1 and detected["missing"] >= 3000
     second.wait_event("collector.gap_filled")
