@@ -90,10 +90,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     while True:
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
-                print(response.read().decode().strip())
+                print(_indented(response.read().decode()))
                 return 0
         except urllib.error.HTTPError as exc:
-            last = exc.read().decode().strip()
+            last = _indented(exc.read().decode())
         except (urllib.error.URLError, OSError) as exc:
             last = (
                 f"collector status: nothing answers at {url} ({getattr(exc, 'reason', exc)}); is it running?"
@@ -102,6 +102,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(last, file=sys.stderr if last.startswith("collector status") else sys.stdout)
             return 1
         time.sleep(1)
+
+
+def _indented(body: str) -> str:
+    """/health's JSON an object per line, as check-config prints its settings (one line of a
+    whole market's health is thousands of characters); anything else as it came."""
+    try:
+        return json.dumps(json.loads(body), indent=2)
+    except ValueError:
+        return body.strip()
 
 
 def cmd_fetch_env(args: argparse.Namespace) -> int:

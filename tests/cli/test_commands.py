@@ -124,6 +124,37 @@ def test_a_broken_env_line_is_not_configuration_ok(tmp_path: Path) -> None:
 # ---- status ---------------------------------------------------------------------------------------------
 
 
+def test_status_prints_the_health_one_field_a_line_not_one_line_of_thousands(tmp_path: Path) -> None:
+    import http.server
+
+    health = {
+        "healthy": True,
+        "verdict": "ok",
+        "last_trade_id": {f"S{i:04d}USDT": 10**12 + i for i in range(200)},
+    }
+    body = json.dumps(health).encode()
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = run_cli("status", "--port", str(server.server_address[1]), cwd=tmp_path)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == health and len(body) > 3_000
+    assert max(len(line) for line in done.stdout.splitlines()) < 100
+
+
 # ---- demo -------------------------------------------------------------------------------------------------
 
 
