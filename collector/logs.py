@@ -29,6 +29,35 @@ def _event_first(_logger: Any, _name: str, event_dict: MutableMapping[str, Any])
 _stream: Any = None  # where the log lines go
 
 
+# The counter lines: every counter of the registry, for machines (JSON) and /metrics. A person
+# at a terminal reads the ones that are not zero, and a whole market's per-symbol maps as counts.
+_COUNTER_LINES = frozenset({"collector.stats", "collector.stopped"})
+_ALWAYS_SHOWN = frozenset({"exit_code", "up", "connected"})
+_MAP_SHOWN = 5  # entries of a per-symbol map shown as they are; more: how many, and their sum
+
+
+def _nothing(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_nothing(v) for v in value.values())
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool) and value == 0)
+
+
+def _brief(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """On the console: a counter line without its zeros, its long maps summed."""
+    if event_dict.get("event") not in _COUNTER_LINES:
+        return event_dict
+    for key, value in list(event_dict.items()):
+        if key in _ALWAYS_SHOWN or key in ("event", "level", "timestamp"):
+            continue
+        if _nothing(value):
+            del event_dict[key]
+        elif isinstance(value, dict) and len(value) > _MAP_SHOWN:
+            numbers = [v for v in value.values() if isinstance(v, int | float)]
+            total = f", {sum(numbers):,} in all" if not key.endswith("_id") and numbers else ""
+            event_dict[key] = f"{len(value):,} symbols{total}"
+    return event_dict
+
+
 def configure_logging(level: str = "info", log_format: str = "auto", stream: Any = None) -> None:
     """`stream`: stdout (the daemon's), or stderr for a command whose stdout is its report."""
     global _stream  # noqa: PLW0603
@@ -44,6 +73,7 @@ def configure_logging(level: str = "info", log_format: str = "auto", stream: Any
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso" if not console else "%H:%M:%S", utc=not console),
             structlog.processors.format_exc_info if not console else structlog.dev.set_exc_info,
+            *([_brief] if console else []),
             _event_first,
             renderer,
         ],
