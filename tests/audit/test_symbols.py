@@ -139,7 +139,13 @@ def test_bad_arguments_say_what_to_do(tmp_path: Path) -> None:
         [sys.executable, "-m", "collector.cli", "audit", str(tmp_path / "nowhere")],
         capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
     )  # fmt: skip
-    assert done.returncode == 2 and "is not a directory" in done.stderr
+    assert done.returncode == 2 and "nowhere does not exist" in done.stderr
+    (tmp_path / "a-file").write_text("x")
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "audit", str(tmp_path / "a-file")],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "a-file is not a directory" in done.stderr
     done = subprocess.run(
         [sys.executable, "-m", "collector.cli", "audit", str(tmp_path), "--from", "yesterday"],
         capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
