@@ -138,7 +138,7 @@ class TableImporter:
         summary = ImportSummary(days=len(days))
         started = time.monotonic()
         if self.progress:
-            self.progress.begin(len(days) * len(symbols), len(days))
+            self.progress.begin(len(days) * len(symbols), days=len(days), symbols=len(symbols))
         shutil.rmtree(self.staging / "files", ignore_errors=True)
         try:
             for day in days:

@@ -194,14 +194,14 @@ def test_an_imports_days_are_the_same_days_in_its_log_and_its_summary(tmp_path: 
     with ThreadedFeed(server) as feed:
         rest = feed.url.replace("ws://", "http://")
         env = {"COLLECTOR_ARCHIVE_URL": rest, "COLLECTOR_REST_URL": rest, "COLLECTOR_SPOOL_DIR": "spool"}
-        done = run_cli(
-            "import", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-12-29", "--to", "2024-12-30",
-            "--destination", "lake", env=env, cwd=tmp_path,
-        )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    (started,) = [json.loads(line) for line in done.stderr.splitlines() if "import_started" in line]
-    assert (started["days"], started["symbols"], started["files"]) == (2, 2, 4)
-    assert done.stdout.startswith("imported 2 day(s) into lake: 4 file(s)")
+        days = ["import", "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-12-29", "--to", "2024-12-30"]
+        done = run_cli(*days, "--destination", "lake", env=env, cwd=tmp_path)
+        tables = run_cli(*days, "--into", "table", "--destination", "lake2", env=env, cwd=tmp_path)
+    for run, said in ((done, "into lake: 4 file(s)"), (tables, "into the tables (")):
+        assert run.returncode == 0, run.stderr
+        (started,) = [json.loads(line) for line in run.stderr.splitlines() if "import_started" in line]
+        assert (started["days"], started["symbols"], started["files"]) == (2, 2, 4)
+        assert run.stdout.startswith(f"imported 2 day(s) {said}"), run.stdout
 
 
 def test_verify_refuses_a_landing_directory_that_does_not_exist_and_a_day_not_over(tmp_path: Path) -> None:
