@@ -358,8 +358,8 @@ def _add_history(sub: Any, with_env: Any, run: Any) -> None:
         "--into",
         choices=("landing", "table"),
         default="landing",
-        help="landing: minute objects and markers, as live data (default); table: straight into the "
-        "lake's tables, a commit a day, no minute objects",
+        help="landing: minute objects and markers, as live data; table: straight into the lake's "
+        "tables, a commit a day, no minute objects (default: landing)",
     )
     imp.add_argument("--json", action="store_true", help="print the summary as JSON")
     imp.set_defaults(func=run(cmd_import))
