@@ -11,6 +11,7 @@
     │   │                            what to fix)
     │   └── LandingConflict          an object with the same key but other bytes already exists
     └── SpoolError                   the local spool cannot be written (disk full, permissions)
+        └── DirectoryBusy            another process holds the directory's lock (one process per spool)
 
 Malformed frames are not exceptions: the decoder returns them as values with a reason, so one
 bad frame can never unwind the loop that carries the good ones.
@@ -22,6 +23,7 @@ __all__ = [
     "CollectorError",
     "ConfigError",
     "ConnectionLost",
+    "DirectoryBusy",
     "ExchangeRefused",
     "LandingConflict",
     "SinkError",
@@ -89,6 +91,15 @@ class LandingConflict(SinkError):
 
 class SpoolError(CollectorError):
     """The local spool could not be written or read."""
+
+
+class DirectoryBusy(SpoolError):
+    """Another process holds the directory's lock (`collector.lock`): names it and the directory."""
+
+    def __init__(self, directory: object, pid: int | None, *, what: str, fix: str) -> None:
+        self.directory, self.pid = directory, pid
+        holder = f"process {pid}" if pid is not None else "another process (its PID is not recorded yet)"
+        super().__init__(f"{what} {str(directory)!r} is in use by {holder}; {fix}")
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -22,6 +22,10 @@ PYTHON="${TRADE_LAKE_PYTHON:-python3.11}"
 SSM_PARAMETER="${TRADE_LAKE_SSM_PARAMETER:-/mlops/collector/env}"
 VALIDATE_TIMEOUT_S="${TRADE_LAKE_VALIDATE_TIMEOUT_S:-180}"
 KEEP_RELEASES="${TRADE_LAKE_KEEP_RELEASES:-3}"
+# How long ApplicationStart waits for the old collector to let go of its spool.
+LOCK_WAIT_S="${TRADE_LAKE_LOCK_WAIT_S:-60}"
+# The unit's working directory, where a relative COLLECTOR_SPOOL_DIR lives (collector.service).
+STATE_DIR="${TRADE_LAKE_STATE_DIR:-/var/lib/collector}"
 RELEASE="${RELEASES}/${DEPLOYMENT_ID:-manual}"
 UNIT="collector.service"
 COMPACT_UNIT="collector-compact.service" # `collector compact`, a oneshot started by its timer
@@ -44,4 +48,28 @@ swap_link() {
 
 unit_installed() {
     [[ -f "${UNIT_DIR}/${UNIT}" ]]
+}
+
+# The spool directory a release's collector uses: its .env's COLLECTOR_SPOOL_DIR, else the unit's.
+spool_dir_of() {
+    local dir
+    dir="$(sed -n 's/^COLLECTOR_SPOOL_DIR=//p' "$1" 2>/dev/null | tail -n 1 || true)"
+    dir="${dir%[\"\']}"
+    dir="${dir#[\"\']}"
+    dir="${dir:-${STATE_DIR}/spool}"
+    [[ "${dir}" == /* ]] || dir="${STATE_DIR}/${dir}"
+    printf '%s\n' "${dir}"
+}
+
+# Wait until no process holds the spool's lock (collector/lock.py): two collectors on one spool
+# land trades twice, so the new one starts only once the old one has let go. A spool without a
+# lock file has never been locked: nothing to wait for (and none is made here, owned by root).
+wait_for_spool() {
+    local lock="$1/.lock" holder
+    [[ -e "${lock}" ]] || return 0
+    if flock --wait "${LOCK_WAIT_S}" "${lock}" true; then
+        return 0
+    fi
+    holder="$(tr -dc '0-9' < "${lock}" 2>/dev/null || true)"
+    die "the spool $1 is still held by process ${holder:-unknown} ($(ps -o args= -p "${holder:-0}" 2>/dev/null || echo 'gone by now')) after ${LOCK_WAIT_S}s; one collector per spool: stop that process, then retry the deployment"
 }

@@ -45,11 +45,16 @@ from collector.landing.markers import MarkerBook, MarkerScheduler, MarkerWriter
 from collector.landing.market_minutes import MarketMinutes
 from collector.landing.pipeline import Landing, SpoolBudget
 from collector.landing.spool import Spool
+from collector.lock import DirectoryLock
 from collector.logs import get_logger
 
 __all__ = ["Collector"]
 
 TICK_S = 0.5  # how often age and minute-close deadlines are checked
+ONE_PER_SPOOL = (
+    "one collector per spool: stop that one first, or give this one its own spool directory "
+    "(COLLECTOR_SPOOL_DIR; `collector demo --spool-dir`)"
+)
 
 
 class Collector:
@@ -57,6 +62,8 @@ class Collector:
 
     def __init__(self, settings: Settings, *, sink: Sink | None = None, log: Any = None) -> None:
         self.settings = s = settings
+        # Before anything in the spool is read: a second process on it would land trades twice.
+        self.lock = DirectoryLock(s.spool_dir, what="spool directory", fix=ONE_PER_SPOOL).acquire()
         self.log = log = log or get_logger()
         self.metrics = metrics = Registry()
         self.started_mono = time.monotonic()
@@ -115,6 +122,12 @@ class Collector:
 
     async def run(self) -> int:
         """Run until a signal or a fatal error. Returns the process exit code."""
+        try:
+            return await self._run()
+        finally:
+            self.lock.release()
+
+    async def _run(self) -> int:
         self._install_signal_handlers()
         symbols = await self.listings.first(self.stop_requested) if self.listings else self.settings.symbols
         if symbols is None:  # stopped before exchangeInfo ever answered: nothing was captured

@@ -34,6 +34,7 @@ from collector.lake.completion import LandedFile, UnfilledGap
 from collector.lake.holdings import IdRanges, LakeDays
 from collector.lake.layout import marker_key, symbol_root
 from collector.lake.sinks import Sink, write_marker
+from collector.lock import staging_directory
 
 __all__ = ["Importer"]
 
@@ -82,16 +83,15 @@ class Importer:
     async def run(self, symbols: list[str], first: date, last: date) -> ImportSummary:
         summary = ImportSummary(days=(last - first).days + 1)
         started = time.monotonic()
-        shutil.rmtree(self.staging, ignore_errors=True)  # what a stopped run left is made again
-        files = await asyncio.to_thread(self._plan, symbols, first, last)
-        if self.progress:
-            self.progress.begin(len(files), days=summary.days, symbols=len(symbols))
-        # Two files at a time along the path: one is read and staged while the one before it
-        # is published and marked (the two share no minute: their days differ).
-        try:
+        # One import at a time per staging directory; what a stopped run left is made again, and
+        # a stopped import leaves nothing staged (a full disk is freed again).
+        with staging_directory(self.staging, command="collector import"):
+            files = await asyncio.to_thread(self._plan, symbols, first, last)
+            if self.progress:
+                self.progress.begin(len(files), days=summary.days, symbols=len(symbols))
+            # Two files at a time along the path: one is read and staged while the one before it
+            # is published and marked (the two share no minute: their days differ).
             await self._run_files(files, summary)
-        finally:  # a stopped import leaves nothing staged (a full disk is freed again)
-            shutil.rmtree(self.staging, ignore_errors=True)
         summary.seconds = time.monotonic() - started
         return summary
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from collector.lake.sinks import LocalSink
-from tests.conftest import REPO, Proc, free_port, start_emulator, wait_for
+from tests.conftest import REPO, Proc, collector_env, free_port, start_emulator, stop_cleanly, wait_for
 from tests.support.lake_days import land_symbol_day
 
 HOOKS = ["application_stop", "before_install", "after_install", "application_start", "validate_service"]
@@ -127,7 +127,7 @@ def test_install_reinstall_and_a_failed_validation_that_keeps_the_previous_relea
         calls = deployer.calls()
         assert "enable collector.service" in calls
         assert calls.index("daemon-reload") < calls.index("enable collector-compact.timer")
-        assert calls.index("restart collector.service") < calls.index("restart collector-compact.timer")
+        assert calls.index("start collector.service") < calls.index("restart collector-compact.timer")
         assert _healthy(port)
 
         # ---- the timer's compactor, beside the running collector: the release's own venv and
@@ -178,3 +178,59 @@ def _healthy(port: int) -> bool:
 
 def _explain(results: dict[str, subprocess.CompletedProcess[str]]) -> str:
     return "\n".join(f"--- {name} ({r.returncode})\n{r.stdout}\n{r.stderr}" for name, r in results.items())
+
+
+def test_application_start_waits_for_the_spool_to_be_free_and_says_who_holds_it(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """A collector started by hand holds the spool: the hook stops the unit, waits for the lock,
+    fails naming the holder when it does not come free, and starts the new release once it does
+    (rather than racing it: the new one would exit 2 and systemd would retry it in a loop)."""
+    from collector.lock import holder_of
+
+    _, url = start_emulator(procs, "--symbols", "BTCUSDT", "--rate", "50")
+    root, spool = tmp_path / "opt-collector", tmp_path / "spool"
+    release = root / "releases" / "d-new"  # built as AfterInstall would, with this checkout's venv
+    (release / "venv" / "bin").mkdir(parents=True)
+    (release / "venv" / "bin" / "collector").symlink_to(Path(sys.executable).parent / "collector")
+    (release / ".env").write_text(
+        f"COLLECTOR_WS_URL={url}\nCOLLECTOR_DESTINATION={tmp_path / 'landing'}\n"
+        f"COLLECTOR_SPOOL_DIR={spool}\nCOLLECTOR_HEALTH_PORT=0\n"
+    )
+    (release / ".complete").touch()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")},
+        "TRADE_LAKE_ROOT": str(root),
+        "TRADE_LAKE_UNIT_DIR": str(tmp_path / "systemd"),
+        "TRADE_LAKE_SYSTEMCTL": str(REPO / "tests" / "support" / "fake_systemctl.sh"),
+        "TRADE_LAKE_DEPLOY_CONFIG": str(tmp_path / "no-deploy.env"),
+        "TRADE_LAKE_LOCK_WAIT_S": "2",
+    }
+    deployer = Deployer(root, env)
+    by_hand = procs("run", env=collector_env(url, tmp_path))
+    by_hand.wait_event("collector.started")
+    try:
+        failed = deployer.hook("application_start", "d-new")
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert f"the spool {spool} is still held by process {by_hand.popen.pid}" in failed.stdout
+        assert "stop that process, then retry the deployment" in failed.stdout
+        assert "start collector.service" not in deployer.calls()  # never started beside it
+
+        deployer.env["TRADE_LAKE_LOCK_WAIT_S"] = "120"
+        hook = subprocess.Popen(
+            ["bash", str(REPO / "codedeploy" / "scripts" / "application_start.sh")],
+            env={**deployer.env, "DEPLOYMENT_ID": "d-new", "LIFECYCLE_EVENT": "ApplicationStart"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_for(lambda: deployer.calls().count("stop collector.service") == 2, what="the hook's stop")
+        stop_cleanly(by_hand)  # it lets go: the hook goes on
+        out, _ = hook.communicate(timeout=120)
+        assert hook.returncode == 0, out
+        assert deployer.calls()[-1] == "start collector.service"
+        pid = int((root / ".fake-systemd" / "collector.pid").read_text())
+        wait_for(lambda: holder_of(spool) == pid, what="the new release's collector holding the spool")
+    finally:
+        subprocess.run([env["TRADE_LAKE_SYSTEMCTL"], "stop", "collector.service"], env=env, check=False,
+                       timeout=120)  # fmt: skip

@@ -46,6 +46,7 @@ unit="${*: -1}"
 case "$1 ${unit}" in
     "daemon-reload daemon-reload" | "enable "*) ;;
     "restart collector.service") stop; start ;;
+    "start collector.service") running || start ;;
     "stop collector.service") stop ;;
     "is-active collector.service") running ;;
     "start collector-compact.service") compact ;;
