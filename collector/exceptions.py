@@ -11,7 +11,8 @@
     │   │                            what to fix)
     │   └── LandingConflict          an object with the same key but other bytes already exists
     └── SpoolError                   the local spool cannot be written (disk full, permissions)
-        └── DirectoryBusy            another process holds the directory's lock (one process per spool)
+        ├── DirectoryBusy            another process holds the directory's lock (one process per spool)
+        └── NewerFormat              a file on disk was written by a newer release: upgrade
 
 Malformed frames are not exceptions: the decoder returns them as values with a reason, so one
 bad frame can never unwind the loop that carries the good ones.
@@ -26,6 +27,7 @@ __all__ = [
     "DirectoryBusy",
     "ExchangeRefused",
     "LandingConflict",
+    "NewerFormat",
     "SinkError",
     "SinkPermanentError",
     "SinkUnavailable",
@@ -100,6 +102,19 @@ class DirectoryBusy(SpoolError):
         self.directory, self.pid = directory, pid
         holder = f"process {pid}" if pid is not None else "another process (its PID is not recorded yet)"
         super().__init__(f"{what} {str(directory)!r} is in use by {holder}; {fix}")
+
+
+class NewerFormat(SpoolError):
+    """A file on disk is in a format a newer release wrote (collector.formats): never misread it."""
+
+    def __init__(self, where: object, kind: str, found: int, reads: int, *, written_by: str | None) -> None:
+        self.where, self.kind, self.found, self.reads = where, kind, found, reads
+        by = f" (collector {written_by})" if written_by and written_by[0].isdigit() else ""
+        super().__init__(
+            f"{where} was written by a newer release of the collector{by}: its {kind} format is "
+            f"{found}, and this release reads up to {reads}. Upgrade the collector to that release "
+            "or a later one and start it on this spool; the file was left as it is"
+        )
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -34,6 +34,7 @@ from collector.daemon.preflight import symbols_exist
 from collector.daemon.recovery import Recovery
 from collector.daemon.systemd import Notifier, watchdog_interval_s
 from collector.exceptions import ExchangeRefused
+from collector.formats import open_spool
 from collector.gaps.backfill import Backfiller
 from collector.gaps.filler import GapFiller
 from collector.gaps.ledger import GapLedger
@@ -62,9 +63,15 @@ class Collector:
 
     def __init__(self, settings: Settings, *, sink: Sink | None = None, log: Any = None) -> None:
         self.settings = s = settings
-        # Before anything in the spool is read: a second process on it would land trades twice.
+        # Before anything in the spool is read: a second process on it would land trades twice,
+        # and a newer release's files must not be misread.
         self.lock = DirectoryLock(s.spool_dir, what="spool directory", fix=ONE_PER_SPOOL).acquire()
         self.log = log = log or get_logger()
+        try:
+            open_spool(s.spool_dir, log)
+        except BaseException:
+            self.lock.release()
+            raise
         self.metrics = metrics = Registry()
         self.started_mono = time.monotonic()
         metrics.gauge("up", "1 while the collector process runs.", lambda: 1)

@@ -3,6 +3,8 @@
     spool/gaps/open.json        gaps still to fill, in their turn order (rewritten whole, atomically)
     spool/gaps/unfilled.jsonl   ranges that will not land, with the reason (appended)
 
+Each gap and each line carries its format version (collector.formats, kind "gaps").
+
 `OpenGap` and `UnfilledRange` are the values the capture, the filler, the backfill and the
 import share; they live here, below all of them.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.files import read_jsonl, write_atomically
+from collector.formats import stamp, version_in
 from collector.lake.completion import UnfilledGap
 
 __all__ = ["MAX_ATTEMPTS", "RETRYABLE", "GapLedger", "OpenGap", "UnfilledRange"]
@@ -104,9 +107,11 @@ class GapLedger:
         self.unfilled_path = root / "unfilled.jsonl"
         self.open: list[OpenGap] = []
         if self.open_path.exists():
-            self.open = [OpenGap.from_record(g) for g in json.loads(self.open_path.read_text())]
+            saved = json.loads(self.open_path.read_text())
+            self.open = [OpenGap.from_record(g) for g in saved if version_in(g, "gaps", self.open_path)]
         self.unfilled: list[UnfilledRange] = []
         for record in read_jsonl(self.unfilled_path):
+            version_in(record, "gaps", self.unfilled_path)
             with contextlib.suppress(TypeError, ValueError):  # not a record of ours
                 self.unfilled.append(
                     UnfilledRange(**{k: v for k, v in record.items() if k in _UNFILLED_FIELDS})
@@ -145,7 +150,8 @@ class GapLedger:
     def save(self) -> None:
         with self._lock:
             self._dirty = False
-            write_atomically(self.open_path, json.dumps([asdict(g) for g in list(self.open)]).encode())
+            gaps = [{**stamp("gaps"), **asdict(g)} for g in list(self.open)]
+            write_atomically(self.open_path, json.dumps(gaps).encode())
 
     def save_if_dirty(self) -> None:
         if self._dirty:
@@ -158,7 +164,7 @@ class GapLedger:
     def record_unfilled(self, unfilled: UnfilledRange) -> UnfilledRange:
         record = dataclasses.replace(unfilled, recorded_at=time.time())
         with self._lock, open(self.unfilled_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(asdict(record)) + "\n")
+            handle.write(json.dumps({**stamp("gaps"), **asdict(record)}) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         self.unfilled.append(record)
@@ -185,7 +191,8 @@ class GapLedger:
         self.unfilled = [dataclasses.replace(r, retried=True) if r is record else r for r in self.unfilled]
         with self._lock:
             write_atomically(
-                self.unfilled_path, "".join(json.dumps(asdict(r)) + "\n" for r in self.unfilled).encode()
+                self.unfilled_path,
+                "".join(json.dumps({**stamp("gaps"), **asdict(r)}) + "\n" for r in self.unfilled).encode(),
             )
         gap = OpenGap(
             symbol=record.symbol,

@@ -9,7 +9,8 @@ that.) One file for everything, rather than one per batch, means no file is crea
 event loop per batch (on ext4 a create can wait behind another thread's fsync) and a whole
 market's thousands of open batches cost one file handle.
 
-Records, one or more lines each:
+Records, one or more lines each, after a segment's first line `V <format>` (collector.formats;
+a segment without one is version 1):
 
     B <batch_id> <received_at_ns> <n>\\n   then n lines, one raw frame each
     G <batch_id> <gap json>\\n             a gap the batch's trades revealed (see collector.gaps.filler)
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.exceptions import SpoolError
+from collector.formats import VERSIONS, check
 
 __all__ = ["Journal", "JournaledBatch"]
 
@@ -152,7 +154,9 @@ class Journal:
             self._number += 1
         path = self._path(self._number)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._size = 0
+        header = b"V %d\n" % VERSIONS["journal"]
+        os.write(self._fd, header)
+        self._size = len(header)
         self._live.setdefault(self._number, set())
 
     def _retire_locked(self) -> list[Path]:
@@ -188,6 +192,9 @@ class Journal:
             legacy = path.name[: -len(_SUFFIX)] if number == 0 else None  # one file per batch, by name
             for kind, named, payload in _records(path.read_bytes()):
                 batch_id = legacy or named
+                if kind == b"V":
+                    check("journal", int(named) if named.isdigit() else named, path)
+                    continue
                 if kind == b"D":
                     open_batches.pop(batch_id, None)
                     continue
@@ -236,6 +243,8 @@ def _records(data: bytes) -> Iterator[tuple[bytes, str, list[tuple[int, bytes]]]
         elif kind in (b"G", b"D"):
             batch_id, _, payload = rest.partition(b" ")
             yield kind, batch_id.decode(), [(0, payload)]
+        elif kind == b"V":  # the segment's format
+            yield kind, rest.decode(errors="replace"), []
         elif line:
             stamp, _, raw = line.partition(b" ")  # the earlier layout: "<stamp> <frame>" per line
             if stamp.isdigit() and raw:

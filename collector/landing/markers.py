@@ -6,9 +6,10 @@
 The rule for when a minute is final and the manifest's shape are pure and live in
 `collector.lake.completion`; this module does the I/O around them. Bookkeeping lives under
 `spool/markers/`: `cursor.json` (the next minute to mark, per symbol) and `landed.jsonl` (files
-landed in minutes not yet marked). A file is recorded after it has landed and before it leaves
-the spool, so a crash between the two lands it again (the sink says "already present") and
-records it again; records are keyed by file name, so that is harmless.
+landed in minutes not yet marked; each line with its format version, collector.formats). A file
+is recorded after it has landed and before it leaves the spool, so a crash between the two lands
+it again (the sink says "already present") and records it again; records are keyed by file
+name, so that is harmless.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from collector.counters import Registry
 from collector.exceptions import SinkPermanentError, SinkUnavailable
 from collector.files import read_jsonl, write_atomically
+from collector.formats import stamp, version_in
 from collector.lake.completion import (
     LandedFile,
     UnfilledGap,
@@ -84,6 +86,7 @@ class MarkerBook:
         self.files: dict[tuple[str, int], dict[str, LandedFile]] = {}
         self._stale = 0  # lines in landed.jsonl for minutes already marked
         for record in read_jsonl(self.landed_path):
+            version_in(record, "markers", self.landed_path)
             try:
                 landed = LandedFile(**record["file"])
                 symbol, minute = record["symbol"], int(record["minute"])
@@ -118,7 +121,7 @@ class MarkerBook:
         """A file landed in a minute not yet marked: remember it. Durable on return, or, with
         sync=False, once `sync()` of the returned descriptor returns (the fsync can then run
         outside the caller's own lock, and several threads' fsyncs overlap)."""
-        line = (json.dumps({"symbol": symbol, "minute": minute, "file": asdict(landed)}) + "\n").encode()
+        line = (_landed_line(symbol, minute, landed) + "\n").encode()
         with self._lock:
             self.files.setdefault((symbol, minute), {})[landed.name] = landed
             if self._fd is None:
@@ -159,7 +162,7 @@ class MarkerBook:
     def _compact(self) -> None:
         """landed.jsonl rewritten with only the records of minutes not yet marked (under the lock)."""
         lines = [
-            json.dumps({"symbol": s, "minute": m, "file": asdict(f)}) + "\n"
+            _landed_line(s, m, f) + "\n"
             for (s, m), by_name in sorted(self.files.items())
             for f in by_name.values()
         ]
@@ -519,3 +522,7 @@ class MarkerScheduler:
                 "collector.marker_failed", symbol=symbol, error=str(exc), retry_in_s=MARK_EVERY_S
             )
             return False
+
+
+def _landed_line(symbol: str, minute: int, landed: LandedFile) -> str:
+    return json.dumps({**stamp("markers"), "symbol": symbol, "minute": minute, "file": asdict(landed)})

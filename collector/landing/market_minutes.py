@@ -10,9 +10,10 @@
 Why: the per-symbol layout costs a PUT per symbol and minute for the data and another for the
 marker, about 4 million requests a day for the whole market. This costs two a minute.
 
-Bookkeeping under `spool/market/`: `cursor.json` (the next minute to assemble) and an intent
-per part not yet marked (`intents/{minute}-{seq}.json`: its key, size, checksum, sources,
-shares, covered symbols and gaps). A crash at any step is taken up where it stopped: an intent
+Bookkeeping under `spool/market/`, each file with its format version (collector.formats):
+`cursor.json` (the next minute to assemble) and an intent per part not yet marked
+(`intents/{minute}-{seq}.json`: its key, size, checksum, sources, shares, covered symbols and
+gaps). A crash at any step is taken up where it stopped: an intent
 whose part is spooled has its sources removed and is uploaded; one whose part never got into
 the spool is dropped (its sources are still there, and are assembled again); one whose part
 left the spool has landed, and only its marker is written.
@@ -35,6 +36,7 @@ from typing import Any
 from collector.counters import Registry
 from collector.exceptions import SinkPermanentError, SinkUnavailable, SpoolError
 from collector.files import write_atomically
+from collector.formats import stamp, version_in
 from collector.lake.completion import UnfilledGap
 from collector.lake.layout import (
     ObjectName,
@@ -92,7 +94,9 @@ class MarketMinutes:
         self.cursor: int | None = None
         if self.cursor_path.exists():
             try:
-                self.cursor = int(json.loads(self.cursor_path.read_text())["next_minute"])
+                saved = json.loads(self.cursor_path.read_text())
+                version_in(saved, "market", self.cursor_path)
+                self.cursor = int(saved["next_minute"])
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("collector.market_cursor_unreadable", path=str(self.cursor_path), error=str(exc),
                           fix="it starts again at the oldest source waiting in the spool")  # fmt: skip
@@ -118,6 +122,7 @@ class MarketMinutes:
         for path in sorted(self.intents.glob("*.json")):
             try:
                 intent = json.loads(path.read_text())
+                version_in(intent, "market", path)
                 intent["key"], intent["sources"], intent["minute"]
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 aside = path.with_suffix(".unreadable")
@@ -201,8 +206,8 @@ class MarketMinutes:
             raise
         if not late:
             self.cursor = minute + 1
-            await asyncio.to_thread(write_atomically, self.cursor_path,
-                                    json.dumps({"next_minute": self.cursor}).encode())  # fmt: skip
+            cursor = json.dumps({**stamp("market"), "next_minute": self.cursor}).encode()
+            await asyncio.to_thread(write_atomically, self.cursor_path, cursor)
         if part is not None:
             self.enqueue(part)
 
@@ -231,8 +236,8 @@ class MarketMinutes:
             asdict(SymbolShare(_named(s).symbol, n, _named(s).first_trade_id, _named(s).last_trade_id))
             for s, n in zip(sources, rows, strict=True)
         ]
-        intent = {"minute": minute, "seq": seq, "key": key, "bytes": len(data), "rows": sum(rows),
-                  "sha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+        intent = {**stamp("market"), "minute": minute, "seq": seq, "key": key, "bytes": len(data),
+                  "rows": sum(rows), "sha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
                   "sources": [s.entry.key for s in sources], "shares": shares, "covered": covered,
                   "gaps": _gaps_record(gaps), "late": late}  # fmt: skip
         write_atomically(self.intents / f"{minute}-{seq}.json", json.dumps(intent).encode())

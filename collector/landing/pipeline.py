@@ -34,6 +34,7 @@ from collector.capture.batching import SealedBatch
 from collector.counters import Registry
 from collector.exceptions import LandingConflict, SinkPermanentError, SinkUnavailable, SpoolError
 from collector.files import read_jsonl
+from collector.formats import stamp, version_in
 from collector.lake.completion import UnfilledGap
 from collector.lake.layout import is_market_source, market_source_key, object_key, parse_object_key
 from collector.lake.parquet import count_rows, encode_batch
@@ -151,7 +152,10 @@ class Landing:
         self._unlanded: collections.defaultdict[str, collections.Counter[int]] = collections.defaultdict(
             collections.Counter
         )
-        self._dropped = [d for r in read_jsonl(spool.root / "dropped.jsonl") if (d := _dropped(r))]
+        dropped = spool.root / "dropped.jsonl"
+        self._dropped = [
+            d for r in read_jsonl(dropped) if version_in(r, "dropped", dropped) and (d := _dropped(r))
+        ]
         self._lost = metrics.counter("dropped_trades", "Trades not kept because the spool was full.")
         metrics.gauge("spool_bytes", "Bytes waiting in the spool.", lambda: self.budget.used_bytes)
         metrics.gauge(
@@ -325,7 +329,7 @@ class Landing:
         path = self.spool.root / "dropped.jsonl"
         try:
             with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(asdict(record)) + "\n")
+                handle.write(json.dumps({**stamp("dropped"), **asdict(record)}) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
