@@ -12,7 +12,8 @@
     │   └── LandingConflict          an object with the same key but other bytes already exists
     └── SpoolError                   the local spool cannot be written (disk full, permissions)
         ├── DirectoryBusy            another process holds the directory's lock (one process per spool)
-        └── NewerFormat              a file on disk was written by a newer release: upgrade
+        ├── NewerFormat              a file on disk was written by a newer release: upgrade
+        └── SpoolWriteRefused        the spool's disk refused a write (full): tried again (retryable)
 
 Malformed frames are not exceptions: the decoder returns them as values with a reason, so one
 bad frame can never unwind the loop that carries the good ones.
@@ -32,6 +33,7 @@ __all__ = [
     "SinkPermanentError",
     "SinkUnavailable",
     "SpoolError",
+    "SpoolWriteRefused",
     "is_retryable",
 ]
 
@@ -102,6 +104,12 @@ class DirectoryBusy(SpoolError):
         self.directory, self.pid = directory, pid
         holder = f"process {pid}" if pid is not None else "another process (its PID is not recorded yet)"
         super().__init__(f"{what} {str(directory)!r} is in use by {holder}; {fix}")
+
+
+class SpoolWriteRefused(SpoolError):
+    """The spool's disk refused a write (full, over quota); the same write is tried again."""
+
+    retryable = True
 
 
 class NewerFormat(SpoolError):

@@ -1,7 +1,10 @@
-"""Files that survive a crash: written whole or not at all, and records read back past a torn line.
+"""Files that survive a crash and a full disk: written whole or not at all, and records read
+back past a torn line.
 
-Shared by everything that keeps state on disk (the spool, the journal's neighbours, the gap
-ledger, the marker book, the local landing directory, the import's staging).
+Shared by everything that keeps state on disk (the spool, the journal and its neighbours, the
+gap ledger, the marker book, the local landing directory, the import's staging). An append that
+fails (ENOSPC, EDQUOT, EIO) is taken back to the last whole record, so the next one never
+follows a torn line: a write either lands whole or raises with the file as it was.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TMP_SUFFIX", "fsync_directory", "read_jsonl", "write_atomically"]
+__all__ = ["TMP_SUFFIX", "append_line", "append_whole", "fsync_directory", "read_jsonl", "write_atomically"]
 
 TMP_SUFFIX = ".tmp"  # a file being written; never taken for a finished one
 
@@ -65,3 +68,28 @@ def write_atomically(path: Path, data: bytes, *, replace: bool = True) -> bool:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+def append_whole(fd: int, data: bytes, size: int | None = None) -> None:
+    """Append `data` to the file open (O_APPEND) at `fd`, all of it or none: a write cut short (a
+    full disk) is truncated away again (shrinking a file needs no space) and the error raised.
+    `size`: the file's size now, when the caller keeps count (saves a stat on a hot path)."""
+    size = os.fstat(fd).st_size if size is None else size
+    view = memoryview(data)
+    try:
+        while view:  # a large write to a regular file can be short (a signal, a full disk)
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """One record appended to `path` durably (fsync), whole or not at all (see `append_whole`)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        append_whole(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

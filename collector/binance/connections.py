@@ -55,6 +55,7 @@ class StreamPool:
         self._created = 0
         self._closed_counts = {"connections": 0, "rotations": 0, "pauses": 0, "requests": 0, "failures": 0}
         self._held_back = False
+        self._holding: set[str] = set()  # why reading is held back: the landing's queue, a full disk
         self._running = False
         self._failure: asyncio.Future[None] | None = None
         if metrics is not None:
@@ -210,10 +211,15 @@ class StreamPool:
         since = [s.stream.disconnected_since for s in self.slots if s.stream.disconnected_since is not None]
         return min(since) if since else None
 
-    def hold_back(self, hold: bool) -> None:
-        self._held_back = hold
+    def hold_back(self, hold: bool, reason: str = "landing") -> None:
+        """Stop reading every connection while any reason holds; read again once none does."""
+        if hold:
+            self._holding.add(reason)
+        else:
+            self._holding.discard(reason)
+        self._held_back = bool(self._holding)
         for slot in self.slots:
-            slot.stream.hold_back(hold)
+            slot.stream.hold_back(self._held_back)
 
     def describe(self) -> str:
         if len(self.slots) == 1 and len(self.where) <= 5:

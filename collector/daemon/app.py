@@ -76,6 +76,8 @@ class Collector:
         self.started_mono = time.monotonic()
         metrics.gauge("up", "1 while the collector process runs.", lambda: 1)
         metrics.gauge("uptime_seconds", "Seconds since the process started.", self._uptime_s)
+        metrics.gauge("spool_unwritable", "1 while the spool's disk refuses writes: capture is held back.",
+                      lambda: int(self._spool_error() is not None))  # fmt: skip
         self.sink = sink or make_sink(s)
         self.journal, ledger = Journal(s.spool_dir / "journal"), GapLedger(s.spool_dir / "gaps")
         self.core = CaptureCore(time_unit=s.time_unit, max_batch_bytes=s.max_batch_bytes,
@@ -114,7 +116,8 @@ class Collector:
         self.capture = Capture(self.core, self.journal, gaps=self.gaps, markers=self.markers,
                                submit=self.landing.submit,
                                units_per_s=1_000 if s.time_unit == "ms" else 1_000_000, log=log,
-                               metrics=metrics)  # fmt: skip
+                               metrics=metrics,
+                               hold_back=lambda hold: self.stream.hold_back(hold, "disk"))  # fmt: skip
         self.stream.bind(self.capture.reader_for, self.capture.handover_ready)  # each slot's own reads
         self.quiet = QuietProof(rest_info, symbols=self._captured_streamed, stream_state=self.stream.state_of,
                                 proven_until=self.markers.proven_until, last_id=self.core.sequence.last_id,
@@ -228,7 +231,10 @@ class Collector:
         await asyncio.to_thread(self.landing.spool.prune)
         if self.health:
             await self.health.close()
-        self.journal.close_all()
+        if not self.journal.close_all():
+            self.log.warning("collector.journal_unwritten", bytes=self.journal.unwritten_bytes,
+                             error=str(self.journal.failure), note="the state never claimed these "
+                             "trades: a gap REST fills at the next start")  # fmt: skip
         self.log.info("collector.stopped", exit_code=exit_code, **self.metrics.values())
         return exit_code
 
@@ -301,7 +307,13 @@ class Collector:
             destination=self.sink.describe(),
             destination_ok=uploads.sink_ok,
             destination_error=uploads.sink_error,
+            spool_error=self._spool_error(),
         )
+
+    def _spool_error(self) -> str | None:
+        """Why a write to the spool's disk fails (the journal's, the sealer's), None while none does."""
+        refused = self.journal.failure
+        return str(refused) if refused is not None else self.landing.spool_error
 
     async def _start_health(self) -> int | None:
         port = await self.health.start_or_warn(self.log) if self.health else None

@@ -37,6 +37,7 @@ class Status:
     destination: str
     destination_ok: bool
     destination_error: str | None
+    spool_error: str | None = None  # a write the spool's disk refused (full), until one succeeds
 
 
 def verdict(v: Mapping[str, Any], s: Status) -> tuple[str, list[str]]:
@@ -46,9 +47,15 @@ def verdict(v: Mapping[str, Any], s: Status) -> tuple[str, list[str]]:
         reasons.append(f"destination not usable: {s.destination_error or 'not yet checked'}")
     if not s.connected:
         reasons.append(f"not connected to the stream for {s.disconnected_for_s:.0f}s")
+    if s.spool_error is not None:
+        reasons.append(f"the spool cannot be written ({s.spool_error}): the stream is held back until it can")
     if v.get("connections", 0) == 0 or (not s.destination_ok and s.destination_error is None):
         return "starting", reasons
-    if not s.destination_ok or (not s.connected and s.disconnected_for_s >= DISCONNECTED_FAILING_S):
+    if (
+        not s.destination_ok
+        or s.spool_error is not None
+        or (not s.connected and s.disconnected_for_s >= DISCONNECTED_FAILING_S)
+    ):
         return "failing", reasons
     trade_age = v.get("last_trade_age_seconds")
     if trade_age is not None and trade_age > STALE_TRADE_S:
@@ -88,6 +95,8 @@ def health_document(v: Mapping[str, Any], s: Status) -> dict[str, Any]:
             "objects": v.get("spool_objects", 0),
             "bytes": v.get("spool_bytes", 0),
             "dropped_trades": v.get("dropped_trades", 0),
+            "ok": s.spool_error is None,
+            "error": s.spool_error,
         },
         "open_gaps": v.get("open_gaps", 0),
         "unfilled_gaps": v.get("gaps_unfilled", 0),

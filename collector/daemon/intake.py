@@ -6,7 +6,8 @@
                                  └─▶ sealed batches ─▶ Landing.submit
 
 Everything here runs on the event loop, once per read, so it does no blocking I/O beyond the
-journal's one unbuffered write (page cache; no fsync).
+journal's one unbuffered write (page cache; no fsync). A write the spool's disk refuses (full)
+holds the stream back until the journal has written what it kept meanwhile (`tick` tries).
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ class Capture:
         units_per_s: int,
         log: Any,
         metrics: Registry,
+        hold_back: Callable[[bool], None] = lambda hold: None,
     ) -> None:
         self.core = core
         self.journal = journal
+        self.hold_back = hold_back
+        self.journal_refused = False  # the journal's disk refused a write; the stream is held back
         self.gaps = gaps
         self.markers = markers
         self.submit = submit
@@ -132,7 +136,18 @@ class Capture:
             self.markers.saw_trades(
                 result.last_trade_time, units, now, stream.outages, result.first_trade_time
             )
+        if self.journal.failure is not None and not self.journal_refused:
+            self._refused(self.journal.failure)
         self.hand_on()
+
+    def _refused(self, failure: OSError) -> None:
+        """The journal kept a read it could not write: no more reads until it can."""
+        self.journal_refused = True
+        self.hold_back(True)
+        self.log.error("collector.spool_unwritable", path=str(self.journal.root), error=str(failure),
+                       unwritten_bytes=self.journal.unwritten_bytes,
+                       fix="free space on the spool's disk (COLLECTOR_SPOOL_DIR); the stream is held back "
+                       "until the journal can be written, and nothing taken is lost meanwhile")  # fmt: skip
 
     def _report(self, result: ChunkResult, rotate: Callable[[str], None]) -> None:
         sequence = self.core.sequence
@@ -156,7 +171,12 @@ class Capture:
             rotate("server_shutdown")
 
     def tick(self, now_s: float) -> None:
-        """Let time pass: batches old enough, or whose minute has closed, are sealed."""
+        """Let time pass: batches old enough, or whose minute has closed, are sealed; a journal
+        the disk refused is written again, and once it is, the stream reads again."""
+        if self.journal_refused and self.journal.flush():
+            self.journal_refused = False
+            self.log.info("collector.spool_writable", path=str(self.journal.root))
+            self.hold_back(False)
         self.core.tick(now_s)
         self.hand_on()
 

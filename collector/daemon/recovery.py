@@ -24,6 +24,7 @@ from typing import Any
 from collector.capture.batching import MinuteBatcher, TimeUnit
 from collector.capture.decode import Trade, decode_frame
 from collector.capture.sequence import SequenceTracker
+from collector.exceptions import SpoolError
 from collector.files import write_atomically
 from collector.gaps.ledger import GapLedger, OpenGap
 from collector.lake.holdings import latest_market_ids
@@ -74,8 +75,12 @@ class Recovery:
         self._lock = threading.Lock()
 
     def save_state(self) -> None:
-        """The last accepted trade id per symbol, durably (thread-safe). Pending gaps go first."""
+        """The last accepted trade id per symbol, durably (thread-safe). Pending gaps go first,
+        and the journal's records a full disk held back: the state never claims a trade that no
+        file holds. Raises SpoolError or OSError when the disk refuses (nothing is claimed then)."""
         with self._lock:
+            if not self.journal.flush():
+                raise SpoolError(f"the journal cannot be written: {self.journal.failure}")
             self.ledger.save_if_dirty()
             known = self.sequence.snapshot()
             if known:

@@ -36,6 +36,7 @@ __all__ = ["GapFiller"]
 # Pages (1,000 trades, weight 25) a gap is fetched before the next gap's turn: one, so the
 # weight budget is shared page by page among every symbol with a gap.
 TURN_PAGES = 1
+LEDGER_RETRY_S = 5.0
 
 
 class BackfillLanding(Protocol):
@@ -120,16 +121,24 @@ class GapFiller:
 
     async def run(self) -> None:
         while True:
-            if not self.ledger.open:
-                self._reopen_due()
-            if not self.ledger.open:
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(self.retry_s, 60.0)):
-                        await self._wakeup.wait()
-                continue
-            await self._fill(self.ledger.open[0])
-            await asyncio.sleep(0)  # a turn ended: let the event loop run before the next
+            try:
+                await self._turn()
+            except OSError as exc:  # the ledger's disk refused a write (full): the turn again, later
+                self.log.error("collector.gap_ledger_failed", path=str(self.ledger.root), error=str(exc),
+                               retry_in_s=LEDGER_RETRY_S)  # fmt: skip
+                await asyncio.sleep(LEDGER_RETRY_S)
+
+    async def _turn(self) -> None:
+        if not self.ledger.open:
+            self._reopen_due()
+        if not self.ledger.open:
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self.retry_s, 60.0)):
+                    await self._wakeup.wait()
+            return
+        await self._fill(self.ledger.open[0])
+        await asyncio.sleep(0)  # a turn ended: let the event loop run before the next
 
     def _reopen_due(self) -> None:
         for record in self.ledger.due_for_retry(time.time(), self.retry_s):

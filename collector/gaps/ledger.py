@@ -14,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from collector.files import read_jsonl, write_atomically
+from collector.files import append_line, read_jsonl, write_atomically
 from collector.formats import stamp, version_in
 from collector.lake.completion import UnfilledGap
 
@@ -151,7 +150,11 @@ class GapLedger:
         with self._lock:
             self._dirty = False
             gaps = [{**stamp("gaps"), **asdict(g)} for g in list(self.open)]
-            write_atomically(self.open_path, json.dumps(gaps).encode())
+            try:
+                write_atomically(self.open_path, json.dumps(gaps).encode())
+            except BaseException:  # a full disk: saved again by the next save_if_dirty
+                self._dirty = True
+                raise
 
     def save_if_dirty(self) -> None:
         if self._dirty:
@@ -163,10 +166,8 @@ class GapLedger:
 
     def record_unfilled(self, unfilled: UnfilledRange) -> UnfilledRange:
         record = dataclasses.replace(unfilled, recorded_at=time.time())
-        with self._lock, open(self.unfilled_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({**stamp("gaps"), **asdict(record)}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        with self._lock:
+            append_line(self.unfilled_path, (json.dumps({**stamp("gaps"), **asdict(record)}) + "\n").encode())
         self.unfilled.append(record)
         return record
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from collector.exceptions import LandingConflict, SinkPermanentError, SinkUnavailable
+from collector.exceptions import LandingConflict, SinkError, SinkPermanentError, SinkUnavailable
 from collector.files import fsync_directory, write_atomically
 from collector.lake.layout import exchange_root, latest_trade_id, marker_key
 
@@ -105,7 +105,9 @@ class LocalSink:
                 key="",
             ) from exc
 
-    def _unwritable(self, path: Path, key: str, exc: OSError) -> SinkPermanentError:
+    def _unwritable(self, path: Path, key: str, exc: OSError) -> SinkError:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # passes once space is freed: tried again
+            return SinkUnavailable(f"cannot write {path}: {exc.strerror}; free space on its disk", key=key)
         return SinkPermanentError(
             f"cannot write {path}: {exc.strerror}; make {self.root} writable or set COLLECTOR_DESTINATION",
             key=key,

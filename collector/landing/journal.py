@@ -17,7 +17,13 @@ a segment without one is version 1):
     D <batch_id>\\n                        the batch is spooled: its records are no longer needed
 
 A segment is deleted once it, and every older one, holds no record of a batch still open, so a
-`D` is never lost before the records it retires. On start, the records of batches without a
+`D` is never lost before the records it retires.
+
+A write the disk refuses (full) is taken back to the last whole record and kept in memory, in
+order, with everything after it, until a write succeeds (`flush`, or the next append): `failure`
+says why meanwhile, and the caller holds the stream back. The state file is never saved past a
+record not yet written (daemon.recovery flushes first), so a crash meanwhile costs a gap that
+REST fills, never a trade the state claims. On start, the records of batches without a
 `D` are exactly the batches open when the process died; they are sealed again from their
 frames (same trades, same key, same bytes) and spooled. A record the crash cut short was never
 acknowledged to anyone and is skipped.
@@ -33,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.exceptions import SpoolError
+from collector.files import append_whole
 from collector.formats import VERSIONS, check
 
 __all__ = ["Journal", "JournaledBatch"]
@@ -79,8 +86,21 @@ class Journal:
         self._fd: int | None = None
         self._size = 0
         # Open batches with records, per segment number, oldest first; and each batch's segments.
-        self._live: dict[int, set[str]] = {}
+        self._live: dict[int, set[str]] = {self._number: set()}
         self._segments_of: dict[str, set[int]] = {}
+        # Records a refused write left, in order: written before anything else (to the current
+        # segment, which does not rotate meanwhile, so the bookkeeping above stays true).
+        self._unwritten = bytearray()
+        self.failure: OSError | None = None  # why the last write failed, until one succeeds
+
+    @property
+    def unwritten_bytes(self) -> int:
+        return len(self._unwritten)
+
+    def flush(self) -> bool:
+        """Write what a refused write left; True when nothing is left unwritten (thread-safe)."""
+        with self._lock:
+            return self._flush_locked()
 
     # ---- writing ----------------------------------------------------------------------------
 
@@ -138,26 +158,59 @@ class Journal:
                     self._segments_of.setdefault(batch_id, set()).add(number)
 
     def _write_locked(self, data: bytes) -> int:
-        if self._fd is None or self._size >= self.segment_bytes:
-            self._rotate_locked()
-        assert self._fd is not None
-        view = memoryview(data)
-        while view:  # a large write to a regular file can be short (a signal, a full disk)
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self._size += len(data)
+        """Append a record group (or keep it, behind the others a full disk left); its segment."""
+        if self._unwritten:
+            self._unwritten += data
+            self._flush_locked()
+            return self._number
+        try:
+            if self._fd is None:
+                self._rotate_locked()
+            elif self._size >= self.segment_bytes:
+                with contextlib.suppress(OSError):  # no new segment yet: on in the current one
+                    self._rotate_locked()
+            assert self._fd is not None
+            append_whole(self._fd, data, self._size)
+        except OSError as exc:
+            self.failure = exc
+            self._unwritten += data
+        else:
+            self._size += len(data)
         return self._number
 
+    def _flush_locked(self) -> bool:
+        if not self._unwritten:
+            return True
+        try:
+            if self._fd is None:  # no segment could be made yet: the one the records were kept for
+                self._rotate_locked()
+            assert self._fd is not None
+            append_whole(self._fd, bytes(self._unwritten), self._size)
+        except OSError as exc:
+            self.failure = exc
+            return False
+        self._size += len(self._unwritten)
+        self._unwritten.clear()
+        self.failure = None
+        return True
+
     def _rotate_locked(self) -> None:
+        """The next segment, begun with its format; on a failure nothing changes (the records go
+        on into the current one, or wait for a segment to be made)."""
+        number = self._number + 1 if self._fd is not None else self._number
+        path = self._path(number)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        header = b"V %d\n" % VERSIONS["journal"]
+        try:
+            append_whole(fd, header, 0)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         if self._fd is not None:
             os.close(self._fd)
-            self._number += 1
-        path = self._path(self._number)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        header = b"V %d\n" % VERSIONS["journal"]
-        os.write(self._fd, header)
-        self._size = len(header)
-        self._live.setdefault(self._number, set())
+        self._fd, self._number, self._size = fd, number, len(header)
+        self._live.setdefault(number, set())
 
     def _retire_locked(self) -> list[Path]:
         """The oldest segments with nothing open in them, the current one excepted."""
@@ -169,9 +222,12 @@ class Journal:
             gone.append(self._path(number))
         return gone
 
-    def close_all(self) -> None:
-        """Close the current segment; remove every segment no open batch needs (a clean stop)."""
+    def close_all(self) -> bool:
+        """Close the current segment; remove every segment no open batch needs (a clean stop).
+        False: records a full disk refused are still unwritten, and go with the process (the
+        state file never claimed their trades: a gap, filled from REST at the next start)."""
         with self._lock:
+            written = self._flush_locked()
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
@@ -182,6 +238,7 @@ class Journal:
         for path in gone:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        return written
 
     # ---- reading back -----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from collector.counters import Registry
 from collector.exceptions import SinkPermanentError, SinkUnavailable
-from collector.files import read_jsonl, write_atomically
+from collector.files import append_whole, read_jsonl, write_atomically
 from collector.formats import stamp, version_in
 from collector.lake.completion import (
     LandedFile,
@@ -123,11 +123,11 @@ class MarkerBook:
         outside the caller's own lock, and several threads' fsyncs overlap)."""
         line = (_landed_line(symbol, minute, landed) + "\n").encode()
         with self._lock:
-            self.files.setdefault((symbol, minute), {})[landed.name] = landed
             if self._fd is None:
                 self._fd = os.open(self.landed_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             fd = self._fd
-            os.write(fd, line)
+            append_whole(fd, line)  # whole or not at all: a full disk raises, the caller retries
+            self.files.setdefault((symbol, minute), {})[landed.name] = landed
             self._syncing += 1
         if sync:
             self.sync(fd)
@@ -482,7 +482,8 @@ class MarkerScheduler:
     async def mark_once(self) -> None:
         if self._unsaved:
             self._unsaved = False
-            await asyncio.to_thread(self.book.save)
+            if await self._guarded(None, self.book.save) is False:  # a full disk: next time
+                self._unsaved = True
         for refresh in list(self._refreshes):
             symbol, minutes, landing = refresh
             if landing():
@@ -513,11 +514,12 @@ class MarkerScheduler:
             ):
                 pass  # a backlog: the next few, once the uploads have had the lock
 
-    async def _guarded(self, symbol: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """What `call` returns, run in a thread; False when the sink failed (logged)."""
+    async def _guarded(self, symbol: str | None, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """What `call` returns, run in a thread; False when the sink or the book's disk failed
+        (logged; tried again next time)."""
         try:
             return await asyncio.to_thread(call, *args, **kwargs)
-        except (SinkPermanentError, SinkUnavailable) as exc:
+        except (SinkPermanentError, SinkUnavailable, OSError) as exc:
             self.log.warning(
                 "collector.marker_failed", symbol=symbol, error=str(exc), retry_in_s=MARK_EVERY_S
             )

@@ -204,12 +204,12 @@ class MarketMinutes:
             for source in sources:  # tried again next time
                 self.add_source(source)
             raise
+        if part is not None:
+            self.enqueue(part)  # spooled: on its way whatever the cursor's save does
         if not late:
             self.cursor = minute + 1
             cursor = json.dumps({**stamp("market"), "next_minute": self.cursor}).encode()
             await asyncio.to_thread(write_atomically, self.cursor_path, cursor)
-        if part is not None:
-            self.enqueue(part)
 
     def _assemble_part(
         self,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,8 +31,14 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from collector.capture.batching import SealedBatch
 from collector.counters import Registry
-from collector.exceptions import LandingConflict, SinkPermanentError, SinkUnavailable, SpoolError
-from collector.files import read_jsonl
+from collector.exceptions import (
+    LandingConflict,
+    SinkPermanentError,
+    SinkUnavailable,
+    SpoolError,
+    SpoolWriteRefused,
+)
+from collector.files import append_line, read_jsonl
 from collector.formats import stamp, version_in
 from collector.lake.completion import UnfilledGap
 from collector.lake.layout import is_market_source, market_source_key, object_key, parse_object_key
@@ -148,6 +153,9 @@ class Landing:
         self._idle.set()
         self._sealing = 0  # batches inside a sealer hop
         self._closing = False
+        # Spooled batches whose journals wait for a state save the disk refused (worker thread).
+        self._unsaved: list[str] = []
+        self.spool_error: str | None = None  # why the last spooling failed, until one succeeds
         # Batches sealed but not landed, per symbol and minute: their minute is not final.
         self._unlanded: collections.defaultdict[str, collections.Counter[int]] = collections.defaultdict(
             collections.Counter
@@ -198,12 +206,24 @@ class Landing:
         self._check_idle()
 
     async def land_backfill(self, batches: list[SealedBatch]) -> None:
-        """Backfilled batches: spooled before this returns (their gap's progress is saved after)."""
+        """Backfilled batches: spooled before this returns (their gap's progress is saved after);
+        a disk that refuses them is asked again until it takes them."""
         for batch in batches:
             self._unlanded[batch.symbol][batch.minute] += 1
-        done = await asyncio.to_thread(self._spool_group, batches, save_state=False)
-        for batch, entry in done:
-            self._spooled(batch, entry)
+        while True:
+            try:
+                done = await asyncio.to_thread(self._spool_group, batches, save_state=False)
+                self.spool_error = None
+            except _PartlySpooled as stop:
+                done, self.spool_error = stop.done, str(stop.error)
+                self.log.error("collector.spool_failed", error=self.spool_error, retry_in_s=SPOOL_RETRY_S,
+                               batches="backfill")  # fmt: skip
+            for batch, entry in done:
+                self._spooled(batch, entry)
+            batches = batches[len(done) :]
+            if not batches:
+                return
+            await asyncio.sleep(SPOOL_RETRY_S)
 
     # ---- what it knows ----------------------------------------------------------------------
 
@@ -246,23 +266,26 @@ class Landing:
     async def run_sealer(self) -> None:
         """Encode and spool what is sealed, a group per thread hop, until `close()` and empty."""
         while True:
-            if not self._sealed:
+            if not self._sealed and not self._unsaved:
                 if self._closing:
                     return
                 self._sealed_wakeup.clear()
                 await self._sealed_wakeup.wait()
                 continue
+            # (Empty: nothing sealed, only a state save the disk refused to try again.)
             group = [self._sealed.popleft() for _ in range(min(GROUP_MAX, len(self._sealed)))]
             self._sealed_trades -= sum(b.rows for b in group)
             self._sealing = len(group)
             try:
                 done = await asyncio.to_thread(self._spool_group, group)
+                self.spool_error = None
             except _PartlySpooled as stop:
                 done = stop.done
                 self._sealed.extendleft(reversed(group[len(done) :]))
                 self._sealed_trades += sum(b.rows for b in group[len(done) :])
                 # The batches stay in memory and in the journal; capture slows to a stop behind
                 # the full queue rather than dropping them.
+                self.spool_error = str(stop.error)
                 self.log.error("collector.spool_failed", error=str(stop.error), retry_in_s=SPOOL_RETRY_S)
                 self.hold_back(True)
                 await asyncio.sleep(SPOOL_RETRY_S)
@@ -294,10 +317,17 @@ class Landing:
                 self.budget.release(len(data))
                 error = exc
                 break
-        if save_state and done:
-            self.save_state()  # before the journals go: a restart knows where capture stopped
-        for batch, _ in done:
-            self.journal.discard(batch.batch_id)
+        retire = [batch.batch_id for batch, _ in done]
+        if save_state and (done or self._unsaved):
+            try:
+                self.save_state()  # before the journals go: a restart knows where capture stopped
+                retire, self._unsaved = self._unsaved + retire, []
+            except (OSError, SpoolError) as exc:  # spooled all the same; their journals wait
+                self._unsaved += retire
+                retire = []
+                error = error or SpoolError(f"the state of capture cannot be saved: {exc}")
+        for batch_id in retire:
+            self.journal.discard(batch_id)
         if error is not None:
             raise _PartlySpooled(done, error)
         return done
@@ -328,10 +358,7 @@ class Landing:
         )
         path = self.spool.root / "dropped.jsonl"
         try:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({**stamp("dropped"), **asdict(record)}) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_line(path, (json.dumps({**stamp("dropped"), **asdict(record)}) + "\n").encode())
         except OSError as exc:
             self.log.error("collector.dropped_record_failed", path=str(path), error=str(exc))
         self._lost.inc(batch.rows)
@@ -493,7 +520,7 @@ class Uploads:
     async def _land(self, spooled: Spooled) -> None:
         async for attempt in AsyncRetrying(
             wait=wait_random_exponential(multiplier=0.5, max=30),
-            retry=retry_if_exception_type(SinkUnavailable),
+            retry=retry_if_exception_type((SinkUnavailable, SpoolWriteRefused)),
             before_sleep=self._log_retry,
         ):
             with attempt:
@@ -537,7 +564,12 @@ class Uploads:
         if spooled.name is None and self.market_landed is not None:
             self.market_landed(entry.key)  # a market part: its minute's marker
         else:
-            self.markers.after_landing(entry.key, len(data), sha256_b64(data), rows, self.gaps_in)
+            try:
+                self.markers.after_landing(entry.key, len(data), sha256_b64(data), rows, self.gaps_in)
+            except OSError as exc:  # the marker book's disk is full: landed, noted on the retry
+                raise SpoolWriteRefused(
+                    f"{entry.key} landed, but the marker book cannot note it: {exc}"
+                ) from exc
         self.spool.remove(entry)
         return outcome, rows, len(data), upload_s
 

@@ -20,6 +20,7 @@ def snapshot(**changes: Any) -> tuple[dict[str, Any], Status]:
         "destination": "landing/",
         "destination_ok": True,
         "destination_error": None,
+        "spool_error": None,
     }
     values: dict[str, Any] = {
         "uptime_seconds": 100.0,
@@ -69,6 +70,13 @@ def test_verdict_rules() -> None:
     assert verdict(*snapshot(open_gaps=2, gaps_unfilled=1))[1] == [
         "1 gap(s) could not be filled (see gaps/unfilled.jsonl)"
     ]
+    assert verdict(*snapshot(spool_error="[Errno 28] No space left on device")) == (
+        "failing",
+        [
+            "the spool cannot be written ([Errno 28] No space left on device): the stream is held back "
+            "until it can"
+        ],
+    )
 
 
 def test_metrics_are_valid_prometheus_text() -> None:

@@ -7,16 +7,19 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import structlog
 import structlog.testing
 
 from collector.capture.sequence import SequenceTracker
 from collector.daemon.recovery import Recovery
+from collector.exceptions import SpoolError
 from collector.gaps.ledger import GapLedger, OpenGap
 from collector.lake.layout import object_key, parse_object_key
 from collector.lake.sinks import LocalSink
 from collector.landing.journal import Journal
 from collector.landing.spool import Spool
+from tests.support.disk import FillingDisk
 from tests.support.landing import trade_frame
 
 LOG = structlog.get_logger()
@@ -127,3 +130,24 @@ def test_the_start_says_where_each_symbol_goes_on_from_in_one_line_for_the_whole
         asyncio.run(few.run(landing, ("S0002USDT", "S0003USDT")))
     (line,) = [e for e in logs if e["event"] == "collector.continuity"]
     assert line["last_trade_ids"] == {"S0002USDT": 50, "S0003USDT": None}  # a few: listed
+
+
+def test_the_state_never_claims_a_trade_the_journal_could_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import collector.files
+
+    found, sequence, _, _ = recovery(tmp_path)
+    sequence.remember("BTCUSDT", 100)
+    found.save_state()
+    disk = FillingDisk(room=0)
+    monkeypatch.setattr(collector.files, "os", disk)
+    found.journal.append("BTCUSDT-29000000-101", 5, [trade_frame(101, T0).encode()])  # kept in memory
+    sequence.remember("BTCUSDT", 101)
+    with pytest.raises(SpoolError, match=r"the journal cannot be written: .*No space left on device"):
+        found.save_state()
+    assert json.loads((tmp_path / "state.json").read_text()) == {"BTCUSDT": 100}
+    disk.room = 10**6  # space again: the journal first, then the state
+    found.save_state()
+    assert json.loads((tmp_path / "state.json").read_text()) == {"BTCUSDT": 101}
+    assert [b.batch_id for b in Journal(tmp_path / "journal").leftovers()] == ["BTCUSDT-29000000-101"]

@@ -19,7 +19,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """A tmpfs of a given size (root only; skipped where it cannot be mounted)."""
+    """A tmpfs of a given size (root only; skipped where it cannot be mounted). Ask for it before
+    `procs`, so the processes are gone before it is unmounted (a lazy unmount otherwise)."""
     mounted: list[Path] = []
 
     def mount(size: str) -> Path:
@@ -34,4 +35,5 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
 
     yield mount
     for point in mounted:
-        subprocess.run(["umount", str(point)], check=False)
+        if subprocess.run(["umount", str(point)], capture_output=True, check=False).returncode:
+            subprocess.run(["umount", "--lazy", str(point)], check=False)

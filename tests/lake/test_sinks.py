@@ -98,3 +98,13 @@ def test_s3_unreachable_endpoint_is_transient(aws_env: dict[str, str]) -> None:
     )
     with pytest.raises(SinkUnavailable, match="cannot reach S3"):
         s3_sink(client, "landing-bucket").put(KEY, b"x")
+
+
+def test_a_full_landing_disk_is_tried_again_and_a_denied_one_is_not(tmp_path: Path) -> None:
+    import errno
+
+    sink = LocalSink(tmp_path)
+    full = sink._unwritable(tmp_path / "k", "k", OSError(errno.ENOSPC, "No space left on device"))
+    assert isinstance(full, SinkUnavailable) and "free space on its disk" in str(full)
+    denied = sink._unwritable(tmp_path / "k", "k", OSError(errno.EACCES, "Permission denied"))
+    assert isinstance(denied, SinkPermanentError)

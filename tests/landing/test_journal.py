@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import queue
 import threading
 from pathlib import Path
 
+import pytest
+
 from collector.landing.journal import Journal
+from tests.support.disk import FillingDisk
 
 
 def reopened(root: Path) -> Journal:
@@ -116,3 +120,50 @@ def test_appends_and_discards_from_two_threads_keep_every_open_batch(tmp_path: P
     worker.join(60)
     left = reopened(tmp_path).leftovers()
     assert sorted(int(b.batch_id.rsplit("-", 1)[1]) for b in left) == list(range(1, 2000, 2))
+
+
+def test_a_write_the_full_disk_refuses_is_kept_whole_and_written_in_order_once_it_takes_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import collector.files
+
+    journal = Journal(tmp_path)
+    journal.append("BTCUSDT-100-1", 1, [b'{"t":1}'])
+    disk = FillingDisk(room=20)  # the next record fits in part: a short write, then ENOSPC
+    monkeypatch.setattr(collector.files, "os", disk)
+    journal.append("BTCUSDT-100-1", 2, [b'{"t":2}', b'{"t":3}'])
+    journal.note_gap("ETHUSDT-100-9", b'{"first_missing": 4}')
+    journal.append("ETHUSDT-100-9", 3, [b'{"t":9}'])
+    assert journal.failure is not None and journal.failure.errno == errno.ENOSPC
+    assert journal.unwritten_bytes > 0 and not journal.flush()
+    (segment,) = tmp_path.glob("*.frames")
+    assert segment.read_bytes() == b'V 1\nB BTCUSDT-100-1 1 1\n{"t":1}\n'  # the torn record was taken back
+    left = {b.batch_id: list(b.frames()) for b in reopened(tmp_path).leftovers()}
+    assert left == {"BTCUSDT-100-1": [(1, b'{"t":1}')]}  # a crash now: what was written, no torn line
+
+    disk.room = 10**6  # space again
+    journal.discard("BTCUSDT-100-1")  # behind the kept records, in order
+    assert journal.flush() and journal.failure is None and journal.unwritten_bytes == 0
+    journal.append("ETHUSDT-100-9", 4, [b'{"t":10}'])
+    (left,) = reopened(tmp_path).leftovers()
+    assert (left.batch_id, list(left.frames()), list(left.gaps())) == (
+        "ETHUSDT-100-9",
+        [(3, b'{"t":9}'), (4, b'{"t":10}')],
+        [b'{"first_missing": 4}'],
+    )
+
+
+def test_a_segment_that_cannot_be_begun_keeps_its_records_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import collector.files
+
+    disk = FillingDisk(room=0)  # not even the first segment's header
+    monkeypatch.setattr(collector.files, "os", disk)
+    journal = Journal(tmp_path)
+    journal.append("BTCUSDT-100-1", 1, [b'{"t":1}'])
+    assert journal.unwritten_bytes and list(tmp_path.glob("*.frames")) == []  # no empty segment left
+    disk.room = 10**6
+    assert journal.flush()
+    (left,) = reopened(tmp_path).leftovers()
+    assert list(left.frames()) == [(1, b'{"t":1}')]

@@ -224,3 +224,29 @@ def test_merging_with_a_marker_found_keeps_its_files_and_raises_its_revision_onl
     assert merged is not None and merged["revision"] == 3 and merged["rows"] == 12
     assert [f["name"] for f in merged["files"]] == ["archive-1-10.parquet", "backfill-11-12.parquet"]
     assert [g["first_missing"] for g in merged["unfilled_gaps"]] == [13]
+
+
+def test_a_record_the_full_disk_refuses_leaves_no_torn_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import collector.files
+    from tests.support.disk import FillingDisk
+
+    book = MarkerBook(tmp_path)
+    first = LandedFile(
+        name="batch-1-2.parquet", bytes=9, sha256="x", rows=2, first_trade_id=1, last_trade_id=2
+    )
+    book.record("BTCUSDT", 5, first)
+    monkeypatch.setattr(collector.files, "os", FillingDisk(room=30))  # a short write, then ENOSPC
+    later = LandedFile(
+        name="batch-3-4.parquet", bytes=9, sha256="y", rows=2, first_trade_id=3, last_trade_id=4
+    )
+    with pytest.raises(OSError, match="No space left on device"):
+        book.record("BTCUSDT", 5, later)
+    monkeypatch.undo()
+    assert [f.name for f in book.files_of("BTCUSDT", 5)] == ["batch-1-2.parquet"]  # as if never tried
+    book.record("BTCUSDT", 5, later)  # the uploader's retry, once there is room
+    assert [f.name for f in MarkerBook(tmp_path).files_of("BTCUSDT", 5)] == [
+        "batch-1-2.parquet",
+        "batch-3-4.parquet",
+    ]

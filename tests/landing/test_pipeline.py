@@ -13,7 +13,7 @@ import structlog
 from collector.capture.batching import MinuteBatcher, SealedBatch
 from collector.capture.decode import Trade
 from collector.counters import Registry
-from collector.exceptions import SinkPermanentError
+from collector.exceptions import SinkPermanentError, SpoolError
 from collector.lake.parquet import count_rows
 from collector.lake.sinks import LocalSink
 from collector.landing.journal import Journal
@@ -166,3 +166,64 @@ def test_a_permanent_error_blocks_every_uploader_with_one_line_and_keeps_the_dat
     assert 1 <= len(blocked) <= 3  # one per block period, not one per uploader and object
     assert len(list((tmp_path / "landing").rglob("*.parquet"))) == 12
     assert setup.metrics.value("upload_errors")["permanent"] >= 1
+
+
+# ---- a full disk under the spool -----------------------------------------------------------------
+
+
+class FullFor(Spool):
+    """A spool whose disk refuses the first `refusals` puts (ENOSPC), then takes them."""
+
+    def __init__(self, root: Path, refusals: int) -> None:
+        super().__init__(root)
+        self.refusals = refusals
+
+    def put(self, key: str, data: bytes) -> Any:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise SpoolError(f"cannot write {len(data)} bytes for {key}: No space left on device")
+        return super().put(key, data)
+
+
+def test_a_state_save_the_disk_refuses_keeps_the_journals_until_one_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("collector.landing.pipeline.SPOOL_RETRY_S", 0.01)
+    setup = Setup(tmp_path)
+    refusals = [OSError(28, "No space left on device")]
+
+    def save() -> None:
+        if refusals:
+            raise refusals.pop()
+        setup.states += 1
+
+    setup.landing.save_state = save
+    sealed = batches(3)
+    for batch in sealed:
+        setup.journal.append(batch.batch_id, 1, [b"{}"])
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(setup.land(sealed))
+    assert len(list((tmp_path / "landing").rglob("*.parquet"))) == 3  # landed all the same
+    (failed,) = [e for e in logs if e["event"] == "collector.spool_failed"]
+    assert "the state of capture cannot be saved: [Errno 28] No space left on device" in failed["error"]
+    assert setup.states == 1 and setup.landing.spool_error is None  # saved once the disk took it
+    setup.journal.close_all()
+    assert Journal(tmp_path / "spool" / "journal").leftovers() == []  # and only then retired
+
+
+def test_backfilled_batches_the_disk_refuses_are_spooled_once_it_takes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("collector.landing.pipeline.SPOOL_RETRY_S", 0.01)
+    setup = Setup(tmp_path)
+    setup.landing.spool = setup.landing.uploads.spool = FullFor(tmp_path / "spool", refusals=2)
+    sealed = batches(3)
+
+    async def main() -> None:
+        await setup.landing.land_backfill(sealed)  # returns once every batch is spooled
+        assert setup.landing.spool_error is None
+        await setup.land([])
+
+    asyncio.run(main())
+    assert len(list((tmp_path / "landing").rglob("*.parquet"))) == 3
+    assert setup.landing.pending_minutes("BTCUSDT") == set()
