@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from collector.capture.batching import MinuteBatcher, TimeUnit
 from collector.capture.decode import Trade, decode_frame
@@ -38,6 +39,8 @@ __all__ = ["Recovered", "Recovery"]
 
 LOOKUPS_AT_ONCE = 16
 CONTINUITY_SHOWN = 10  # symbols whose last ids the start's continuity line lists
+FULL_RETRY_S = 5.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,7 @@ class Recovery:
 
     async def run(self, sink: Sink, symbols: tuple[str, ...]) -> Recovered:
         self._load_state()
-        resealed, gaps = await asyncio.to_thread(self._reseal_journal)
+        resealed, gaps = await self._while_full(self._reseal_journal)
         await asyncio.to_thread(self.spool.prune)
         spooled = await asyncio.to_thread(self.spool.pending)
         for entry in spooled:  # the stream must not hand us these trades a second time
@@ -96,8 +99,28 @@ class Recovery:
             if name is not None:
                 self.sequence.remember(name.symbol, name.last_trade_id)
         await self._ask_landing_zone(sink, symbols)
-        await asyncio.to_thread(self.save_state)
+        await self._while_full(self.save_state)
         return Recovered(resealed, spooled, gaps)
+
+    async def _while_full(self, step: Callable[[], T]) -> T:
+        """`step` in a worker thread, again every FULL_RETRY_S while the spool's disk is full: a
+        start on a full disk waits for space (said once) rather than exiting, which systemd would
+        retry every few seconds until it gave up on the unit. Each step is safe to run again."""
+        said = False
+        while True:
+            try:
+                return await asyncio.to_thread(step)
+            except (SpoolError, OSError) as exc:
+                refused = exc if isinstance(exc, OSError) else exc.__cause__
+                if not isinstance(refused, OSError) or refused.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                if not said:
+                    fix = "free space on the spool's disk; the start goes on once there is some"
+                    self.log.error(
+                        "collector.spool_unwritable", path=str(self.spool.root), error=str(exc), fix=fix
+                    )
+                    said = True
+                await asyncio.sleep(FULL_RETRY_S)
 
     def _load_state(self) -> None:
         try:

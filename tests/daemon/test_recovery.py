@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -151,3 +153,40 @@ def test_the_state_never_claims_a_trade_the_journal_could_not_write(
     found.save_state()
     assert json.loads((tmp_path / "state.json").read_text()) == {"BTCUSDT": 101}
     assert [b.batch_id for b in Journal(tmp_path / "journal").leftovers()] == ["BTCUSDT-29000000-101"]
+
+
+def test_a_start_on_a_full_disk_waits_for_space_instead_of_exiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd restarts a collector that exits every few seconds, and gives up after 20 starts:
+    a start whose journal cannot be resealed for want of space waits for it, and says so once."""
+    monkeypatch.setattr("collector.daemon.recovery.FULL_RETRY_S", 0.01)
+    Journal(tmp_path / "journal").append("BTCUSDT-29000000-100", 5, [trade_frame(100, T0).encode()])
+    found, _, _, spool = recovery(tmp_path)
+    refusals = iter(range(3))
+    put = spool.put
+
+    def full_three_times(key: str, data: bytes) -> Any:
+        if next(refusals, None) is not None:
+            raise SpoolError(f"cannot write {key}") from OSError(errno.ENOSPC, "No space left on device")
+        return put(key, data)
+
+    monkeypatch.setattr(spool, "put", full_three_times)
+    with structlog.testing.capture_logs() as logs:
+        result = asyncio.run(found.run(LocalSink(tmp_path / "landing"), ("BTCUSDT",)))
+    assert result.resealed == 1 and len(spool.pending()) == 1
+    assert [e["event"] for e in logs].count("collector.spool_unwritable") == 1
+
+
+def test_a_start_on_a_spool_it_may_not_write_still_stops_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Journal(tmp_path / "journal").append("BTCUSDT-29000000-100", 5, [trade_frame(100, T0).encode()])
+    found, _, _, spool = recovery(tmp_path)
+
+    def denied(key: str, data: bytes) -> Any:
+        raise SpoolError(f"cannot write {key}") from OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(spool, "put", denied)
+    with pytest.raises(SpoolError, match="cannot write"):
+        asyncio.run(found.run(LocalSink(tmp_path / "landing"), ("BTCUSDT",)))
