@@ -44,7 +44,7 @@ def test_health_and_metrics_report_the_truth_during_a_run(procs: Callable[..., P
     assert doc["destination"]["ok"] is True
     doc = wait_for(lambda: (h := health()) and landed_rows(h) == 2000 and h, what="all 2000 trades landed")
     assert doc["trades_received"] == {"BTCUSDT": 2000}
-    assert doc["spool"] == {"objects": 0, "bytes": 0, "dropped_trades": 0}
+    assert doc["spool"] == {"objects": 0, "bytes": 0, "dropped_trades": 0, "ok": True, "error": None}
     assert doc["open_gaps"] == 0
     assert doc["last_trade_age_s"] >= 0 and doc["last_landed_age_s"] >= 0
 

@@ -35,7 +35,7 @@ import pytest
 
 from collector.feed.tapes import load_replay
 from collector.formats import FORMAT_FILE, VERSIONS
-from tests.conftest import REPO, Proc, collector_env, start_emulator, stop_cleanly, wait_for
+from tests.conftest import REPO, Proc, collector_env, reached, start_emulator, stop_cleanly, wait_for
 from tests.support.landing import ids_by_symbol
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -50,7 +50,11 @@ def test_a_spool_an_earlier_release_left_is_recovered_exactly_once(
     for part in ("spool", "landing"):
         shutil.copytree(FIXTURES / fixture / part, tmp_path / part)
     tape = load_replay(FIXTURES / fixture / about["tape"]).trades
-    _, url = start_emulator(procs, "--replay", str(FIXTURES / fixture / about["tape"]), "--speed", "0")
+    # The whole tape is the exchange's past before the collector starts (REST has every id, as
+    # Binance's does), and each connection is sent all of it again (the overlap is dropped).
+    feed, url = start_emulator(procs, "--replay", str(FIXTURES / fixture / about["tape"]), "--speed", "0",
+                               "--live", "--redeliver", str(len(tape)))  # fmt: skip
+    feed.wait_event("emulator.tape_finished")
     env = collector_env(url, tmp_path, symbols=",".join(about["symbols"]), watched_symbols=about["watched"],
                         marker_grace_s="1")  # fmt: skip
     collector = procs("run", env=env)
@@ -61,13 +65,14 @@ def test_a_spool_an_earlier_release_left_is_recovered_exactly_once(
     done = range(min(minute_of.values()), max(minute_of.values()))  # all but the tape's last, cut short
     wait_for(lambda: _marked(collector) >= len(done) and _market_marked(collector) >= len(done),
              what=f"minutes {done} marked, per symbol and market-wide")  # fmt: skip
+    sent = {s: sorted(t.trade_id for t in tape if t.symbol == s) for s in about["symbols"]}
+    collector.wait_event("collector.stats", reached({s: ids[-1] for s, ids in sent.items()}))  # all of it
     stop_cleanly(collector)
 
     watched = about["watched"]
     report = _audit(tmp_path / "landing", done)
     assert report["problems"] == [] and report["pending_minutes"] == 0, report
     # The market's last minute is not final at the stop: its trades wait in the spool as sources.
-    sent = {s: sorted(t.trade_id for t in tape if t.symbol == s) for s in about["symbols"]}
     (other,) = set(about["symbols"]) - {watched}
     assert _ids(tmp_path / "landing" / "Binance" / "_market") == {
         other: [i for i in sent[other] if minute_of[i] < done.stop]
