@@ -1,8 +1,9 @@
 """One process per directory: an exclusive advisory lock, held for the process's whole life.
 
 `collector run` holds its spool's (`{spool}/.lock`) from before it reads anything there until it
-exits; `collector import` holds its staging directory's (`{spool}/import/.lock`, through
-`staging_directory`, which any command with a scratch directory of its own uses). A second
+exits; `collector import` (`{spool}/import/`, `{spool}/import-table/` with --into table) and
+`collector compact` (`{spool}/compact/`) hold their staging directory's, through
+`staging_directory`, which any command with a scratch directory of its own uses. A second
 process on the same directory is refused at once, with the holder's PID and the directory.
 
 The lock is `flock(2)` on the file: the kernel releases it when the holder's last descriptor
@@ -102,20 +103,24 @@ def holder_of(directory: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def staging_directory(directory: Path, *, command: str) -> Iterator[Path]:
+def staging_directory(directory: Path, *, command: str, emptied: bool = True) -> Iterator[Path]:
     """A scratch directory one `command` at a time uses: locked (a second one is refused with
-    the holder's PID), emptied of what a stopped run left, and emptied again at the end, so a
-    stopped run frees its disk (the lock file stays; see the module's docstring)."""
+    the holder's PID) and, `emptied`, cleared of what a stopped run left and again at the end, so
+    a stopped run frees its disk (the lock file stays; see the module's docstring). Not
+    `emptied`: the command keeps what must outlive a stopped run there (intents) and tidies the
+    rest itself."""
     fix = (
         f"one `{command}` at a time per spool: wait for that one to finish, or give this one its "
         "own COLLECTOR_SPOOL_DIR"
     )
     with DirectoryLock(directory, what=f"{command} staging directory", fix=fix):
-        _empty(directory)
+        if emptied:
+            _empty(directory)
         try:
             yield directory
         finally:
-            _empty(directory)
+            if emptied:
+                _empty(directory)
 
 
 def _empty(directory: Path) -> None:

@@ -81,3 +81,10 @@ def test_a_staging_directory_is_emptied_before_and_after_and_keeps_its_lock(tmp_
         assert (where / "day.csv").exists()  # the refused one touched nothing
     assert sorted(p.name for p in staging.iterdir()) == [LOCK_NAME]
     assert holder_of(staging) is None
+
+
+def test_a_staging_directory_that_keeps_its_intents_is_locked_but_not_emptied(tmp_path: Path) -> None:
+    (tmp_path / "intents").mkdir()
+    with staging_directory(tmp_path, command="collector compact", emptied=False):
+        assert (tmp_path / "intents").is_dir() and holder_of(tmp_path) == os.getpid()
+    assert (tmp_path / "intents").is_dir()

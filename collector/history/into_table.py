@@ -37,6 +37,7 @@ from collector.history.report import FileReport, ImportSummary
 from collector.history.staging import follow_ids
 from collector.lake.holdings import IdRanges, LakeMinute
 from collector.lake.parquet import batch_table
+from collector.lock import staging_directory
 from collector.table.bars import bars
 from collector.table.catalog import LakeTables
 from collector.table.schema import BARS_SCHEMA, TRADES_SCHEMA, arrow_schema
@@ -139,12 +140,13 @@ class TableImporter:
         started = time.monotonic()
         if self.progress:
             self.progress.begin(len(days) * len(symbols), days=len(days), symbols=len(symbols))
-        shutil.rmtree(self.staging / "files", ignore_errors=True)
-        try:
-            for day in days:
-                await self._day(day, sorted(symbols), summary)
-        finally:
+        with staging_directory(self.staging, command="collector import --into table", emptied=False):
             shutil.rmtree(self.staging / "files", ignore_errors=True)
+            try:
+                for day in days:
+                    await self._day(day, sorted(symbols), summary)
+            finally:
+                shutil.rmtree(self.staging / "files", ignore_errors=True)
         summary.seconds = time.monotonic() - started
         return summary
 

@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from collector.lake.sinks import Sink
+from collector.lock import staging_directory
 from collector.table.bars import bars
 from collector.table.catalog import LakeTables
 from collector.table.days import DayState, Streams
@@ -74,14 +75,16 @@ class Compactor:
         self._bars_schema = arrow_schema(BARS_SCHEMA)
 
     def run(self, days: list[date] | None) -> list[DayOutcome]:
-        """Each day asked for, or every candidate day (see the module's docstring), in order."""
-        self._clean_leftovers()
-        streams = Streams(self.sink)
-        wanted = days if days is not None else self._candidates(streams)
-        outcomes = [self.compact(streams, day, asked=days is not None) for day in wanted]
-        if any(o.status == "committed" for o in outcomes):
-            self._expire()
-        return outcomes
+        """Each day asked for, or every candidate day (see the module's docstring), in order; one
+        run at a time per staging directory (a second is refused, naming the first's PID)."""
+        with staging_directory(self.staging, command="collector compact", emptied=False):
+            self._clean_leftovers()
+            streams = Streams(self.sink)
+            wanted = days if days is not None else self._candidates(streams)
+            outcomes = [self.compact(streams, day, asked=days is not None) for day in wanted]
+            if any(o.status == "committed" for o in outcomes):
+                self._expire()
+            return outcomes
 
     def compact(self, streams: Streams, day: date, *, asked: bool = True) -> DayOutcome:
         started = time.monotonic()

@@ -285,3 +285,19 @@ def test_a_catalog_that_cannot_be_reached_says_what_to_check(
         CatalogError, match=r"glue catalog, warehouse s3://lake-bucket/Tables/ cannot be used: .*region"
     ):
         open_tables(s)
+
+
+def test_a_second_compaction_on_the_same_staging_directory_is_refused_with_the_holders_pid(
+    tmp_path: Path,
+) -> None:
+    from collector.exceptions import DirectoryBusy
+    from collector.lock import DirectoryLock
+
+    worker, _ = compactor(tmp_path)
+    (worker.staging / "intents" / "kept").mkdir(parents=True, exist_ok=True)
+    held = DirectoryLock(worker.staging, what="a compaction under way", fix="")
+    with held, pytest.raises(DirectoryBusy) as refused:
+        worker.run([DAY])
+    said = f"collector compact staging directory '{worker.staging}' is in use by process {os.getpid()}"
+    assert said in str(refused.value)
+    assert (worker.staging / "intents" / "kept").is_dir()  # what it keeps there is not emptied
