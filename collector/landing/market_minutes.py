@@ -104,6 +104,8 @@ class MarketMinutes:
         self.marks = MarketMarkers(sink, log)
         self._unmarked: list[Path] = []  # intents found at start whose part has landed
         self._blocker: str | None = None  # the symbol the next minute waited on last time
+        self._assembled: list[Spooled] = []  # parts spooled, waiting for the cursor past them
+        self._cursor_unsaved = False
         self.parts_written = 0
         metrics.counter("market_parts", "Market-wide parts assembled.", read=lambda: self.parts_written)
         metrics.counter("market_markers", "Market-wide markers written.", read=lambda: self.marks.written)
@@ -158,6 +160,7 @@ class MarketMinutes:
                                retry_in_s=ASSEMBLE_EVERY_S)  # fmt: skip
 
     async def assemble_once(self, now_s: float) -> None:
+        await self._release()
         while self._unmarked:
             await asyncio.to_thread(self.marks.mark_intent, self._unmarked[0])
             self._unmarked.pop(0)
@@ -204,12 +207,23 @@ class MarketMinutes:
             for source in sources:  # tried again next time
                 self.add_source(source)
             raise
-        if part is not None:
-            self.enqueue(part)  # spooled: on its way whatever the cursor's save does
         if not late:
-            self.cursor = minute + 1
+            self.cursor, self._cursor_unsaved = minute + 1, True
+        if part is not None:
+            self._assembled.append(part)
+        await self._release()
+
+    async def _release(self) -> None:
+        """Parts go to the uploads once the cursor past their minute is on disk: a part landed
+        and marked while the cursor still named its minute would be assembled again after a
+        restart, from no sources, into an empty marker over its own. A cursor the disk refused
+        (full) is saved again before anything else next time."""
+        if self._cursor_unsaved:
             cursor = json.dumps({**stamp("market"), "next_minute": self.cursor}).encode()
             await asyncio.to_thread(write_atomically, self.cursor_path, cursor)
+            self._cursor_unsaved = False
+        while self._assembled:
+            self.enqueue(self._assembled.pop(0))
 
     def _assemble_part(
         self,

@@ -378,3 +378,36 @@ def test_an_unreadable_intent_is_set_aside_at_start_and_its_sources_assembled_ag
     left = m.market.recover(m.spool.pending())
     assert [e.key for e in left] == [e.key for e in m.spool.pending()]  # the source is kept
     assert (intents / f"{MINUTE}-0.unreadable").exists() and not (intents / f"{MINUTE}-0.json").exists()
+
+
+def test_a_part_waits_for_the_cursor_past_its_minute_when_the_disk_refuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Landed and marked before the cursor said so, a restart would assemble the minute again from
+    no sources, into an empty marker over the real one: the part waits for the cursor."""
+    from collector.landing import market_minutes
+
+    m = Market(tmp_path, {"BTCUSDT": MINUTE}, final={"BTCUSDT"})
+    m.source("BTCUSDT", 100, 5)
+    saved = market_minutes.write_atomically
+
+    def full(path: Path, data: bytes, **kw: Any) -> bool:
+        if path.name == "cursor.json":
+            raise OSError(28, "No space left on device")
+        return saved(path, data, **kw)
+
+    monkeypatch.setattr(market_minutes, "write_atomically", full)
+    with pytest.raises(OSError, match="No space left"):  # run() logs it and tries again each second
+        asyncio.run(m.market.assemble_once(NOW))
+    assert m.queued == [] and len(m.spool.pending()) == 1  # spooled, with its intent, not uploaded
+    monkeypatch.setattr(market_minutes, "write_atomically", saved)  # space again
+    asyncio.run(m.market.assemble_once(NOW + 1))
+    (part,) = m.queued
+    assert (
+        json.loads((tmp_path / "spool" / "market" / "cursor.json").read_text())["next_minute"] == MINUTE + 1
+    )
+    m.land(part)
+    m.market = m.make(tmp_path)  # a restart: nothing is assembled again over the marker
+    m.market.recover(m.spool.pending())
+    asyncio.run(m.market.assemble_once(NOW + 2))
+    assert m.marker()["rows"] == 5 and m.marker()["revision"] == 1
