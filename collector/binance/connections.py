@@ -210,6 +210,10 @@ class StreamPool:
         since = [s.stream.disconnected_since for s in self.slots if s.stream.disconnected_since is not None]
         return min(since) if since else None
 
+    def queued_bytes(self) -> int:
+        """Frames read from the sockets and not yet handed to the capture, in bytes."""
+        return sum(slot.stream.queued_bytes for slot in self.slots)
+
     def hold_back(self, hold: bool) -> None:
         self._held_back = hold
         for slot in self.slots:

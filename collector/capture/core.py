@@ -268,6 +268,10 @@ class CaptureCore:
         """Seal everything still buffered (shutdown)."""
         self._collect(self.batcher.flush())
 
+    def seal_largest(self, down_to_bytes: int) -> None:
+        """Seal the largest open batches until the rest hold at most `down_to_bytes` of frames."""
+        self._collect(self.batcher.seal_largest(down_to_bytes))
+
     def take_sealed(self) -> list[SealedBatch]:
         sealed, self._sealed = self._sealed, []
         return sealed

@@ -40,6 +40,7 @@ from collector.gaps.ledger import GapLedger
 from collector.gaps.quiet_proof import QuietProof
 from collector.lake.completion import UnfilledGap
 from collector.lake.sinks import Sink, make_sink
+from collector.landing.inflight import InFlight
 from collector.landing.journal import Journal
 from collector.landing.markers import MarkerBook, MarkerScheduler, MarkerWriter
 from collector.landing.market_minutes import MarketMinutes
@@ -91,14 +92,16 @@ class Collector:
             root=s.spool_dir / "market", spool=spool, sink=self.sink, output_format=s.output_format,
             members=self._market_members, final=self.markers.minute_final, gaps_in=self._gaps_in,
             still_expected=lambda symbol: symbol in self.stream.where, log=log, metrics=metrics)  # fmt: skip
+        inflight = InFlight(s.buffer_max_bytes, hold_back=self.stream.hold_back, metrics=metrics)
+        inflight.queued_bytes = self.stream.queued_bytes
         self.landing = Landing(spool=spool, journal=self.journal, sink=self.sink, markers=writer,
                                budget=SpoolBudget(s.spool_max_bytes), output_format=s.output_format,
                                save_state=self.recovery.save_state, gaps_in=self._gaps_in,
-                               hold_back=self.stream.hold_back, log=log, metrics=metrics,
+                               inflight=inflight, log=log, metrics=metrics,
                                market=self.market, watched=s.watched)  # fmt: skip
         self.gaps.landing, self.gaps.markers, self.gaps.lake = self.landing, self.markers, self.sink
         self.capture = Capture(self.core, self.journal, gaps=self.gaps, markers=self.markers,
-                               submit=self.landing.submit,
+                               submit=self.landing.submit, inflight=inflight,
                                units_per_s=1_000 if s.time_unit == "ms" else 1_000_000, log=log,
                                metrics=metrics)  # fmt: skip
         self.stream.bind(self.capture.reader_for, self.capture.handover_ready)  # each slot's own reads

@@ -4,6 +4,7 @@
                                  ├─▶ gaps ─▶ GapFiller.register     ├─▶ shutdown notices ─▶ its rotation
                                  ├─▶ last trade times ─▶ MarkerScheduler.saw_trades
                                  └─▶ sealed batches ─▶ Landing.submit
+    the bytes it holds (open batches) ─▶ InFlight: the stream held back, or the largest sealed
 
 Everything here runs on the event loop, once per read, so it does no blocking I/O beyond the
 journal's one unbuffered write (page cache; no fsync).
@@ -22,6 +23,7 @@ from collector.capture.decode import Trade, decode_frame
 from collector.counters import Registry
 from collector.gaps.filler import GapFiller
 from collector.gaps.ledger import OpenGap
+from collector.landing.inflight import PER_BATCH_BYTES, InFlight
 from collector.landing.journal import Journal
 from collector.landing.markers import MarkerScheduler
 
@@ -43,11 +45,16 @@ class Capture:
         gaps: GapFiller,
         markers: MarkerScheduler,
         submit: Callable[[SealedBatch], None],
+        inflight: InFlight,
         units_per_s: int,
         log: Any,
         metrics: Registry,
     ) -> None:
         self.core = core
+        self.inflight = inflight
+        batcher = core.batcher
+        inflight.open_bytes = lambda: batcher.buffered_bytes + PER_BATCH_BYTES * batcher.open_batches
+        inflight.shed = self.seal_largest
         self.journal = journal
         self.gaps = gaps
         self.markers = markers
@@ -133,6 +140,7 @@ class Capture:
                 result.last_trade_time, units, now, stream.outages, result.first_trade_time
             )
         self.hand_on()
+        self.inflight.check()
 
     def _report(self, result: ChunkResult, rotate: Callable[[str], None]) -> None:
         sequence = self.core.sequence
@@ -158,6 +166,12 @@ class Capture:
     def tick(self, now_s: float) -> None:
         """Let time pass: batches old enough, or whose minute has closed, are sealed."""
         self.core.tick(now_s)
+        self.hand_on()
+        self.inflight.check()
+
+    def seal_largest(self, down_to_bytes: int) -> None:
+        """Memory is short: the largest open batches are sealed, and handed on, at once."""
+        self.core.seal_largest(down_to_bytes)
         self.hand_on()
 
     def flush(self) -> None:

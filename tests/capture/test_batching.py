@@ -144,3 +144,17 @@ def test_thousands_of_symbols_keep_their_open_minutes_apart() -> None:
     assert b.buffered_trades == 3000
     assert len(b.flush()) == 1500
     assert b.open_minutes("S0007USDT") == set()
+
+
+def test_sealing_the_largest_leaves_at_most_the_bytes_asked_for_and_keeps_the_count_exact() -> None:
+    b = batcher()
+    for symbol, count in (("BTCUSDT", 50), ("ETHUSDT", 30), ("SOLUSDT", 10), ("XRPUSDT", 5)):
+        for i in range(count):
+            b.add(trade(i, T0 + i, symbol), now_s=0)
+    assert b.buffered_bytes == 95 * 200 and b.open_batches == 4
+    assert b.seal_largest(19_000) == []  # already there
+    sealed = b.seal_largest(4_000)
+    assert [(s.symbol, s.reason) for s in sealed] == [("BTCUSDT", "budget"), ("ETHUSDT", "budget")]
+    assert b.buffered_bytes == 15 * 200 and b.open_batches == 2
+    b.flush()
+    assert b.buffered_bytes == 0
