@@ -252,8 +252,9 @@ class MinuteBatcher:
                 for other in mine.values():
                     if other.minute < minute and other.close_at_s is None:
                         other.close_at_s = now_s + self.minute_grace_s
-            else:
+            elif minute < watermark:
                 batch.close_at_s = now_s + self.minute_grace_s  # a late trade of a past minute
+            # (minute == watermark: the minute goes on after a size seal; it closes at its end)
             sealed.extend(self._seal_crowded(symbol))
         return batch
 

@@ -49,6 +49,21 @@ def test_size_flush_seals_exactly_when_the_threshold_is_reached() -> None:
     assert b.buffered_trades == 0
 
 
+def test_after_a_size_seal_the_minute_goes_on_until_its_end_not_a_grace_later() -> None:
+    """The batch that follows a size seal in the same minute is sealed by size or by the
+    minute's close, never `minute_grace_s` after it opened (that made a busy symbol land an
+    object every five seconds for the rest of the minute)."""
+    b = batcher(max_batch_bytes=1000, minute_grace_s=5.0)
+    sealed = [s for i in range(5) for s in b.add(trade(i, T0 + 20_000 + i), now_s=20.0)]
+    assert [s.reason for s in sealed] == ["size"]
+    for second in range(22, 60, 2):  # a trade every 2 s to the minute's end: a batch fills in 10 s
+        sealed += b.add(trade(100 + second, T0 + second * 1000), now_s=float(second))
+        sealed += b.tick(float(second) + 1.5)
+    assert [s.reason for s in sealed] == ["size"] * 4  # 19 trades: three more full batches
+    assert b.tick(64.9) == []
+    assert [s.reason for s in b.tick(65.0)] == ["minute_closed"]  # the minute's end and its grace
+
+
 def test_age_flush_seals_at_the_age_threshold_and_not_before() -> None:
     b = batcher(max_batch_age_s=10.0)
     b.add(trade(1, T0), now_s=100.0)
@@ -128,10 +143,11 @@ def test_a_quiet_symbol_s_minute_seals_once_its_end_and_grace_pass_by_the_trade_
     assert b.tick(114.9) == []  # 10 s to the end, 5 s of grace: not yet
     (sealed,) = b.tick(115.0)
     assert (sealed.reason, ids(sealed)) == ("minute_closed", [1])
-    # A trade that arrives after its minute has ended (a slow stream) seals after the grace alone.
+    # A trade that arrives after its minute was sealed (a slow stream) seals once the rest of the
+    # minute by its own clock (1 s) and the grace have passed.
     assert b.add(trade(2, T0 + 59_000, "QUIETUSDT"), now_s=200.0) == []
-    assert b.tick(204.9) == []
-    assert [s.reason for s in b.tick(205.0)] == ["minute_closed"]
+    assert b.tick(205.9) == []
+    assert [s.reason for s in b.tick(206.0)] == ["minute_closed"]
     assert b.open_minutes("QUIETUSDT") == set()
 
 
