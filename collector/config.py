@@ -68,6 +68,10 @@ class Settings:
     # `_SUCCESS` per symbol and minute, what sensors watch). None (ALL, the default): every
     # symbol. The rest land in the market-wide layout: one object and one marker a minute.
     watched_symbols: tuple[str, ...] | None = None
+    # The most rows a market-wide part holds: a minute with more is split into several parts, so
+    # assembling a minute holds one part (about 7 MB at a million rows) whatever the minute
+    # holds. A whole market's usual minute (about 120,000 trades) is one part.
+    market_part_rows: int = 1_048_576
     ws_url: str = "wss://data-stream.binance.vision"
     time_unit: TimeUnit = "ms"
     destination: Path | S3Destination = Path("landing")
@@ -537,6 +541,7 @@ def _read_symbols(r: _Reader, defaults: Settings) -> dict[str, Any]:
             "STREAMS_PER_CONNECTION", defaults.streams_per_connection, 1, 1024
         ),
         "watched_symbols": watched,
+        "market_part_rows": r.bounded_int("MARKET_PART_ROWS", defaults.market_part_rows, 1_000, 100_000_000),
     }
 
 
@@ -658,6 +663,7 @@ _KNOWN = (
     "symbols_refresh_s",
     "streams_per_connection",
     "watched_symbols",
+    "market_part_rows",
     "ws_url",
     "time_unit",
     "destination",

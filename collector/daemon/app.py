@@ -2,7 +2,7 @@
 
     binance.connections ─reads─▶ daemon.intake ─▶ capture.core (decode ▶ continuity ▶ minute batches)
         ─sealed─▶ landing.pipeline (encode ▶ spool ▶ upload) ─landed─▶ landing.markers (_SUCCESS)
-        unwatched symbols: spooled sources ─▶ landing.market_minutes (one part a minute ▶ _SUCCESS)
+        unwatched symbols: spooled sources ─▶ landing.market_minutes (a minute's parts ▶ _SUCCESS)
     gaps ─▶ gaps.filler (REST backfill) ─▶ landing      daemon.recovery: state, journal, spool at start
     quiet symbols after a restart or reconnect ─▶ gaps.quiet_proof (one ticker request) ─▶ markers
     counters: one registry, read by the stats line, /health, /metrics and CloudWatch
@@ -91,7 +91,8 @@ class Collector:
         self.market = None if s.watched_symbols is None else MarketMinutes(
             root=s.spool_dir / "market", spool=spool, sink=self.sink, output_format=s.output_format,
             members=self._market_members, final=self.markers.minute_final, gaps_in=self._gaps_in,
-            still_expected=lambda symbol: symbol in self.stream.where, log=log, metrics=metrics)  # fmt: skip
+            still_expected=lambda symbol: symbol in self.stream.where, log=log, metrics=metrics,
+            part_rows=s.market_part_rows)  # fmt: skip
         inflight = InFlight(s.buffer_max_bytes, hold_back=self.stream.hold_back, metrics=metrics)
         inflight.queued_bytes = self.stream.queued_bytes
         self.landing = Landing(spool=spool, journal=self.journal, sink=self.sink, markers=writer,
