@@ -24,6 +24,7 @@ from typing import Any
 from collector.binance.connections import StreamPool
 from collector.binance.listings import ListingChange, Listings
 from collector.binance.rest import BinanceRest
+from collector.binance.weight import WeightBudget
 from collector.capture.core import CaptureCore
 from collector.config import Settings
 from collector.counters import Registry, log_stats
@@ -74,13 +75,7 @@ class Collector:
                                  output_format=s.output_format, log=log, watched=s.watched)  # fmt: skip
         self.stream = StreamPool(s, log=log, metrics=metrics)  # reads go to the capture: bound below
         self.stream.add(s.symbols)  # with ALL: once exchangeInfo has answered, in run()
-        rest_info = BinanceRest(s.rest_url, timeout_s=30.0)
-        self.listings = (Listings(rest_info, quotes=s.quote_assets, refresh_s=s.symbols_refresh_s, log=log)
-                         if s.all_symbols else None)  # fmt: skip
-        rest = Backfiller(BinanceRest(s.rest_url, time_unit=s.time_unit), log=log)
-        self.gaps = GapFiller(ledger, rest, time_unit=s.time_unit, max_batch_bytes=s.max_batch_bytes,
-                              max_trades=s.backfill_max_trades, retry_s=s.backfill_retry_s, log=log,
-                              metrics=metrics)  # fmt: skip
+        rest_info = self._rest_stages(ledger)
         writer = MarkerWriter(
             MarkerBook(s.spool_dir / "markers"), self.sink, grace_s=s.marker_grace_s, log=log
         )
@@ -109,11 +104,26 @@ class Collector:
         self.quiet = QuietProof(rest_info, symbols=self._captured_streamed, stream_state=self.stream.state_of,
                                 proven_until=self.markers.proven_until, last_id=self.core.sequence.last_id,
                                 proved=self.markers.vouched, gaps=self.gaps, sequence=self.core.sequence,
-                                window_from=self._gap_window_from, log=log, metrics=metrics)  # fmt: skip
+                                window_from=self._gap_window_from, log=log, metrics=metrics,
+                                budget=self.weight)  # fmt: skip
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier(log=log)
         self.health = HealthServer(metrics, self._status, s.health_port) if s.health_port else None
         self._signals = 0
+
+    def _rest_stages(self, ledger: GapLedger) -> BinanceRest:
+        """What asks Binance's REST API, sharing one weight budget: listings, the backfill (and
+        the quiet proof, on the client returned)."""
+        s, log, metrics = self.settings, self.log, self.metrics
+        self.weight = weight = WeightBudget(log=log, metrics=metrics)
+        rest_info = BinanceRest(s.rest_url, timeout_s=30.0, budget=weight)
+        self.listings = (Listings(rest_info, quotes=s.quote_assets, refresh_s=s.symbols_refresh_s, log=log,
+                                  budget=weight) if s.all_symbols else None)  # fmt: skip
+        backfill = BinanceRest(s.rest_url, time_unit=s.time_unit, budget=weight)
+        self.gaps = GapFiller(ledger, Backfiller(backfill, log=log, budget=weight), time_unit=s.time_unit,
+                              max_batch_bytes=s.max_batch_bytes, max_trades=s.backfill_max_trades,
+                              retry_s=s.backfill_retry_s, log=log, metrics=metrics)  # fmt: skip
+        return rest_info
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -123,7 +133,7 @@ class Collector:
         symbols = await self.listings.first(self.stop_requested) if self.listings else self.settings.symbols
         if symbols is None:  # stopped before exchangeInfo ever answered: nothing was captured
             return 0
-        if not self.listings and not await symbols_exist(self.settings, self.log):
+        if not self.listings and not await symbols_exist(self.settings, self.log, self.weight):
             return 2
         recovered = await self.recovery.run(self.sink, symbols)
         self.stream.add(symbols)

@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from collector.binance.rest import BinanceRest
+from collector.binance.rest import BinanceRest, ticker_weight
+from collector.binance.weight import WeightBudget
 from collector.capture.sequence import SequenceTracker
 from collector.counters import Registry
 from collector.gaps.filler import GapFiller
@@ -66,8 +67,10 @@ class QuietProof:
         window_from: Callable[[str, float], float],
         log: Any,
         metrics: Registry,
+        budget: WeightBudget | None = None,
     ) -> None:
         self.rest = rest
+        self.budget = budget or WeightBudget(log=log)
         self.symbols, self.proven_until, self.stream_state = symbols, proven_until, stream_state
         self.last_id, self.proved, self.window_from = last_id, proved, window_from
         self.gap_filler, self.sequence = gaps, sequence
@@ -106,7 +109,9 @@ class QuietProof:
         if not steady:
             return
         self.asked += 1
-        rows = await asyncio.to_thread(ticker_ids, self.rest, sorted(steady) if len(steady) <= 100 else None)
+        asked = sorted(steady) if len(steady) <= 100 else None
+        await self.budget.take(ticker_weight(None if asked is None else len(asked)), "ticker/24hr")
+        rows = await asyncio.to_thread(ticker_ids, self.rest, asked)
         answered_mono = time.monotonic()
         found = {r["symbol"]: r for r in rows}
         counts = {"proven": 0, "gaps": 0, "unprovable": 0}
