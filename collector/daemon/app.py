@@ -39,6 +39,7 @@ from collector.gaps.backfill import Backfiller
 from collector.gaps.filler import GapFiller
 from collector.gaps.ledger import GapLedger
 from collector.gaps.quiet_proof import QuietProof
+from collector.gaps.unseen import Unseen
 from collector.lake.completion import UnfilledGap
 from collector.lake.sinks import Sink, make_sink
 from collector.landing.inflight import InFlight
@@ -101,19 +102,19 @@ class Collector:
                                units_per_s=1_000 if s.time_unit == "ms" else 1_000_000, log=log,
                                metrics=metrics)  # fmt: skip
         self.stream.bind(self.capture.reader_for, self.capture.handover_ready)  # each slot's own reads
-        self.quiet = QuietProof(rest_info, symbols=self._captured_streamed, stream_state=self.stream.state_of,
+        self.quiet = QuietProof(rest_info, symbols=self._quiet_candidates, stream_state=self.stream.state_of,
                                 proven_until=self.markers.proven_until, last_id=self.core.sequence.last_id,
                                 proved=self.markers.vouched, gaps=self.gaps, sequence=self.core.sequence,
                                 window_from=self._gap_window_from, log=log, metrics=metrics,
-                                budget=self.weight)  # fmt: skip
+                                budget=self.weight, adopt=self._adopt)  # fmt: skip
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier(log=log)
         self.health = HealthServer(metrics, self._status, s.health_port) if s.health_port else None
         self._signals = 0
 
     def _rest_stages(self, ledger: GapLedger) -> BinanceRest:
-        """What asks Binance's REST API, sharing one weight budget: listings, the backfill (and
-        the quiet proof, on the client returned)."""
+        """What asks Binance's REST API, sharing one weight budget: listings, the backfill, the
+        look-up of symbols never seen trading (and the quiet proof, on the client returned)."""
         s, log, metrics = self.settings, self.log, self.metrics
         self.weight = weight = WeightBudget(log=log, metrics=metrics)
         rest_info = BinanceRest(s.rest_url, timeout_s=30.0, budget=weight)
@@ -123,6 +124,9 @@ class Collector:
         self.gaps = GapFiller(ledger, Backfiller(backfill, log=log, budget=weight), time_unit=s.time_unit,
                               max_batch_bytes=s.max_batch_bytes, max_trades=s.backfill_max_trades,
                               retry_s=s.backfill_retry_s, log=log, metrics=metrics)  # fmt: skip
+        self.unseen = Unseen(s.spool_dir / "subscribed.json", sequence=self.core.sequence, rest=rest_info,
+                             budget=weight, log=log)  # fmt: skip
+        self.stream.confirmed = self.unseen.confirmed
         return rest_info
 
     # ---- life cycle -------------------------------------------------------------------------
@@ -136,6 +140,7 @@ class Collector:
         if not self.listings and not await symbols_exist(self.settings, self.log, self.weight):
             return 2
         recovered = await self.recovery.run(self.sink, symbols)
+        await self.unseen.after_restart()  # symbols never seen trading before: where they are now
         self.stream.add(symbols)
         self.landing.recover(recovered.spooled)
         health_port = await self._start_health()
@@ -263,8 +268,16 @@ class Collector:
             if not self.settings.watched(sym)
         ]
 
-    def _captured_streamed(self) -> list[str]:
-        return [symbol for symbol in list(self.markers.book.cursor) if symbol in self.stream.where]
+    def _quiet_candidates(self) -> list[str]:
+        """Symbols streamed that the quiet proof may ask about: every one marked so far, and those
+        confirmed but never seen trading (collector.gaps.unseen)."""
+        book, where = self.markers.book.cursor, self.stream.where
+        marked = [symbol for symbol in list(book) if symbol in where]
+        return marked + [s for s in list(self.unseen.confirmed_at) if s not in book and s in where]
+
+    def _adopt(self, symbol: str) -> None:
+        """A symbol the exchange proved before its first trade: marked from its subscription on."""
+        self.markers.begin(symbol, self.unseen.first_minute(symbol))
 
     def _gap_window_from(self, symbol: str, trade_s: float) -> float:
         """The earliest trade time a gap found without a trade before it may hold: its first

@@ -97,15 +97,16 @@ class RestApi:
         return response
 
     def _ids_of(self, symbol: str, now_ms: int) -> dict[str, int]:
-        """A ticker row's ids: a market's every trade up to now in the last 24 hours (as Binance's
-        ticker has them, whatever the stream has sent yet), or what the tape has published."""
+        """A ticker row's ids: a market's every trade of the last 24 hours up to the tape's clock
+        (as Binance's ticker has them: a symbol quiet since the feed started too, and a trade
+        taken but not yet sent), or what another tape has published."""
         market = self.feed.market
         if market is None:
             h = self.feed.history.get(symbol)
             return {"firstId": h[0].trade_id if h else -1, "lastId": h[-1].trade_id if h else -1,
                     "count": len(h) if h else 0}  # fmt: skip
         listed, delisted = self.feed.schedule.window_us(symbol)
-        now_us = min(now_ms * 1000, delisted - 1)
+        now_us = min(now_ms * 1000, self.feed.tape.frontier_us - 1, delisted - 1)
         first = market.first_at(symbol, max(listed, now_us - 86_400_000_000))
         last = market.first_at(symbol, now_us + 1) - 1
         return {"firstId": first if last >= first else -1, "lastId": last if last >= first else -1,
