@@ -541,7 +541,7 @@ def _read_symbols(r: _Reader, defaults: Settings) -> dict[str, Any]:
             "STREAMS_PER_CONNECTION", defaults.streams_per_connection, 1, 1024
         ),
         "watched_symbols": watched,
-        "market_part_rows": r.bounded_int("MARKET_PART_ROWS", defaults.market_part_rows, 1_000, 100_000_000),
+        "market_part_rows": r.bounded_int("MARKET_PART_ROWS", defaults.market_part_rows, 10, 100_000_000),
     }
 
 
