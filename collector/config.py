@@ -88,10 +88,10 @@ class Settings:
     marker_grace_s: float = 10.0
     # Trades in memory between the socket and the spool (open batches, sealed batches waiting,
     # batches being encoded), counted as their raw frames: past it the stream is held back and
-    # the largest open batches are sealed early (collector.landing.inflight). 32 MB keeps a
-    # burst over a fast link under 100 MB resident (docs/performance.md) and is above what a
-    # whole market's open minutes hold at 2,000 trades/s.
-    buffer_max_bytes: int = 32_000_000
+    # the largest open batches are sealed early (collector.landing.inflight). 24 MB keeps a
+    # burst under 100 MB resident, plain ws:// on loopback included (docs/performance.md), and is
+    # above what a whole market's open minutes hold at 2,000 trades/s (18 MB at their peak).
+    buffer_max_bytes: int = 24_000_000
     spool_dir: Path = Path("spool")
     # Disk the spool may use while the destination is unreachable: at BTCUSDT's ~10 kB a minute
     # of Parquet, 5 GB is years; for a whole market it is days. Beyond it new batches are

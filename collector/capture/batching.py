@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Literal
@@ -281,13 +281,17 @@ class MinuteBatcher:
         """Seal everything (shutdown, or a recovered journal)."""
         return [self._seal(key, reason) for key in sorted(self._open, key=lambda k: (k[1], k[0]))]
 
-    def seal_largest(self, down_to_bytes: int) -> list[SealedBatch]:
-        """Seal open batches, the largest first, until those left hold at most `down_to_bytes`
-        of frames (the caller's memory budget; sealed as "budget")."""
+    def seal_largest(
+        self, down_to_bytes: int, cheap: Callable[[str], bool] = lambda symbol: True
+    ) -> list[SealedBatch]:
+        """Seal open batches, the largest first (those of `cheap` symbols before the others),
+        until those left hold at most `down_to_bytes` of frames (the caller's memory budget;
+        sealed as "budget")."""
         if self._bytes <= down_to_bytes:
             return []
         sealed: list[SealedBatch] = []
-        for key, _ in sorted(self._open.items(), key=lambda item: -item[1].raw_bytes):
+        order = sorted(self._open.items(), key=lambda item: (not cheap(item[0][0]), -item[1].raw_bytes))
+        for key, _ in order:
             if self._bytes <= down_to_bytes:
                 break
             sealed.append(self._seal(key, "budget"))

@@ -100,7 +100,7 @@ class Collector:
         self.capture = Capture(self.core, self.journal, gaps=self.gaps, markers=self.markers,
                                submit=self.landing.submit, inflight=inflight,
                                units_per_s=1_000 if s.time_unit == "ms" else 1_000_000, log=log,
-                               metrics=metrics)  # fmt: skip
+                               metrics=metrics, cheap=lambda symbol: not s.watched(symbol))  # fmt: skip
         self.stream.bind(self.capture.reader_for, self.capture.handover_ready)  # each slot's own reads
         self.quiet = QuietProof(rest_info, symbols=self._quiet_candidates, stream_state=self.stream.state_of,
                                 proven_until=self.markers.proven_until, last_id=self.core.sequence.last_id,

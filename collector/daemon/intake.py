@@ -49,9 +49,13 @@ class Capture:
         units_per_s: int,
         log: Any,
         metrics: Registry,
+        cheap: Callable[[str], bool] = lambda symbol: True,
     ) -> None:
+        """`cheap(symbol)`: its batches cost no request of their own (a market source), so they
+        are the first sealed early when memory is short."""
         self.core = core
         self.inflight = inflight
+        self.cheap = cheap
         batcher = core.batcher
         inflight.open_bytes = lambda: batcher.buffered_bytes + PER_BATCH_BYTES * batcher.open_batches
         inflight.shed = self.seal_largest
@@ -171,7 +175,7 @@ class Capture:
 
     def seal_largest(self, down_to_bytes: int) -> None:
         """Memory is short: the largest open batches are sealed, and handed on, at once."""
-        self.core.seal_largest(down_to_bytes)
+        self.core.seal_largest(down_to_bytes, self.cheap)
         self.hand_on()
 
     def flush(self) -> None:

@@ -174,3 +174,15 @@ def test_sealing_the_largest_leaves_at_most_the_bytes_asked_for_and_keeps_the_co
     assert b.buffered_bytes == 15 * 200 and b.open_batches == 2
     b.flush()
     assert b.buffered_bytes == 0
+
+
+def test_batches_that_cost_no_request_of_their_own_are_sealed_early_first() -> None:
+    """A market source is merged into the minute's parts: sealing it early costs no PUT, so the
+    unwatched symbols' batches go first, a watched symbol's only when they are not enough."""
+    b = batcher()
+    for symbol, count in (("WATCHEDUSDT", 50), ("AAAUSDT", 30), ("BBBUSDT", 10)):
+        for i in range(count):
+            b.add(trade(i, T0 + i, symbol), now_s=0)
+    cheap = lambda symbol: symbol != "WATCHEDUSDT"  # noqa: E731
+    assert [s.symbol for s in b.seal_largest(12_000, cheap)] == ["AAAUSDT"]  # 18 kB to 12
+    assert [s.symbol for s in b.seal_largest(1_000, cheap)] == ["BBBUSDT", "WATCHEDUSDT"]
