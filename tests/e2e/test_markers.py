@@ -141,7 +141,7 @@ def test_a_watched_symbol_that_has_not_traded_since_the_start_gets_its_markers(
     """A quiet symbol, subscribed and silent: the exchange's ticker proves it (nothing since its
     subscription was confirmed) and its minutes get `_SUCCESS` with no rows, from the minute its
     stream was confirmed, without waiting hours for its first trade."""
-    market = Market.whole_market(300, 8_640_000)
+    market = Market.whole_market(300, 864_000)  # 10 trades a second: the quietest trade twice an hour
     now_us = time.time_ns() // 1000
     quiet = next(s for s in reversed(market.symbols)  # no trade in the next 10 minutes
                  if market.first_at(s, now_us) == market.first_at(s, now_us + 600_000_000))  # fmt: skip
