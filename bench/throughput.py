@@ -42,12 +42,19 @@ REPO = Path(__file__).resolve().parent.parent
 class Child:
     """A subprocess whose stdout JSON lines are collected by a thread."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, *, cpu: int | None = None) -> None:
         self.events: list[dict[str, Any]] = []
         self._arrived = threading.Condition()
         self._ended = False  # the reader has seen the end of the child's output
+        pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
         self.popen = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO, text=True
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
+            text=True,
+            preexec_fn=pin,  # noqa: PLW1509 (a benchmark's child, started from one thread)
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -151,6 +158,8 @@ class Shape:
     symbols: str = "BTCUSDT"
     spacing_ms: float = 0.0
     replay: Path | None = None
+    tls: bool | None = None  # None: as --tls says; False: plain ws:// whatever it says
+    pin_cpu: int | None = None  # the collector runs on this one core (the feed may use the other)
 
 
 TEN = "BTCUSDT,ETHUSDT,BNBUSDT,SOLUSDT,XRPUSDT,DOGEUSDT,ADAUSDT,TRXUSDT,LINKUSDT,AVAXUSDT"
@@ -163,6 +172,10 @@ SHAPES = {
                        replay=RECORDING),
     "symbols": Shape("symbols", "10 symbols on one combined stream, each 30 ms apart (minute-crossing reads)",
                      symbols=TEN, spacing_ms=30.0),
+    # Plain ws:// on loopback delivers faster than TLS: the collector reads far ahead of what it
+    # lands, so this is the shape that shows how much a burst holds in memory.
+    "spaced-ws": Shape("spaced-ws", "BTCUSDT, 30 ms apart, plain ws:// as fast as TCP takes it, the "
+                       "collector on one core (memory under a burst)", spacing_ms=30.0, tls=False, pin_cpu=0),
 }  # fmt: skip
 
 
@@ -173,12 +186,12 @@ def _usage_figures(usage: Any, trades: int) -> dict[str, float]:
     }
 
 
-def burst(feed: Feed, trades: int, symbols: str = "BTCUSDT") -> dict[str, float]:
+def burst(feed: Feed, trades: int, symbols: str = "BTCUSDT", cpu: int | None = None) -> dict[str, float]:
     """One run: the collector takes the whole tape as fast as it can."""
     index = feed.sent_count()
     with tempfile.TemporaryDirectory() as tmp:
         env = collector_env(feed.url, Path(tmp), symbols=symbols)
-        collector = Child([sys.executable, "-m", "collector.cli", "run"], {**env, **feed.trust})
+        collector = Child([sys.executable, "-m", "collector.cli", "run"], {**env, **feed.trust}, cpu=cpu)
         try:
             collector.wait_event(
                 "collector.stats", lambda e: sum((e.get("trades_received") or {}).values()) >= trades
@@ -330,11 +343,12 @@ def run_shape(shape: Shape, args: argparse.Namespace) -> dict[str, float] | None
     forms = "combined" if several else "raw"
     if args.cryptofeed_python:
         forms += ",aggregate"
-    feed = Feed(args.trades, tls=args.tls, forms=forms, shape=shape)
+    tls = args.tls if shape.tls is None else shape.tls
+    feed = Feed(args.trades, tls=tls, forms=forms, shape=shape)
     results, peers = [], []
     try:
         for run in range(args.runs):  # interleaved, so a noisy neighbour hurts both alike
-            result = burst(feed, args.trades, shape.symbols)
+            result = burst(feed, args.trades, shape.symbols, shape.pin_cpu)
             results.append(result)
             print(f"  run {run + 1}: collector " + ", ".join(f"{k} {v:,.2f}" for k, v in result.items()),
                   flush=True)  # fmt: skip
@@ -345,7 +359,7 @@ def run_shape(shape: Shape, args: argparse.Namespace) -> dict[str, float] | None
                       flush=True)  # fmt: skip
     finally:
         feed.child.kill()
-    scheme = "wss (TLS)" if args.tls else "ws (no TLS)"
+    scheme = "wss (TLS)" if tls else "ws (no TLS)"
     print(f"shape {shape.name}: {shape.label}; {args.trades:,} trades over {scheme}:")
     print(_summary("end-to-end", [r["trades_per_s"] for r in results], "trades/s"))
     print(_summary("CPU per million", [r["cpu_s_per_million"] for r in results], "s"))

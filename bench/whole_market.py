@@ -167,6 +167,8 @@ def _figures(collector: Child, tmp: Path, measured: range, *, symbols: int, per_
         "markers_measured": len(latency),
         "market_marker_max_s": max(market_latency, default=math.nan),
         "stream_pauses": stopped.get("stream_pauses"),
+        "buffered_peak_mb": (stopped.get("buffered_bytes_peak") or 0) / 1e6,
+        "budget_seals": (stopped.get("batches_sealed") or {}).get("budget", 0),
         "gaps_opened": stopped.get("gaps_opened"),
         "dropped_trades": stopped.get("dropped_trades"),
         "symbols_with_broken_runs": broken,
@@ -226,6 +228,8 @@ def _print(r: dict[str, Any]) -> None:
     print(f"  lost: gaps opened {r['gaps_opened']}, dropped {r['dropped_trades']}, "
           f"symbols with a broken id run {r['symbols_with_broken_runs']}; "
           f"landing held the stream back {r['stream_pauses']} times")  # fmt: skip
+    print(f"  in memory between socket and spool: peak {r['buffered_peak_mb']:.1f} MB of frames; "
+          f"batches sealed early for it {r['budget_seals']}")  # fmt: skip
 
 
 def main() -> None:

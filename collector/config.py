@@ -68,6 +68,10 @@ class Settings:
     # `_SUCCESS` per symbol and minute, what sensors watch). None (ALL, the default): every
     # symbol. The rest land in the market-wide layout: one object and one marker a minute.
     watched_symbols: tuple[str, ...] | None = None
+    # The most rows a market-wide part holds: a minute with more is split into several parts, so
+    # assembling a minute holds one part (about 7 MB at a million rows) whatever the minute
+    # holds. A whole market's usual minute (about 120,000 trades) is one part.
+    market_part_rows: int = 1_048_576
     ws_url: str = "wss://data-stream.binance.vision"
     time_unit: TimeUnit = "ms"
     destination: Path | S3Destination = Path("landing")
@@ -82,6 +86,12 @@ class Settings:
     # A minute's `_SUCCESS` marker waits at least this long past the minute's end, for trades the
     # exchange delivers late on a quiet stream; continuity and landing are checked as well.
     marker_grace_s: float = 10.0
+    # Trades in memory between the socket and the spool (open batches, sealed batches waiting,
+    # batches being encoded), counted as their raw frames: past it the stream is held back and
+    # the largest open batches are sealed early (collector.landing.inflight). 24 MB keeps a
+    # burst under 100 MB resident, plain ws:// on loopback included (docs/performance.md), and is
+    # above what a whole market's open minutes hold at 2,000 trades/s (18 MB at their peak).
+    buffer_max_bytes: int = 24_000_000
     spool_dir: Path = Path("spool")
     # Disk the spool may use while the destination is unreachable: at BTCUSDT's ~10 kB a minute
     # of Parquet, 5 GB is years; for a whole market it is days. Beyond it new batches are
@@ -531,6 +541,7 @@ def _read_symbols(r: _Reader, defaults: Settings) -> dict[str, Any]:
             "STREAMS_PER_CONNECTION", defaults.streams_per_connection, 1, 1024
         ),
         "watched_symbols": watched,
+        "market_part_rows": r.bounded_int("MARKET_PART_ROWS", defaults.market_part_rows, 10, 100_000_000),
     }
 
 
@@ -543,15 +554,24 @@ def _read_landing(r: _Reader, defaults: Settings) -> dict[str, Any]:
             f"{ENV_PREFIX}S3_KMS_KEY_ID is set but {ENV_PREFIX}S3_SSE={sse}; set {ENV_PREFIX}S3_SSE=aws:kms "
             "to use the key, or remove the key id"
         )
+    # At least 64 kB: smaller batches make more objects than data. At most 64 MB: a batch is
+    # held in memory, encoded in one piece and uploaded in one PUT.
+    batch = r.bounded_int("MAX_BATCH_BYTES", defaults.max_batch_bytes, 65_536, 64_000_000)
+    buffer = r.bounded_int("BUFFER_MAX_BYTES", defaults.buffer_max_bytes, 1_000_000, 10**12)
+    if buffer < 2 * batch:
+        r.problems.append(
+            f"{ENV_PREFIX}BUFFER_MAX_BYTES ({buffer:,}) is less than twice {ENV_PREFIX}MAX_BATCH_BYTES "
+            f"({batch:,}): a batch fills up to that in memory while the one before is encoded; raise "
+            f"it to at least {2 * batch:,} or lower {ENV_PREFIX}MAX_BATCH_BYTES"
+        )
     return {
         "time_unit": r.choice("TIME_UNIT", defaults.time_unit, ("ms", "us")),
         "destination": r.convert(
             "DESTINATION", defaults.destination, parse_destination, "a directory path or s3://bucket/prefix"
         ),
         "output_format": r.choice("FORMAT", defaults.output_format, ("parquet", "csv.gz")),
-        # At least 64 kB: smaller batches make more objects than data. At most 64 MB: a batch is
-        # held in memory, encoded in one piece and uploaded in one PUT.
-        "max_batch_bytes": r.bounded_int("MAX_BATCH_BYTES", defaults.max_batch_bytes, 65_536, 64_000_000),
+        "max_batch_bytes": batch,
+        "buffer_max_bytes": buffer,
         "max_batch_age_s": r.positive_float("MAX_BATCH_AGE_S", defaults.max_batch_age_s),
         "minute_grace_s": r.positive_float("MINUTE_GRACE_S", defaults.minute_grace_s),
         "marker_grace_s": r.positive_float("MARKER_GRACE_S", defaults.marker_grace_s),
@@ -643,11 +663,13 @@ _KNOWN = (
     "symbols_refresh_s",
     "streams_per_connection",
     "watched_symbols",
+    "market_part_rows",
     "ws_url",
     "time_unit",
     "destination",
     "format",
     "max_batch_bytes",
+    "buffer_max_bytes",
     "max_batch_age_s",
     "minute_grace_s",
     "marker_grace_s",

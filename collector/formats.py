@@ -14,8 +14,10 @@ Kinds, and what each covers (`VERSIONS`):
     state     state.json (the last trade id per symbol; a flat map, so its version is in FORMAT only)
     gaps      gaps/open.json, gaps/unfilled.jsonl
     markers   markers/cursor.json (a flat map: FORMAT only), markers/landed.jsonl
-    market    market/cursor.json, market/intents/*.json
+    market    market/cursor.json, market/intents/*.json (2: an intent names its assembly's first
+              part and how many parts it made; a version 1 intent is one part of its own)
     dropped   dropped.jsonl
+    subscribed  subscribed.json (when each symbol never seen trading was first streamed)
 
 A file or a spool without a version was written before versions were recorded: version 1, read
 as it always was. A release reads every version it has ever written, turning an older one into
@@ -50,12 +52,20 @@ VERSIONS: dict[str, int] = {
     "state": 1,
     "gaps": 1,
     "markers": 1,
-    "market": 1,
+    "market": 2,
     "dropped": 1,
+    "subscribed": 1,
 }
+
+
+def _market_parts_counted(spool_dir: Path) -> None:
+    """market 1 to 2: nothing to rewrite. A version 1 intent (no `first_seq`, no `parts`) is read
+    as an assembly of one part, its own, which is what version 1 always made."""
+
+
 # (kind, version): turns that kind's files in the spool directory from `version` into
-# `version + 1`, in place and idempotently (a crash mid-way runs it again). None yet.
-MIGRATIONS: dict[tuple[str, int], Callable[[Path], None]] = {}
+# `version + 1`, in place and idempotently (a crash mid-way runs it again).
+MIGRATIONS: dict[tuple[str, int], Callable[[Path], None]] = {("market", 1): _market_parts_counted}
 _FIELD = "format"
 
 
@@ -104,6 +114,8 @@ def open_spool(spool_dir: Path, log: Any) -> None:
     check("spool", recorded.get(_FIELD), path, written_by=written_by)
     files: dict[str, Any] = recorded["files"] if isinstance(recorded.get("files"), dict) else {}
     found = {kind: check(kind, files.get(kind), path, written_by=written_by) for kind in VERSIONS}
+    if not path.exists() and not any(p.name != ".lock" for p in spool_dir.iterdir()):
+        found = dict(VERSIONS)  # a new spool: nothing in it to read or turn into anything
     for kind, version in found.items():
         for step in range(version, VERSIONS[kind]):
             MIGRATIONS[(kind, step)](spool_dir)

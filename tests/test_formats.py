@@ -4,6 +4,7 @@ misread; a spool from before versions is read as version 1 and recorded once."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from collector.formats import FORMAT_FILE, VERSIONS, open_spool
 from collector.gaps.ledger import GapLedger, OpenGap, UnfilledRange
 from collector.lake.completion import LandedFile
 from collector.lake.sinks import LocalSink
+from collector.landing.inflight import InFlight
 from collector.landing.journal import Journal
 from collector.landing.markers import MarkerBook, MarkerWriter
 from collector.landing.market_minutes import MarketMinutes
@@ -113,7 +115,7 @@ def _landing(spool: Path) -> Landing:
     writer = MarkerWriter(MarkerBook(spool / "markers"), sink, grace_s=1, log=LOG)
     return Landing(spool=Spool(spool), journal=Journal(spool / "journal"), sink=sink, markers=writer,
                    budget=SpoolBudget(10**9), output_format="parquet", save_state=lambda: None,
-                   gaps_in=lambda s, m: [], hold_back=lambda hold: None, log=LOG,
+                   gaps_in=lambda s, m: [], inflight=InFlight(10**8, hold_back=lambda hold: None), log=LOG,
                    metrics=Registry())  # fmt: skip
 
 
@@ -144,8 +146,8 @@ NEWER: dict[str, tuple[str, str, Callable[[Path], object]]] = {
     "open gaps": ("gaps/open.json", '[{"format": 2, "symbol": "BTCUSDT"}]', _gaps),
     "unfilled": ("gaps/unfilled.jsonl", '{"symbol": "BTCUSDT"}\n{"format": 2}\n', _gaps),
     "landed": ("markers/landed.jsonl", '{"format": 2, "symbol": "BTCUSDT"}\n', _book),
-    "market cursor": ("market/cursor.json", '{"format": 2, "next_minute": 5}', _market),
-    "market intent": ("market/intents/5-0.json", '{"format": 2, "minute": 5}', _market),
+    "market cursor": ("market/cursor.json", '{"format": 3, "next_minute": 5}', _market),
+    "market intent": ("market/intents/5-0.json", '{"format": 3, "minute": 5}', _market),
     "dropped": ("dropped.jsonl", '{"format": 2, "symbol": "BTCUSDT", "minute": 5}\n', _landing),
 }
 
@@ -156,8 +158,12 @@ def test_every_file_refuses_a_newer_version_of_itself(tmp_path: Path, name: str)
     spool = tmp_path / "spool"
     (spool / relative).parent.mkdir(parents=True, exist_ok=True)
     (spool / relative).write_text(text)
-    with pytest.raises(NewerFormat, match="format is 2, and this release reads up to 1") as refused:
+    with pytest.raises(NewerFormat, match=r"format is \d+, and this release reads up to \d+") as refused:
         read(spool)
+    found, reads = map(
+        int, re.search(r"format is (\d+), and this release reads up to (\d+)", str(refused.value)).groups()
+    )  # type: ignore[union-attr]
+    assert found == reads + 1
     assert str(spool / relative) in str(refused.value)
     assert (spool / relative).read_text() == text  # left as it is
 

@@ -12,7 +12,8 @@ audit's kinds (collector.audit.symbols) where they mean the same:
 - per symbol, against the marker's `symbols`: row_count_mismatch, id_range_mismatch (first or last
   id), unlisted_symbol (its trades in a part the marker does not list for it), missing_symbol (a
   part listed for it that holds none of its trades); unsorted_trades: a part not in symbol,
-  trade-id order;
+  trade-id order, or, in a minute marked once (revision 1: its parts are one assembly), a part
+  whose first row does not come after the last row of the part before it;
 - duplicate_trades and gap: trade-id continuity per symbol within a minute and from one minute
   with its trades to the next. Ids the markers of those minutes declare in `unfilled_gaps` are
   known gaps, not defects; ids the symbol's own per-symbol objects hold (it was watched then) are
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -229,6 +231,8 @@ class _MarketAudit:
             self.across.note_marker(doc, minute)
             self._check_files(listed, minute, parts)
             self._check_shares(doc, minute, parts)
+            if doc["revision"] == 1:
+                self._check_part_order(listed, minute, parts)
         self._check_names(listed, minute, parts)
         self.across.note_minute(minute, parts)
 
@@ -282,6 +286,22 @@ class _MarketAudit:
                 self.fault(
                     "row_count_mismatch", minute, f"{part.key}: {part.rows} rows, marker says {entry['rows']}"
                 )
+
+    def _check_part_order(self, listed: dict[str, dict[str, Any]], minute: int, parts: list[_Part]) -> None:
+        """A minute's parts read in order are the minute sorted: part k's last (symbol, id) comes
+        before part k+1's first. (A later revision adds parts of trades that came later, which
+        may fall between; so only for a minute marked once.)"""
+        ordered = sorted((p for p in parts if p.name.file_name in listed and p.keys is not None),
+                         key=lambda p: p.name.seq)  # fmt: skip
+        for before, after in itertools.pairwise(ordered):
+            assert before.keys is not None and after.keys is not None
+            if not len(before.keys[1]) or not len(after.keys[1]):
+                continue
+            last = (before.keys[0][-1].as_py(), before.keys[1][-1].as_py())
+            first = (after.keys[0][0].as_py(), after.keys[1][0].as_py())
+            if first <= last:
+                self.fault("unsorted_trades", minute, f"{after.key} starts at {first[0]} {first[1]}, "
+                           f"not after {before.name.file_name}'s last row, {last[0]} {last[1]}")  # fmt: skip
 
     def _check_names(self, listed: dict[str, dict[str, Any]], minute: int, parts: list[_Part]) -> None:
         """A part's name carries the start of its SHA-256. Bytes changed after they were listed

@@ -52,6 +52,8 @@ class StreamPool:
         self.where: dict[str, _Slot] = {}
         self.reader_for: Callable[[TradeStream], OnChunk] = lambda stream: lambda frames, stamp: None
         self.handover_ready: Callable[[list[Chunk]], bool] = lambda held: True
+        # Told the symbols whose stream is certainly on (a connection's URL, a confirmed SUBSCRIBE).
+        self.confirmed: Callable[[list[str]], None] = lambda symbols: None
         self._created = 0
         self._closed_counts = {"connections": 0, "rotations": 0, "pauses": 0, "requests": 0, "failures": 0}
         self._held_back = False
@@ -120,8 +122,14 @@ class StreamPool:
         stream.handover_ready = self.handover_ready
         stream.hold_back(self._held_back)
         slot = _Slot(self._created, stream, Subscriptions(stream, log=self.log))
+        slot.subscriptions.on_confirmed = lambda names: self._confirmed(slot, names)
         self.slots.append(slot)
         return slot
+
+    def _confirmed(self, slot: _Slot, names: set[str]) -> None:
+        symbols = sorted(s for name in names if (s := name.partition("@")[0].upper()) in slot.symbols)
+        if symbols:
+            self.confirmed(symbols)
 
     def _update(self, slot: _Slot) -> None:
         url = self._url(slot.symbols)
@@ -210,6 +218,10 @@ class StreamPool:
         """Since when a connection has been down (the longest-down one), None while all are up."""
         since = [s.stream.disconnected_since for s in self.slots if s.stream.disconnected_since is not None]
         return min(since) if since else None
+
+    def queued_bytes(self) -> int:
+        """Frames read from the sockets and not yet handed to the capture, in bytes."""
+        return sum(slot.stream.queued_bytes for slot in self.slots)
 
     def hold_back(self, hold: bool, reason: str = "landing") -> None:
         """Stop reading every connection while any reason holds; read again once none does."""

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from collector.binance.rest import BinanceRest
+from collector.binance.rest import EXCHANGE_INFO_WEIGHT, BinanceRest
+from collector.binance.weight import WeightBudget
 from collector.exceptions import CollectorError
 
 __all__ = ["ListingChange", "Listings", "ListingsUnavailable", "listing_change", "trading_symbols"]
@@ -73,8 +74,17 @@ def listing_change(
 class Listings:
     """Asks exchangeInfo for the market's TRADING symbols, at start and every `refresh_s`."""
 
-    def __init__(self, rest: BinanceRest, *, quotes: tuple[str, ...], refresh_s: float, log: Any) -> None:
+    def __init__(
+        self,
+        rest: BinanceRest,
+        *,
+        quotes: tuple[str, ...],
+        refresh_s: float,
+        log: Any,
+        budget: WeightBudget | None = None,
+    ) -> None:
         self.rest = rest
+        self.budget = budget or WeightBudget(log=log)
         self.quotes = quotes
         self.refresh_s = refresh_s
         self.log = log
@@ -109,6 +119,7 @@ class Listings:
         delay_s = FIRST_RETRY_S
         while not stop.is_set():
             try:
+                await self.budget.take(EXCHANGE_INFO_WEIGHT, "exchangeInfo")
                 _, trading = await asyncio.to_thread(self.fetch)
                 return trading
             except ListingsUnavailable as exc:
@@ -128,6 +139,7 @@ class Listings:
         while True:
             await asyncio.sleep(self.refresh_s)
             try:
+                await self.budget.take(EXCHANGE_INFO_WEIGHT, "exchangeInfo")
                 statuses, trading = await asyncio.to_thread(self.fetch)
             except ListingsUnavailable as exc:
                 self.failures += 1

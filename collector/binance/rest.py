@@ -6,7 +6,9 @@
     GET /api/v3/ticker/24hr        each symbol's last id (MINI; weight 2 to 80): the quiet proof
 
 The answer is never interpreted here beyond its HTTP status and the used-weight header: what a
-429, a 418 or a 5xx means for the caller is the caller's policy (`gaps/backfill.py`).
+429, a 418 or a 5xx means for the caller is the caller's policy (`gaps/backfill.py`). Every
+answer's used weight is noted in the shared `WeightBudget` (collector.binance.weight), which
+callers take each request's weight from before they ask.
 """
 
 from __future__ import annotations
@@ -18,7 +20,28 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BinanceRest", "RestPage"]
+from collector.binance.weight import WeightBudget
+
+__all__ = [
+    "AGG_TRADES_WEIGHT",
+    "EXCHANGE_INFO_WEIGHT",
+    "HISTORICAL_TRADES_WEIGHT",
+    "BinanceRest",
+    "RestPage",
+    "ticker_weight",
+]
+
+# Binance's request weights (GET /api/v3/...), as its documentation gives them.
+HISTORICAL_TRADES_WEIGHT = 25
+AGG_TRADES_WEIGHT = 4
+EXCHANGE_INFO_WEIGHT = 20
+
+
+def ticker_weight(symbols: int | None) -> int:
+    """ticker/24hr: 2 for up to 20 symbols, 40 for up to 100, 80 for more or the whole market."""
+    if symbols is None or symbols > 100:
+        return 80
+    return 2 if symbols <= 20 else 40
 
 
 @dataclass(frozen=True)
@@ -33,10 +56,18 @@ class RestPage:
 class BinanceRest:
     """Blocking calls to the REST API (run them in a thread)."""
 
-    def __init__(self, base_url: str, *, time_unit: str = "ms", timeout_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        time_unit: str = "ms",
+        timeout_s: float = 15.0,
+        budget: WeightBudget | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.time_unit = time_unit
         self.timeout_s = timeout_s
+        self.budget = budget  # each answer's used weight is noted in it
 
     def historical_trades(self, symbol: str, from_id: int, limit: int) -> RestPage:
         query = urllib.parse.urlencode({"symbol": symbol, "fromId": from_id, "limit": limit})
@@ -79,7 +110,7 @@ class BinanceRest:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
                 body = response.read().decode()
-                return RestPage(
+                page = RestPage(
                     response.status,
                     json.loads(body),
                     _int(response.headers.get("X-MBX-USED-WEIGHT-1M")),
@@ -88,13 +119,16 @@ class BinanceRest:
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")[:500]
             answer = exc.headers
-            return RestPage(
+            page = RestPage(
                 exc.code,
                 None,
                 _int(answer.get("X-MBX-USED-WEIGHT-1M")) if answer else None,
                 _float(answer.get("Retry-After")) if answer else None,
                 body,
             )
+        if self.budget is not None:
+            self.budget.saw(page.used_weight)
+        return page
 
 
 def _int(value: str | None) -> int | None:

@@ -36,7 +36,8 @@ are then delivered in order by the stream's task. An exception from `on_chunk` e
 
 Flow control: past `max_queued_frames` queued, or while the consumer has asked to `hold_back`
 (its own queue is full), the sockets stop being read (the kernel's buffer and TCP push back on
-the sender) until it has caught up, so a slow disk cannot make memory grow without bound.
+the sender) until it has caught up, so a slow disk cannot make memory grow without bound. A
+read takes at most `MAX_READ_BYTES` from the socket, so what one read brings is bounded too.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from picows.url import WSInvalidURL
 from collector.counters import Registry
 from collector.exceptions import ConnectionLost, ExchangeRefused, is_retryable
 
-__all__ = ["AttemptLimit", "Backoff", "Chunk", "OnChunk", "TradeStream", "streams_in"]
+__all__ = ["MAX_READ_BYTES", "AttemptLimit", "Backoff", "Chunk", "OnChunk", "TradeStream", "streams_in"]
 
 Chunk = tuple[list[bytes], int]  # the frames of one read, and when that read happened (ns)
 OnChunk = Callable[[list[bytes], int], None]
@@ -75,6 +76,12 @@ _ANSWER_STARTS = (b'{"result"', b'{"error"', b'{"id"')  # Binance's answers to S
 MAX_FRAME_BYTES = 2**20  # a trade frame is about 200 bytes; a megabyte is a broken peer
 # Failures in a row before `collector.cannot_connect` explains them (then every tenth again).
 EXPLAIN_AFTER_FAILURES = 3
+# The most one read takes from the socket. picows doubles its read buffer whenever a read fills
+# it, so on a link faster than the collector (plain ws:// on loopback) a read grew to about
+# 4.5 MB, 23,000 frames, whose Python objects on their way through the core (about 25 MB) were
+# most of the collector's memory in a burst: peak RSS 96-245 MB against 82-84 MB with reads
+# capped here (bench/throughput.py, shape spaced-ws). Over TLS a read was already this size.
+MAX_READ_BYTES = 256 * 1024
 
 
 class Backoff:
@@ -199,6 +206,43 @@ class _Listener(picows.WSListener):
                 future.set_exception(ConnectionLost("the connection closed before answering"))
         self._deliver()
         self._stream._enqueue(self._conn, None, 0)
+
+
+class _ReadCap(asyncio.BufferedProtocol):
+    """Between a connection's transport and picows: each read fills at most `cap` bytes of
+    picows' read buffer, so a read, and the chunk it becomes, stays bounded; what is left waits
+    in the socket for the next read."""
+
+    def __init__(self, inner: Any, cap: int) -> None:
+        self._inner, self._cap = inner, cap
+
+    def get_buffer(self, sizehint: int) -> Any:
+        buffer = self._inner.get_buffer(sizehint)
+        return buffer[: self._cap] if len(buffer) > self._cap else buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._inner.buffer_updated(nbytes)
+
+    def connection_made(self, transport: Any) -> None:
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()  # type: ignore[no-any-return]
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+def _cap_reads(transport: Any, cap: int) -> None:
+    """Put a `_ReadCap` between the connection's socket transport and picows' protocol."""
+    underlying = transport.underlying_transport
+    underlying.set_protocol(_ReadCap(underlying.get_protocol(), cap))
 
 
 class AttemptLimit:
@@ -344,6 +388,7 @@ class Connector:
             ) from exc
         except (OSError, TimeoutError, picows.WSError) as exc:
             raise ConnectionLost(f"cannot connect to {self.url}: {exc!r}") from exc
+        _cap_reads(transport, MAX_READ_BYTES)
         self.connections += 1
         conn.transport, conn.listener = transport, listener
         self.log.info("collector.connected", url=self.url, connection=conn.number)
@@ -358,6 +403,7 @@ class _Backlog:
     def __init__(self, max_frames: int) -> None:
         self.queue: asyncio.Queue[tuple[_Connection, list[bytes] | None, int]] = asyncio.Queue()
         self.frames = 0
+        self.bytes = 0  # the frames' own bytes: memory the consumer's budget counts (its InFlight)
         self.max_frames = max_frames
         self.held_back = False  # the consumer asked for no more chunks for now
         self.paused = False
@@ -437,6 +483,11 @@ class TradeStream:
         metrics.counter(
             "stream_pauses", "Times reading stopped because landing fell behind.", read=lambda: self.pauses
         )
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of frames read from the socket and not yet handed to the consumer."""
+        return self._backlog.bytes
 
     @property
     def pauses(self) -> int:
@@ -523,6 +574,7 @@ class TradeStream:
             await self._connection_ended(conn)
             return
         self._backlog.frames -= len(frames)
+        self._backlog.bytes -= sum(map(len, frames))
         self._apply_reading()
         if conn is self._active:
             self._deliver(conn, frames, received_at_ns)
@@ -544,6 +596,7 @@ class TradeStream:
             return
         else:
             self._backlog.frames += len(frames)
+            self._backlog.bytes += sum(map(len, frames))
             self._apply_reading()
         self._queue.put_nowait((conn, frames, received_at_ns))
 

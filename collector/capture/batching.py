@@ -12,7 +12,9 @@ Rules:
 - Per symbol work is per symbol: a whole market's thousands of open batches cost nothing to a
   symbol that opens one.
 - Memory is bounded: at most `max_open_minutes` batches are open per symbol (a flood of
-  out-of-order minutes seals the oldest first), each at most `max_batch_bytes` of frames.
+  out-of-order minutes seals the oldest first), each at most `max_batch_bytes` of frames; and
+  the caller can seal the largest open batches early (`seal_largest`) when all of them together
+  hold more than it can afford (collector.landing.inflight).
 - Columns are `array('q')`: 8 bytes a value instead of a Python int object and a pointer.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Literal
@@ -31,7 +33,7 @@ __all__ = ["UNITS_PER_MINUTE", "MinuteBatcher", "SealReason", "SealedBatch", "So
 
 TimeUnit = Literal["ms", "us"]
 SealReason = Literal[
-    "size", "age", "minute_closed", "crowded", "shutdown", "recovered", "backfill", "archive"
+    "size", "age", "minute_closed", "crowded", "budget", "shutdown", "recovered", "backfill", "archive"
 ]
 UNITS_PER_MINUTE: dict[str, int] = {"ms": 60_000, "us": 60_000_000}
 # Where a batch's trades came from: the live stream, REST backfill, Binance's trade archive (which
@@ -94,6 +96,7 @@ class _OpenBatch:
     close_at_s: float | None = None  # set once a later minute is seen
     ends_at_s: float = float("inf")  # monotonic time the minute (and its grace) ends, by the trade's clock
     id_range: tuple[int, int] | None = None  # (lowest, highest) trade id buffered
+    sealed: bool = False  # sealed while a trade was being added (crowded out by it): not counted
 
     def saw_ids(self, low: int, high: int) -> None:
         seen = self.id_range
@@ -139,10 +142,16 @@ class MinuteBatcher:
         self._by_symbol: dict[str, dict[int, _OpenBatch]] = {}  # the same batches, per symbol
         self._units_per_s = self._units_per_minute / 60
         self._watermark: dict[str, int] = {}  # latest minute seen per symbol
+        self._bytes = 0  # raw frame bytes of every open batch, kept as trades come and go
 
     @property
     def buffered_bytes(self) -> int:
-        return sum(b.raw_bytes for b in self._open.values())
+        """Raw frame bytes in open batches (no scan: kept as trades are added and sealed)."""
+        return self._bytes
+
+    @property
+    def open_batches(self) -> int:
+        return len(self._open)
 
     @property
     def buffered_trades(self) -> int:
@@ -163,6 +172,8 @@ class MinuteBatcher:
         cols.is_buyer_maker.append(trade.is_buyer_maker)
         cols.received_at_us.append(trade.received_at_ns // 1000)
         batch.raw_bytes += trade.raw_bytes
+        if not batch.sealed:
+            self._bytes += trade.raw_bytes
         if batch.raw_bytes >= self.max_batch_bytes:
             sealed.append(self._seal((trade.symbol, minute), "size"))
         return sealed
@@ -213,6 +224,8 @@ class MinuteBatcher:
             cols.received_at_us.extend(array("q", [received_at_ns // 1000]) * (stop - start))
             batch.saw_ids(ids[start], ids[stop - 1])
             batch.raw_bytes += added
+            if not batch.sealed:
+                self._bytes += added
             placed.append((batch.batch_id, start, stop))
             if batch.raw_bytes >= self.max_batch_bytes:
                 sealed.append(self._seal((symbol, minute), "size"))
@@ -239,8 +252,9 @@ class MinuteBatcher:
                 for other in mine.values():
                     if other.minute < minute and other.close_at_s is None:
                         other.close_at_s = now_s + self.minute_grace_s
-            else:
+            elif minute < watermark:
                 batch.close_at_s = now_s + self.minute_grace_s  # a late trade of a past minute
+            # (minute == watermark: the minute goes on after a size seal; it closes at its end)
             sealed.extend(self._seal_crowded(symbol))
         return batch
 
@@ -267,6 +281,22 @@ class MinuteBatcher:
         """Seal everything (shutdown, or a recovered journal)."""
         return [self._seal(key, reason) for key in sorted(self._open, key=lambda k: (k[1], k[0]))]
 
+    def seal_largest(
+        self, down_to_bytes: int, cheap: Callable[[str], bool] = lambda symbol: True
+    ) -> list[SealedBatch]:
+        """Seal open batches, the largest first (those of `cheap` symbols before the others),
+        until those left hold at most `down_to_bytes` of frames (the caller's memory budget;
+        sealed as "budget")."""
+        if self._bytes <= down_to_bytes:
+            return []
+        sealed: list[SealedBatch] = []
+        order = sorted(self._open.items(), key=lambda item: (not cheap(item[0][0]), -item[1].raw_bytes))
+        for key, _ in order:
+            if self._bytes <= down_to_bytes:
+                break
+            sealed.append(self._seal(key, "budget"))
+        return sealed
+
     def _seal_crowded(self, symbol: str) -> list[SealedBatch]:
         minutes = self._by_symbol.get(symbol, {})
         if len(minutes) <= self.max_open_minutes:
@@ -276,6 +306,8 @@ class MinuteBatcher:
 
     def _seal(self, key: tuple[str, int], reason: SealReason) -> SealedBatch:
         batch = self._open.pop(key)
+        batch.sealed = True
+        self._bytes -= batch.raw_bytes
         mine = self._by_symbol[key[0]]
         del mine[key[1]]
         if not mine:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
@@ -267,6 +267,11 @@ class CaptureCore:
     def flush(self) -> None:
         """Seal everything still buffered (shutdown)."""
         self._collect(self.batcher.flush())
+
+    def seal_largest(self, down_to_bytes: int, cheap: Callable[[str], bool] = lambda symbol: True) -> None:
+        """Seal the largest open batches (of `cheap` symbols first) until the rest hold at most
+        `down_to_bytes` of frames."""
+        self._collect(self.batcher.seal_largest(down_to_bytes, cheap))
 
     def take_sealed(self) -> list[SealedBatch]:
         sealed, self._sealed = self._sealed, []

@@ -3,6 +3,11 @@
 Pure. Binance trade ids within a symbol have been strictly consecutive in every recording
 we hold, so an id at or below the last one seen is a duplicate (a reconnect's overlap) and
 a jump of more than one opens a gap of the ids in between.
+
+A last id can also come from the exchange's ticker for a symbol never seen trading
+(`remember_reported`): the ticker may already count a trade the stream has not delivered yet,
+so the symbol's first trade from the stream at or below that id is taken, not dropped as a
+duplicate, and the count goes on from it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class SequenceTracker:
     def __init__(self, last_ids: Mapping[str, int] | None = None) -> None:
         self._last: dict[str, int] = dict(last_ids or {})
         self.resets: list[tuple[str, int, int]] = []  # (symbol, remembered id, new id), for the log
+        self._reported: set[str] = set()  # last ids the ticker gave, no trade of the stream since
 
     def last_id(self, symbol: str) -> int | None:
         return self._last.get(symbol)
@@ -59,9 +65,25 @@ class SequenceTracker:
         if trade_id > self._last.get(symbol, -1):
             self._last[symbol] = trade_id
 
+    def remember_reported(self, symbol: str, trade_id: int) -> None:
+        """A symbol never seen trading: the exchange reports `trade_id` as its last trade. Trades
+        after it are new, and a gap past it is one; the stream's first trade of it at or below
+        it (one the ticker counted before the stream brought it) is taken all the same."""
+        if symbol not in self._last:
+            self._last[symbol] = trade_id
+            self._reported.add(symbol)
+
+    def _settle(self, symbol: str, first_id: int) -> None:
+        """The stream's first trade of a symbol whose last id the ticker reported."""
+        self._reported.discard(symbol)
+        if first_id <= self._last[symbol]:
+            self._last[symbol] = first_id - 1
+
     def observe_run(self, symbol: str, trade_ids: Sequence[int]) -> bool:
         """Accept a run of ids in one step when it continues exactly where the symbol left off
         (`observe` would accept each, with no gap). Otherwise change nothing and return False."""
+        if self._reported and symbol in self._reported:
+            self._settle(symbol, trade_ids[0])
         last = self._last.get(symbol)
         if last is None or trade_ids[0] != last + 1 or not _consecutive(trade_ids, 0):
             return False
@@ -76,6 +98,8 @@ class SequenceTracker:
         and only the ids around such a discontinuity are looked at one by one.
         """
         count = len(trade_ids)
+        if count and self._reported and symbol in self._reported:
+            self._settle(symbol, trade_ids[0])
         last = self._last.get(symbol)
         if count and last is not None and trade_ids[0] == last + 1 and _consecutive(trade_ids, 0):
             self._last[symbol] = trade_ids[-1]

@@ -2,7 +2,7 @@
 
     binance.connections ─reads─▶ daemon.intake ─▶ capture.core (decode ▶ continuity ▶ minute batches)
         ─sealed─▶ landing.pipeline (encode ▶ spool ▶ upload) ─landed─▶ landing.markers (_SUCCESS)
-        unwatched symbols: spooled sources ─▶ landing.market_minutes (one part a minute ▶ _SUCCESS)
+        unwatched symbols: spooled sources ─▶ landing.market_minutes (a minute's parts ▶ _SUCCESS)
     gaps ─▶ gaps.filler (REST backfill) ─▶ landing      daemon.recovery: state, journal, spool at start
     quiet symbols after a restart or reconnect ─▶ gaps.quiet_proof (one ticker request) ─▶ markers
     counters: one registry, read by the stats line, /health, /metrics and CloudWatch
@@ -24,6 +24,7 @@ from typing import Any
 from collector.binance.connections import StreamPool
 from collector.binance.listings import ListingChange, Listings
 from collector.binance.rest import BinanceRest
+from collector.binance.weight import WeightBudget
 from collector.capture.core import CaptureCore
 from collector.config import Settings
 from collector.counters import Registry, log_stats
@@ -39,8 +40,10 @@ from collector.gaps.backfill import Backfiller
 from collector.gaps.filler import GapFiller
 from collector.gaps.ledger import GapLedger
 from collector.gaps.quiet_proof import QuietProof
+from collector.gaps.unseen import Unseen
 from collector.lake.completion import UnfilledGap
 from collector.lake.sinks import Sink, make_sink
+from collector.landing.inflight import InFlight
 from collector.landing.journal import Journal
 from collector.landing.markers import MarkerBook, MarkerScheduler, MarkerWriter
 from collector.landing.market_minutes import MarketMinutes
@@ -89,13 +92,7 @@ class Collector:
                                  output_format=s.output_format, log=log, watched=s.watched)  # fmt: skip
         self.stream = StreamPool(s, log=log, metrics=metrics)  # reads go to the capture: bound below
         self.stream.add(s.symbols)  # with ALL: once exchangeInfo has answered, in run()
-        rest_info = BinanceRest(s.rest_url, timeout_s=30.0)
-        self.listings = (Listings(rest_info, quotes=s.quote_assets, refresh_s=s.symbols_refresh_s, log=log)
-                         if s.all_symbols else None)  # fmt: skip
-        rest = Backfiller(BinanceRest(s.rest_url, time_unit=s.time_unit), log=log)
-        self.gaps = GapFiller(ledger, rest, time_unit=s.time_unit, max_batch_bytes=s.max_batch_bytes,
-                              max_trades=s.backfill_max_trades, retry_s=s.backfill_retry_s, log=log,
-                              metrics=metrics)  # fmt: skip
+        rest_info = self._rest_stages(ledger)
         writer = MarkerWriter(
             MarkerBook(s.spool_dir / "markers"), self.sink, grace_s=s.marker_grace_s, log=log
         )
@@ -106,27 +103,48 @@ class Collector:
         self.market = None if s.watched_symbols is None else MarketMinutes(
             root=s.spool_dir / "market", spool=spool, sink=self.sink, output_format=s.output_format,
             members=self._market_members, final=self.markers.minute_final, gaps_in=self._gaps_in,
-            still_expected=lambda symbol: symbol in self.stream.where, log=log, metrics=metrics)  # fmt: skip
+            still_expected=lambda symbol: symbol in self.stream.where, log=log, metrics=metrics,
+            part_rows=s.market_part_rows)  # fmt: skip
+        inflight = InFlight(s.buffer_max_bytes, hold_back=self.stream.hold_back, metrics=metrics)
+        inflight.queued_bytes = self.stream.queued_bytes
         self.landing = Landing(spool=spool, journal=self.journal, sink=self.sink, markers=writer,
                                budget=SpoolBudget(s.spool_max_bytes), output_format=s.output_format,
                                save_state=self.recovery.save_state, gaps_in=self._gaps_in,
-                               hold_back=self.stream.hold_back, log=log, metrics=metrics,
+                               inflight=inflight, log=log, metrics=metrics,
                                market=self.market, watched=s.watched)  # fmt: skip
         self.gaps.landing, self.gaps.markers, self.gaps.lake = self.landing, self.markers, self.sink
         self.capture = Capture(self.core, self.journal, gaps=self.gaps, markers=self.markers,
-                               submit=self.landing.submit,
+                               submit=self.landing.submit, inflight=inflight,
                                units_per_s=1_000 if s.time_unit == "ms" else 1_000_000, log=log,
-                               metrics=metrics,
+                               metrics=metrics, cheap=lambda symbol: not s.watched(symbol),
                                hold_back=lambda hold: self.stream.hold_back(hold, "disk"))  # fmt: skip
         self.stream.bind(self.capture.reader_for, self.capture.handover_ready)  # each slot's own reads
-        self.quiet = QuietProof(rest_info, symbols=self._captured_streamed, stream_state=self.stream.state_of,
+        self.quiet = QuietProof(rest_info, symbols=self._quiet_candidates, stream_state=self.stream.state_of,
                                 proven_until=self.markers.proven_until, last_id=self.core.sequence.last_id,
                                 proved=self.markers.vouched, gaps=self.gaps, sequence=self.core.sequence,
-                                window_from=self._gap_window_from, log=log, metrics=metrics)  # fmt: skip
+                                window_from=self._gap_window_from, log=log, metrics=metrics,
+                                budget=self.weight, adopt=self._adopt)  # fmt: skip
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier(log=log)
         self.health = HealthServer(metrics, self._status, s.health_port) if s.health_port else None
         self._signals = 0
+
+    def _rest_stages(self, ledger: GapLedger) -> BinanceRest:
+        """What asks Binance's REST API, sharing one weight budget: listings, the backfill, the
+        look-up of symbols never seen trading (and the quiet proof, on the client returned)."""
+        s, log, metrics = self.settings, self.log, self.metrics
+        self.weight = weight = WeightBudget(log=log, metrics=metrics)
+        rest_info = BinanceRest(s.rest_url, timeout_s=30.0, budget=weight)
+        self.listings = (Listings(rest_info, quotes=s.quote_assets, refresh_s=s.symbols_refresh_s, log=log,
+                                  budget=weight) if s.all_symbols else None)  # fmt: skip
+        backfill = BinanceRest(s.rest_url, time_unit=s.time_unit, budget=weight)
+        self.gaps = GapFiller(ledger, Backfiller(backfill, log=log, budget=weight), time_unit=s.time_unit,
+                              max_batch_bytes=s.max_batch_bytes, max_trades=s.backfill_max_trades,
+                              retry_s=s.backfill_retry_s, log=log, metrics=metrics)  # fmt: skip
+        self.unseen = Unseen(s.spool_dir / "subscribed.json", sequence=self.core.sequence, rest=rest_info,
+                             budget=weight, log=log)  # fmt: skip
+        self.stream.confirmed = self.unseen.confirmed
+        return rest_info
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -142,9 +160,10 @@ class Collector:
         symbols = await self.listings.first(self.stop_requested) if self.listings else self.settings.symbols
         if symbols is None:  # stopped before exchangeInfo ever answered: nothing was captured
             return 0
-        if not self.listings and not await symbols_exist(self.settings, self.log):
+        if not self.listings and not await symbols_exist(self.settings, self.log, self.weight):
             return 2
         recovered = await self.recovery.run(self.sink, symbols)
+        await self.unseen.after_restart()  # symbols never seen trading before: where they are now
         self.stream.add(symbols)
         self.landing.recover(recovered.spooled)
         health_port = await self._start_health()
@@ -275,8 +294,16 @@ class Collector:
             if not self.settings.watched(sym)
         ]
 
-    def _captured_streamed(self) -> list[str]:
-        return [symbol for symbol in list(self.markers.book.cursor) if symbol in self.stream.where]
+    def _quiet_candidates(self) -> list[str]:
+        """Symbols streamed that the quiet proof may ask about: every one marked so far, and those
+        confirmed but never seen trading (collector.gaps.unseen)."""
+        book, where = self.markers.book.cursor, self.stream.where
+        marked = [symbol for symbol in list(book) if symbol in where]
+        return marked + [s for s in list(self.unseen.confirmed_at) if s not in book and s in where]
+
+    def _adopt(self, symbol: str) -> None:
+        """A symbol the exchange proved before its first trade: marked from its subscription on."""
+        self.markers.begin(symbol, self.unseen.first_minute(symbol))
 
     def _gap_window_from(self, symbol: str, trade_s: float) -> float:
         """The earliest trade time a gap found without a trade before it may hold: its first

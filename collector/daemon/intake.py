@@ -4,6 +4,7 @@
                                  ├─▶ gaps ─▶ GapFiller.register     ├─▶ shutdown notices ─▶ its rotation
                                  ├─▶ last trade times ─▶ MarkerScheduler.saw_trades
                                  └─▶ sealed batches ─▶ Landing.submit
+    the bytes it holds (open batches) ─▶ InFlight: the stream held back, or the largest sealed
 
 Everything here runs on the event loop, once per read, so it does no blocking I/O beyond the
 journal's one unbuffered write (page cache; no fsync). A write the spool's disk refuses (full)
@@ -23,6 +24,7 @@ from collector.capture.decode import Trade, decode_frame
 from collector.counters import Registry
 from collector.gaps.filler import GapFiller
 from collector.gaps.ledger import OpenGap
+from collector.landing.inflight import PER_BATCH_BYTES, InFlight
 from collector.landing.journal import Journal
 from collector.landing.markers import MarkerScheduler
 
@@ -44,12 +46,21 @@ class Capture:
         gaps: GapFiller,
         markers: MarkerScheduler,
         submit: Callable[[SealedBatch], None],
+        inflight: InFlight,
         units_per_s: int,
         log: Any,
         metrics: Registry,
         hold_back: Callable[[bool], None] = lambda hold: None,
+        cheap: Callable[[str], bool] = lambda symbol: True,
     ) -> None:
+        """`cheap(symbol)`: its batches cost no request of their own (a market source), so they
+        are the first sealed early when memory is short."""
         self.core = core
+        self.inflight = inflight
+        self.cheap = cheap
+        batcher = core.batcher
+        inflight.open_bytes = lambda: batcher.buffered_bytes + PER_BATCH_BYTES * batcher.open_batches
+        inflight.shed = self.seal_largest
         self.journal = journal
         self.hold_back = hold_back
         self.journal_refused = False  # the journal's disk refused a write; the stream is held back
@@ -139,6 +150,7 @@ class Capture:
         if self.journal.failure is not None and not self.journal_refused:
             self._refused(self.journal.failure)
         self.hand_on()
+        self.inflight.check()
 
     def _refused(self, failure: OSError) -> None:
         """The journal kept a read it could not write: no more reads until it can."""
@@ -178,6 +190,12 @@ class Capture:
             self.log.info("collector.spool_writable", path=str(self.journal.root))
             self.hold_back(False)
         self.core.tick(now_s)
+        self.hand_on()
+        self.inflight.check()
+
+    def seal_largest(self, down_to_bytes: int) -> None:
+        """Memory is short: the largest open batches are sealed, and handed on, at once."""
+        self.core.seal_largest(down_to_bytes, self.cheap)
         self.hand_on()
 
     def flush(self) -> None:

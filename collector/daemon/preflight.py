@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.binance.rest import BinanceRest
+from collector.binance.rest import EXCHANGE_INFO_WEIGHT, BinanceRest
+from collector.binance.weight import WeightBudget
 from collector.config import S3Destination, Settings
 from collector.exceptions import SinkPermanentError, SinkUnavailable
 
@@ -151,10 +152,12 @@ def check_symbols(rest: BinanceRest, symbols: tuple[str, ...]) -> SymbolReport:
     return report
 
 
-async def symbols_exist(settings: Settings, log: Any) -> bool:
+async def symbols_exist(settings: Settings, log: Any, budget: WeightBudget | None = None) -> bool:
     """Ask exchangeInfo about the configured symbols before capture: Binance sends nothing for a
     stream that does not exist, so an unknown symbol would otherwise mean waiting in silence."""
-    rest = BinanceRest(settings.rest_url, timeout_s=10.0)
+    rest = BinanceRest(settings.rest_url, timeout_s=10.0, budget=budget)
+    if budget is not None:  # the symbols asked, then (for a name it does not know) the whole market
+        await budget.take(2 * EXCHANGE_INFO_WEIGHT, "exchangeInfo")
     report = await asyncio.to_thread(check_symbols, rest, settings.symbols)
     if report.error:
         log.warning("collector.symbols_unchecked", error=report.error, note="going on without the check")

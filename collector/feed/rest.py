@@ -1,10 +1,14 @@
 """The local feed's REST API and archive, answered as Binance answers them.
 
 GET /api/v3/historicalTrades   by id, or the latest (weight 25; the scripted REST faults apply)
-GET /api/v3/aggTrades          from a time (--market only)
-GET /api/v3/exchangeInfo       the tape's symbols with their status of the moment
-GET /api/v3/ticker/24hr        each symbol's last published id (MINI; weight 2, 40 or 80)
+GET /api/v3/aggTrades          from a time (--market only; weight 4)
+GET /api/v3/exchangeInfo       the tape's symbols with their status of the moment (weight 20)
+GET /api/v3/ticker/24hr        each symbol's last id (MINI; weight 2, 40 or 80): the market's last
+                               trade by now (--market), or the last published
 GET /data/spot/...             the --market's days as Binance's trade archive (feed/archive.py)
+
+Every endpoint's weight counts against the minute's (`X-MBX-USED-WEIGHT-1M`), past the limit a
+429, and `peak_weight` is the most any minute used: what a test holds the collector's REST use to.
 """
 
 from __future__ import annotations
@@ -53,7 +57,25 @@ class RestApi:
         self.archive_requests = 0
         self._weight_minute = 0
         self._weight_used = 0
+        self.peak_weight = 0  # the most weight used in any one minute, every endpoint counted
         self._retry_after_until = 0.0
+
+    def _weigh(self, weight: int, now: float) -> bool:
+        """Count a request's weight in its minute; False when it passes the limit (a 429)."""
+        minute = int(now // 60)
+        if minute != self._weight_minute:
+            self._weight_minute, self._weight_used = minute, 0
+        self._weight_used += weight
+        self.peak_weight = max(self.peak_weight, self._weight_used)
+        limit: int = self.feed.faults.rest_weight_limit
+        return self._weight_used <= limit
+
+    def _too_much(self, now: float) -> Response:
+        self.throttled += 1
+        wait = 60 - now % 60
+        self._retry_after_until = now + wait
+        msg = {"code": -1003, "msg": "Too much request weight used"}
+        return self._reply(429, msg, Retry_After=f"{wait:.0f}")
 
     def _ticker(self, request: Request) -> Response:
         """GET /api/v3/ticker/24hr: each symbol's last trade id published so far (-1: none), and
@@ -61,21 +83,34 @@ class RestApi:
         self.ticker_calls += 1
         query = {k: v[0] for k, v in parse_qs(urlsplit(request.path).query).items()}
         asked = self.feed.tape.symbols if "symbols" not in query else json.loads(query["symbols"])
-        minute = int(time.time() // 60)
-        if minute != self._weight_minute:
-            self._weight_minute, self._weight_used = minute, 0
+        now = time.time()
         whole = "symbols" not in query  # Binance charges the whole market's 80 whatever its size
-        self._weight_used += 80 if whole else 2 if len(asked) <= 20 else 40 if len(asked) <= 100 else 80
-        now_ms = int(time.time() * 1000)
+        if not self._weigh(80 if whole else 2 if len(asked) <= 20 else 40 if len(asked) <= 100 else 80, now):
+            return self._too_much(now)
+        now_ms = int(now * 1000)
         rows = [
-            {"symbol": s, "firstId": h[0].trade_id if (h := self.feed.history.get(s)) else -1,
-             "lastId": h[-1].trade_id if h else -1, "count": len(h) if h else 0,
-             "openTime": now_ms - 86_400_000, "closeTime": now_ms}
+            {"symbol": s, **self._ids_of(s, now_ms), "openTime": now_ms - 86_400_000, "closeTime": now_ms}
             for s in asked if s in self.feed.symbol_set and self.feed.status_of(s) is not None
         ]  # fmt: skip
         response = _json_response(200, rows)
         response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._weight_used)
         return response
+
+    def _ids_of(self, symbol: str, now_ms: int) -> dict[str, int]:
+        """A ticker row's ids: a market's every trade of the last 24 hours up to the tape's clock
+        (as Binance's ticker has them: a symbol quiet since the feed started too, and a trade
+        taken but not yet sent), or what another tape has published."""
+        market = self.feed.market
+        if market is None:
+            h = self.feed.history.get(symbol)
+            return {"firstId": h[0].trade_id if h else -1, "lastId": h[-1].trade_id if h else -1,
+                    "count": len(h) if h else 0}  # fmt: skip
+        listed, delisted = self.feed.schedule.window_us(symbol)
+        now_us = min(now_ms * 1000, self.feed.tape.frontier_us - 1, delisted - 1)
+        first = market.first_at(symbol, max(listed, now_us - 86_400_000_000))
+        last = market.first_at(symbol, now_us + 1) - 1
+        return {"firstId": first if last >= first else -1, "lastId": last if last >= first else -1,
+                "count": max(0, last - first + 1)}  # fmt: skip
 
     def answer(self, request: Request) -> Response:
         """GET /api/v3/historicalTrades and aggTrades, with Binance's weight accounting, 429 and
@@ -83,12 +118,14 @@ class RestApi:
         path = urlsplit(request.path).path
         if path == "/api/v3/exchangeInfo":
             self.exchange_info_calls += 1
+            if not self._weigh(20, now := time.time()):
+                return self._too_much(now)
             query = {k: v[0] for k, v in parse_qs(urlsplit(request.path).query).items()}
             return _json_response(*exchange_info(query, self.feed.tape.symbols, self.feed.status_of))
         if path == "/api/v3/ticker/24hr":
             return self._ticker(request)
         self.calls += 1
-        return self._charge(time.time()) or self._trades(request)
+        return self._charge(time.time(), 4 if path == "/api/v3/aggTrades" else 25) or self._trades(request)
 
     def _reply(self, status: int, body: Any, **headers: str) -> Response:
         head = Headers(
@@ -100,12 +137,9 @@ class RestApi:
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
         return Response(status, reason, head, text.encode())
 
-    def _charge(self, now: float) -> Response | None:
+    def _charge(self, now: float, weight: int) -> Response | None:
         """The request's weight counted; the refusal Binance would answer with, if any."""
         faults = self.feed.faults
-        minute = int(now // 60)
-        if minute != self._weight_minute:
-            self._weight_minute, self._weight_used = minute, 0
         if now < self._retry_after_until:  # asked to wait and did not: Binance bans
             self.banned += 1
             return self._reply(418, {"code": -1003, "msg": "IP banned"}, Retry_After="120")
@@ -115,13 +149,8 @@ class RestApi:
             self.throttled += 1
             self._retry_after_until = now + 1
             return self._reply(429, {"code": -1003, "msg": "Too many requests"}, Retry_After="1")
-        self._weight_used += 25
-        if self._weight_used > faults.rest_weight_limit:
-            self.throttled += 1
-            wait = 60 - now % 60
-            self._retry_after_until = now + wait
-            msg = {"code": -1003, "msg": "Too much request weight used"}
-            return self._reply(429, msg, Retry_After=f"{wait:.0f}")
+        if not self._weigh(weight, now):
+            return self._too_much(now)
         return None
 
     def _trades(self, request: Request) -> Response:

@@ -125,6 +125,7 @@ class FeedServer:
         self._has_clients = asyncio.Event()
         self._producer: asyncio.Task[None] | None = None
         self._server: Server | None = None
+        self._refuse_until = 0.0  # `cut`: stream handshakes answered 503 until then (monotonic)
 
     @property
     def subscribe_requests(self) -> int:
@@ -150,6 +151,13 @@ class FeedServer:
     def subscriptions(self) -> dict[int, frozenset[str]]:
         """The symbols each open connection (by number, from 1) listens to now."""
         return {client.number: frozenset(client.symbols) for client in self.clients}
+
+    def cut(self, for_s: float) -> None:
+        """An outage on demand (tests call it on the feed's loop): every connection dropped with
+        no close frame, and new ones refused (HTTP 503) for `for_s`; the REST API stays up."""
+        self._refuse_until = time.monotonic() + for_s
+        for client in list(self.clients):
+            client.ws.transport.abort()
 
     def status_of(self, symbol: str) -> str | None:
         """exchangeInfo's status of one of the tape's symbols now; None while it is not listed."""
@@ -187,6 +195,8 @@ class FeedServer:
             return self.rest.answer(request)
         if request.path.startswith("/data/"):
             return self.rest.archive_file(request)
+        if time.monotonic() < self._refuse_until:
+            return Response(503, "Service Unavailable", Headers(), b"cut off for a while; try again")
         refused = self.control.refuse_handshake(_ip(connection), request.path)
         if refused is not None:
             return refused

@@ -179,6 +179,12 @@ class MarketTape:
         """Every symbol has sent its `count`, or been delisted."""
         return not self._heap
 
+    @property
+    def frontier_us(self) -> int:
+        """Every trade before this time (from `start_us` on) has been taken: the tape's clock,
+        which stops when the feed does."""
+        return self._heap[0][0] if self._heap else time.time_ns() // 1000
+
     def emitted(self, symbol: str) -> int:
         return self._emitted[self.market.index_of(symbol)]
 

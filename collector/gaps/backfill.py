@@ -3,10 +3,9 @@
     GET {rest_url}/api/v3/historicalTrades?symbol=S&fromId=N&limit=1000   (weight 25, no key)
 
 The policy, in one place (`Backfiller._fetch`):
-- keep the minute's used weight (`X-MBX-USED-WEIGHT-1M`) under `weight_limit` (half of the
-  6,000 Binance allows, so live traffic from the same IP keeps its share): past it, wait for the
-  next minute;
-- 429: wait `Retry-After` seconds before any other request (continuing would earn a 418 ban);
+- each page's weight is taken from the REST weight budget every endpoint shares
+  (collector.binance.weight: half of Binance's 6,000 a minute): past it, wait for the next minute;
+- 429: no request of any kind for `Retry-After` seconds (continuing would earn a 418 ban);
 - 418: banned; stop, record the rest of every gap as unfilled until `Retry-After` has passed;
 - 403/451, 400 (unknown symbol): cannot be fixed by retrying: record and say why;
 - 5xx and network errors: a few jittered retries, then record the range as unfilled.
@@ -23,7 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from collector.binance.rest import BinanceRest, RestPage
+from collector.binance.rest import HISTORICAL_TRADES_WEIGHT, BinanceRest, RestPage
+from collector.binance.weight import WeightBudget
 from collector.capture.decode import Trade, trade_from_rest
 
 if TYPE_CHECKING:
@@ -59,19 +59,18 @@ class Backfiller:
         rest: BinanceRest,
         *,
         log: Any,
-        weight_limit: int = 3000,
+        budget: WeightBudget | None = None,
         max_server_retries: int = 4,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.rest = rest
         self.log = log
-        self.weight_limit = weight_limit
+        self.budget = budget or WeightBudget(log=log, sleep=sleep)
         self.max_server_retries = max_server_retries
         self.sleep = sleep
         self.requests = 0
         self.rate_limited = 0
         self.banned_until = 0.0  # wall clock
-        self._paused_until = 0.0  # wall clock
 
     async def fill(
         self,
@@ -121,22 +120,17 @@ class Backfiller:
     async def _fetch(self, symbol: str, from_id: int, limit: int) -> Any:
         server_errors = 0
         while True:
-            now = time.time()
-            if self.banned_until > now:
+            if self.banned_until > time.time():
                 raise _GiveUp(
                     "banned", f"HTTP 418 from the exchange; no request before {self.banned_until:.0f}"
                 )
-            if self._paused_until > now:
-                await self.sleep(self._paused_until - now)
+            await self.budget.take(HISTORICAL_TRADES_WEIGHT, "historicalTrades")
             try:
                 page = await asyncio.to_thread(self.rest.historical_trades, symbol, from_id, limit)
             except (OSError, ValueError) as exc:
                 page = RestPage(0, None, None, None, repr(exc))
             self.requests += 1
-            if page.used_weight is not None and page.used_weight >= self.weight_limit:
-                self._pause(
-                    60 - time.time() % 60 + 1, f"used weight {page.used_weight} of {self.weight_limit}"
-                )
+            self.budget.saw(page.used_weight)
             if page.status == 200:
                 return page
             if page.status == 429:
@@ -145,6 +139,7 @@ class Backfiller:
                 continue
             if page.status == 418:
                 self.banned_until = time.time() + (page.retry_after_s or 120.0)
+                self.budget.pause(page.retry_after_s or 120.0)  # nobody asks during a ban: it grows
                 self.log.error("collector.backfill_banned", until=self.banned_until, body=page.body)
                 raise _GiveUp("banned", f"HTTP 418 from the exchange: {page.body}")
             if page.status in (403, 451):
@@ -161,7 +156,6 @@ class Backfiller:
             await self.sleep(random.uniform(0, min(30.0, 0.5 * 2**server_errors)))  # noqa: S311 (jitter)
 
     def _pause(self, seconds: float, why: str) -> None:
-        until = time.time() + seconds
-        if until > self._paused_until:
-            self._paused_until = until
-            self.log.warning("collector.backfill_paused", seconds=round(seconds, 1), why=why)
+        """No request of any endpoint for `seconds` (the budget is everyone's)."""
+        self.budget.pause(seconds)
+        self.log.warning("collector.backfill_paused", seconds=round(seconds, 1), why=why)

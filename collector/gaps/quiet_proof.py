@@ -13,8 +13,15 @@ hours; its markers (and every market-wide minute) would wait that long. So:
                     on a later look
 
 Why a connection up since the last look: a trade after the subscription comes on the stream,
-so a ticker that lags a few seconds cannot hide one. A symbol the ticker cannot vouch for (no
-trade in 24 h, no last id of ours) is asked again only once its connection changes.
+so a ticker that lags a few seconds cannot hide one. A symbol the ticker cannot vouch for (not
+in its answer, or no trade in 24 h while we hold a last id) is asked again only once its
+connection changes.
+
+A symbol streamed but never seen trading since the start (collector.gaps.unseen) is asked like
+any other once its subscription is confirmed: nothing traded since that we lack, so it is
+proven, its `lastId` becomes its cursor (`SequenceTracker.remember_reported`: the stream's next
+trade of it is taken even if the ticker counted it first), and `adopt` starts its markers, per
+symbol or market-wide, so a quiet symbol is covered without waiting for its first trade.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from collector.binance.rest import BinanceRest
+from collector.binance.rest import BinanceRest, ticker_weight
+from collector.binance.weight import WeightBudget
 from collector.capture.sequence import SequenceTracker
 from collector.counters import Registry
 from collector.gaps.filler import GapFiller
@@ -66,8 +74,12 @@ class QuietProof:
         window_from: Callable[[str, float], float],
         log: Any,
         metrics: Registry,
+        budget: WeightBudget | None = None,
+        adopt: Callable[[str], None] = lambda symbol: None,
     ) -> None:
         self.rest = rest
+        self.adopt = adopt
+        self.budget = budget or WeightBudget(log=log)
         self.symbols, self.proven_until, self.stream_state = symbols, proven_until, stream_state
         self.last_id, self.proved, self.window_from = last_id, proved, window_from
         self.gap_filler, self.sequence = gaps, sequence
@@ -106,7 +118,9 @@ class QuietProof:
         if not steady:
             return
         self.asked += 1
-        rows = await asyncio.to_thread(ticker_ids, self.rest, sorted(steady) if len(steady) <= 100 else None)
+        asked = sorted(steady) if len(steady) <= 100 else None
+        await self.budget.take(ticker_weight(None if asked is None else len(asked)), "ticker/24hr")
+        rows = await asyncio.to_thread(ticker_ids, self.rest, asked)
         answered_mono = time.monotonic()
         found = {r["symbol"]: r for r in rows}
         counts = {"proven": 0, "gaps": 0, "unprovable": 0}
@@ -114,9 +128,16 @@ class QuietProof:
             row, ours = found.get(symbol), self.last_id(symbol)
             if self.stream_state(symbol) != state:
                 continue  # reconnected meanwhile: the next look
-            if row is None or row["lastId"] < 0 or ours is None:
+            if row is None or (row["lastId"] < 0 and ours is not None):
                 self._unprovable[symbol] = state
                 counts["unprovable"] += 1
+                continue
+            self.adopt(symbol)  # its markers start, if they had not (a symbol never seen trading)
+            if ours is None:  # nothing since its subscription, or the stream would have brought it
+                if row["lastId"] >= 0:
+                    self.sequence.remember_reported(symbol, row["lastId"])
+                self.proved(symbol, row["closeTime"] / 1000, answered_mono, state[1])
+                counts["proven"] += 1
             elif row["lastId"] <= ours:
                 self.proved(symbol, row["closeTime"] / 1000, answered_mono, state[1])
                 counts["proven"] += 1

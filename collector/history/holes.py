@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from collector.binance.rest import BinanceRest
+from collector.binance.weight import WeightBudget
 from collector.capture.batching import MinuteBatcher, SealedBatch, TimeUnit
 from collector.capture.decode import Trade
 from collector.gaps.backfill import Backfiller
@@ -56,6 +57,7 @@ class HoleFiller:
         self.max_trades = max_trades
         self.log = log
         self._backfillers: dict[str, Backfiller] = {}
+        self._budget = WeightBudget(log=log)  # the import's pages, both time units, share it
 
     def at_edges(
         self, file: ArchiveFile, stager: HoleTarget, report: FileReport
@@ -89,7 +91,8 @@ class HoleFiller:
 
     def _backfiller(self, unit: str) -> Backfiller:
         if unit not in self._backfillers:
-            self._backfillers[unit] = Backfiller(BinanceRest(self.rest_url, time_unit=unit), log=self.log)
+            rest = BinanceRest(self.rest_url, time_unit=unit, budget=self._budget)
+            self._backfillers[unit] = Backfiller(rest, log=self.log, budget=self._budget)
         return self._backfillers[unit]
 
     async def fill(

@@ -11,8 +11,9 @@ one minute of all those symbols together, sorted by symbol and trade id:
     {prefix}Binance/_market/YYYY/MM/DD/HH/mm/part-{seq:03d}-{digest}.parquet
     {prefix}Binance/_market/YYYY/MM/DD/HH/mm/_SUCCESS
 
-`seq` 000 is the minute as it was final; later parts hold trades that came after (a filled
-gap), each with a marker revision. `digest` is the start of the part's SHA-256, so a part
+Parts 000 to n-1 are the minute as it was final, split by rows (COLLECTOR_MARKET_PART_ROWS) and
+in order: read one after the other, they are the minute sorted. Later parts hold trades that
+came after (a filled gap), with a marker revision. `digest` is the start of the part's SHA-256, so a part
 rebuilt after a crash from the same trades has the same key. `_market` is not a symbol (those
 are [A-Z0-9]+), and readers that skip `_`-paths (Spark, Hive) leave it out of `Binance/`.
 Before it is assembled, a symbol's share of a market minute waits in the spool as a *part

@@ -10,7 +10,7 @@ The manifest (README, "The market-wide layout"):
 
     {"manifest_version": 1, "layout": "market", "exchange": "Binance",
      "minute": "2026-12-01T20:15Z", "rows": 118234,
-     "files": [{"name": "part-000-3f9a0c1b2d4e.parquet", "bytes": .., "sha256": .., "rows": ..}],
+     "files": [{"name": "part-000-3f9a0c1b2d4e.parquet", "bytes": .., "sha256": .., "rows": ..}, ..],
      "symbols": {"BTCUSDT": {"rows": 2011, "first_trade_id": .., "last_trade_id": ..,
                              "files": ["part-000-3f9a0c1b2d4e.parquet"]}, ...},
      "covered": ["AAVEUSDT", "BTCUSDT", ...],
@@ -42,7 +42,7 @@ __all__ = [
     "SymbolShare",
     "build_market_manifest",
     "market_gaps",
-    "merge_market_part",
+    "merge_market_parts",
     "parse_market_manifest",
     "symbol_final",
     "with_gaps",
@@ -194,24 +194,26 @@ def market_gaps(doc: dict[str, Any]) -> dict[str, list[UnfilledGap]]:
     return {s: sorted(UnfilledGap(**g) for g in gaps) for s, gaps in doc["unfilled_gaps"].items()}
 
 
-def merge_market_part(
+def merge_market_parts(
     doc: dict[str, Any],
-    file: MarketFile,
-    shares: Iterable[SymbolShare],
+    parts: Iterable[tuple[MarketFile, Iterable[SymbolShare]]],
     covered: Iterable[str],
     unfilled_gaps: Mapping[str, Iterable[UnfilledGap]],
     *,
     written_at_s: float,
 ) -> dict[str, Any] | None:
-    """The manifest with one more part (trades that came after the minute was marked), the
-    unfilled gaps of the symbols in `unfilled_gaps` replaced; None if it lists the part already."""
-    if any(f["name"] == file.name for f in doc["files"]):
+    """The manifest with more parts (trades that came after the minute was marked), the
+    unfilled gaps of the symbols in `unfilled_gaps` replaced; None if it lists them all already."""
+    listed = {f["name"] for f in doc["files"]}
+    new = [(file, shares) for file, shares in parts if file.name not in listed]
+    if not new:
         return None
     symbols = {s: {**e, "files": list(e["files"])} for s, e in doc["symbols"].items()}
-    _add_shares(symbols, file.name, shares)
+    for file, shares in new:
+        _add_shares(symbols, file.name, shares)
     return _document(
         manifest_minute(doc["minute"]),
-        [*doc["files"], asdict(file)],
+        [*doc["files"], *(asdict(file) for file, _ in new)],
         symbols,
         [*doc["covered"], *covered],
         {**market_gaps(doc), **unfilled_gaps},

@@ -39,10 +39,10 @@ __all__ = [
     "count_rows",
     "encode_batch",
     "encode_csv_gz",
-    "encode_market",
     "encode_parquet",
     "landing_parquet_schema",
     "landing_schema",
+    "market_writer",
 ]
 
 COLUMNS = (
@@ -136,11 +136,10 @@ def batch_table(batch: SealedBatch) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _write(table: pa.Table, row_group_size: int | None = None, **options: Any) -> bytes:
-    sink = pa.BufferOutputStream()
-    writer = _parquet.ParquetWriter(
+def _writer(sink: Any, schema: pa.Schema, **options: Any) -> _parquet.ParquetWriter:
+    return _parquet.ParquetWriter(
         sink,
-        table.schema,
+        schema,
         version="2.6",  # what pyarrow.parquet passes: the format version
         writer_engine_version="V2",
         data_page_version="1.0",
@@ -148,6 +147,21 @@ def _write(table: pa.Table, row_group_size: int | None = None, **options: Any) -
         store_schema=False,
         **options,
     )
+
+
+def _encodings() -> dict[str, Any]:
+    """Every landed object's compression and encodings (the module's docstring says why)."""
+    return {
+        "compression": "zstd",
+        "compression_level": _ZSTD_LEVEL,
+        "use_dictionary": _DICTIONARY_COLUMNS,
+        "column_encoding": dict.fromkeys(_DELTA_COLUMNS, "DELTA_BINARY_PACKED"),
+    }
+
+
+def _write(table: pa.Table, row_group_size: int | None = None, **options: Any) -> bytes:
+    sink = pa.BufferOutputStream()
+    writer = _writer(sink, table.schema, **options)
     try:
         writer.write_table(table, row_group_size=row_group_size)
     finally:
@@ -166,14 +180,7 @@ def _metadata(data: bytes) -> _parquet.FileMetaData:
 
 
 def encode_parquet(batch: SealedBatch) -> bytes:
-    return _write(
-        batch_table(batch),
-        compression="zstd",
-        compression_level=_ZSTD_LEVEL,
-        use_dictionary=_DICTIONARY_COLUMNS,
-        column_encoding={name: "DELTA_BINARY_PACKED" for name in _DELTA_COLUMNS},
-        write_statistics=_STATISTICS_COLUMNS,
-    )
+    return _write(batch_table(batch), **_encodings(), write_statistics=_STATISTICS_COLUMNS)
 
 
 @functools.cache
@@ -215,40 +222,10 @@ def encode_batch(batch: SealedBatch, output_format: str) -> bytes:
     raise ValueError(f"unknown output format {output_format!r}")
 
 
-# A market part holds a minute of many symbols, sorted by symbol then trade id. Row groups of
-# this many rows, with min/max statistics on `symbol` too, let a reader of a few symbols skip
-# the rest of a busy minute (BTCUSDT alone is about a fifth of the market's trades).
-MARKET_ROW_GROUP_ROWS = 16_384
-
-
-def encode_market(sources: list[bytes], output_format: str) -> tuple[bytes, list[int]]:
-    """One market part from its sources (each one symbol's encoded batch, already in symbol and
-    trade-id order): its bytes and the rows each source gave. Deterministic: the same sources
-    give the same bytes."""
-    if output_format == "csv.gz":
-        bodies = [gzip.decompress(data).split(b"\n", 1)[1] for data in sources]
-        header = (",".join(COLUMNS) + "\n").encode()
-        rows = [body.count(b"\n") for body in bodies]
-        return gzip.compress(header + b"".join(bodies), compresslevel=6, mtime=0), rows
-    tables = []
-    for data in sources:
-        reader = _parquet.ParquetReader()
-        reader.open(pa.BufferReader(data))
-        try:
-            tables.append(reader.read_all())
-        finally:
-            reader.close()
-    table = pa.concat_tables(tables)
-    data = _write(
-        table,
-        compression="zstd",
-        compression_level=_ZSTD_LEVEL,
-        use_dictionary=_DICTIONARY_COLUMNS,
-        column_encoding={name: "DELTA_BINARY_PACKED" for name in _DELTA_COLUMNS},
-        write_statistics=["symbol", *_STATISTICS_COLUMNS],
-        row_group_size=MARKET_ROW_GROUP_ROWS,
-    )
-    return data, [t.num_rows for t in tables]
+def market_writer(sink: Any, schema: pa.Schema) -> _parquet.ParquetWriter:
+    """A writer of market parts (collector.lake.market_parts): the objects' encodings, and min/max
+    statistics on `symbol` too, so a reader of a few symbols skips the other row groups."""
+    return _writer(sink, schema, **_encodings(), write_statistics=["symbol", *_STATISTICS_COLUMNS])
 
 
 def count_rows(data: bytes, output_format: str) -> int:

@@ -413,6 +413,13 @@ class MarkerScheduler:
                 self._unsaved = True
             last_seen[symbol] = (trade_time / units_per_s, now_mono, outages)
 
+    def begin(self, symbol: str, minute: int) -> None:
+        """Mark `symbol` from `minute` on, unless it is marked already (a symbol never seen
+        trading, proven by the exchange: collector.gaps.quiet_proof)."""
+        if symbol not in self.book.cursor:
+            self.book.note(symbol, minute)
+            self._unsaved = True
+
     def first_unmarked_s(self, symbol: str, trade_s: float) -> float:
         """Where a gap's time window opens when no trade before it is known (after a restart)."""
         if symbol not in self.book.cursor:

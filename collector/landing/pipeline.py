@@ -4,9 +4,10 @@
            ▶ state saved once per group ▶ journals discarded ─▶ [uploads] ─▶ uploaders (several,
            each in a worker thread): read back ▶ put (conditional, checksum) ▶ marker book ▶ spool removed
 
-Backpressure: past `SEALED_HIGH` sealed batches waiting, the stream is told to hold back (it
-stops reading; TCP pushes back on the exchange) until the sealer is down to `SEALED_LOW`, so
-memory stays bounded whatever the burst's span of minutes. Uploads wait on disk, not in memory.
+Backpressure: every sealed batch waiting or being spooled is counted in `InFlight`
+(collector.landing.inflight) with the open batches; past COLLECTOR_BUFFER_MAX_BYTES the stream is
+told to hold back (it stops reading; TCP pushes back on the exchange) until the count is down to
+half, so memory stays bounded in bytes whatever the burst. Uploads wait on disk, not in memory.
 
 A batch of a symbol that is not watched (COLLECTOR_WATCHED_SYMBOLS) is spooled the same way as a
 market *source* and handed to `MarketMinutes` (collector.landing.market_minutes), which lands its minute
@@ -44,6 +45,7 @@ from collector.lake.completion import UnfilledGap
 from collector.lake.layout import is_market_source, market_source_key, object_key, parse_object_key
 from collector.lake.parquet import count_rows, encode_batch
 from collector.lake.sinks import Sink, sha256_b64
+from collector.landing.inflight import InFlight
 from collector.landing.journal import Journal
 from collector.landing.markers import MarkerWriter
 from collector.landing.market_minutes import MarketMinutes
@@ -51,12 +53,6 @@ from collector.landing.spool import Spool, Spooled, SpoolEntry
 
 __all__ = ["DroppedRange", "Landing", "SpoolBudget", "Spooled"]
 
-# Sealed batches (or their trades) waiting for the sealer before the stream holds back, and the
-# level it resumes at. A trade waits as seven 8-byte values: 100,000 trades are about 6 MB, the
-# most a burst holds in memory here whatever the size of its batches (2,000-trade minutes or
-# 10,000-trade size-sealed batches).
-SEALED_HIGH, SEALED_HIGH_TRADES = 64, 100_000
-SEALED_LOW, SEALED_LOW_TRADES = 16, 25_000
 GROUP_MAX = 32  # batches spooled per thread hop, with one state save for all of them
 # Uploads in flight: S3 answers a PUT in tens of milliseconds, so one at a time would cap a
 # whole market's minute at a few hundred objects; eight keep a burst's tail short.
@@ -122,7 +118,7 @@ class Landing:
         output_format: str,
         save_state: Callable[[], None],
         gaps_in: Callable[[str, int], list[UnfilledGap]],
-        hold_back: Callable[[bool], None],
+        inflight: InFlight,
         log: Any,
         metrics: Registry,
         market: MarketMinutes | None = None,
@@ -132,7 +128,7 @@ class Landing:
         self.market, self.watched = market, watched
         self.budget = budget
         self.output_format = output_format
-        self.save_state, self.gaps_in, self.hold_back = save_state, gaps_in, hold_back
+        self.save_state, self.gaps_in, self.inflight = save_state, gaps_in, inflight
         self.log = log
         self.uploads = Uploads(
             spool=spool,
@@ -148,7 +144,6 @@ class Landing:
         if market is not None:
             market.enqueue, market.budget = self._enqueue, self.budget
         self._sealed: collections.deque[SealedBatch] = collections.deque()
-        self._sealed_trades = 0
         self._sealed_wakeup, self._idle = asyncio.Event(), asyncio.Event()
         self._idle.set()
         self._sealing = 0  # batches inside a sealer hop
@@ -176,11 +171,9 @@ class Landing:
         """A sealed batch, from the event loop: queued for the sealer (no I/O here)."""
         self._unlanded[batch.symbol][batch.minute] += 1
         self._sealed.append(batch)
-        self._sealed_trades += batch.rows
         self._idle.clear()
         self._sealed_wakeup.set()
-        if len(self._sealed) >= SEALED_HIGH or self._sealed_trades >= SEALED_HIGH_TRADES:
-            self.hold_back(True)
+        self.inflight.sealed(batch)
 
     def recover(self, entries: list[SpoolEntry]) -> None:
         """Objects a previous run left in the spool: uploaded first, oldest minute first."""
@@ -274,7 +267,6 @@ class Landing:
                 continue
             # (Empty: nothing sealed, only a state save the disk refused to try again.)
             group = [self._sealed.popleft() for _ in range(min(GROUP_MAX, len(self._sealed)))]
-            self._sealed_trades -= sum(b.rows for b in group)
             self._sealing = len(group)
             try:
                 done = await asyncio.to_thread(self._spool_group, group)
@@ -282,19 +274,17 @@ class Landing:
             except _PartlySpooled as stop:
                 done = stop.done
                 self._sealed.extendleft(reversed(group[len(done) :]))
-                self._sealed_trades += sum(b.rows for b in group[len(done) :])
                 # The batches stay in memory and in the journal; capture slows to a stop behind
                 # the full queue rather than dropping them.
                 self.spool_error = str(stop.error)
                 self.log.error("collector.spool_failed", error=str(stop.error), retry_in_s=SPOOL_RETRY_S)
-                self.hold_back(True)
+                self.inflight.stall()
                 await asyncio.sleep(SPOOL_RETRY_S)
             finally:
                 self._sealing = 0
             for batch, entry in done:
                 self._spooled(batch, entry)
-            if len(self._sealed) <= SEALED_LOW and self._sealed_trades <= SEALED_LOW_TRADES:
-                self.hold_back(False)
+            self.inflight.spooled(batch for batch, _ in done)
             self._check_idle()
 
     def _spool_group(

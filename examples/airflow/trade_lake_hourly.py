@@ -15,9 +15,9 @@ TRADE_LAKE_SUMMARY_PREFIX (default "Derived/ohlcv_1m/"), TRADE_LAKE_AWS_CONN_ID 
 TRADE_LAKE_LAYOUT (`symbol`, the default, or `market`).
 
 TRADE_LAKE_LAYOUT=market is for a symbol the collector does not watch (not in its
-COLLECTOR_WATCHED_SYMBOLS): those land market-wide, all of them in one part and one `_SUCCESS` a
-minute under `Binance/_market/YYYY/MM/DD/HH/mm/`. The sensor waits on the hour's 60 market
-`_SUCCESS` keys; the summary reads each market manifest and, of its parts, only those
+COLLECTOR_WATCHED_SYMBOLS): those land market-wide, all of them in a part (several in a busy
+minute) and one `_SUCCESS` a minute under `Binance/_market/YYYY/MM/DD/HH/mm/`. The sensor waits
+on the hour's 60 market `_SUCCESS` keys; the summary reads each market manifest and, of its parts, only those
 that `symbols[SYMBOL]["files"]` names. It checks each part's size against the manifest (a HEAD),
 then reads just the symbol's row groups by their min/max statistics on `symbol` (byte-range
 GETs: the footer, then the chosen row groups, not the whole minute of the market), keeps the

@@ -296,6 +296,7 @@ def test_the_sensor_waits_for_every_market_marker_then_unwatched_symbols_are_sum
         env=collector_env(
             url, tmp_path, symbols="ALL", watched_symbols=",".join(WATCHED), destination=f"s3://{bucket}/lake/",
             s3_endpoint_url=moto_endpoint, s3_region="ap-northeast-1", max_batch_age_s="60",
+            market_part_rows="10",  # a minute of about 30 trades in several parts, a symbol across two
         ),
     )  # fmt: skip
     last_key = keys[-1]
@@ -314,6 +315,8 @@ def test_the_sensor_waits_for_every_market_marker_then_unwatched_symbols_are_sum
     assert sensor.poke({}) is True
 
     manifests = [json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys]
+    assert all(len(m["files"]) >= 2 for m in manifests if m["rows"] > 10)  # several parts a minute
+    assert any(len(e["files"]) >= 2 for m in manifests for e in m["symbols"].values())  # across two
     # Independently: every trade of the hour straight from the landed parts of its minutes.
     trades: dict[tuple[str, datetime], list[dict[str, Any]]] = {}
     for minute_key in keys:

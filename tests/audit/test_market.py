@@ -29,13 +29,14 @@ from collector.lake.layout import (
     object_key,
     parse_object_key,
 )
-from collector.lake.parquet import encode_batch, encode_market
+from collector.lake.market_manifest import MarketFile, SymbolShare, build_market_manifest
+from collector.lake.parquet import encode_batch
 from collector.lake.sinks import LocalSink, sha256_b64
 from collector.landing.market_minutes import MarketMinutes
 from collector.landing.spool import Spool, Spooled
 from collector.logs import get_logger
 from tests.conftest import REPO
-from tests.support.batches import batch
+from tests.support.batches import batch, market_part
 
 MINUTE = 29_400_000  # 2025-11-24T16:00Z
 MINUTES = 5
@@ -52,7 +53,7 @@ class Lake:
     """A real landing directory: each market minute assembled by MarketMinutes from real spooled
     batches and landed the way an uploader lands it; per-symbol objects and markers beside it."""
 
-    def __init__(self, tmp: Path, output_format: str = "parquet") -> None:
+    def __init__(self, tmp: Path, output_format: str = "parquet", part_rows: int = 10**6) -> None:
         self.output_format = output_format
         self.spool = Spool(tmp / "spool")
         self.root = tmp / "landing"
@@ -65,6 +66,7 @@ class Lake:
             root=tmp / "spool" / "market", spool=self.spool, sink=self.sink, output_format=output_format,
             members=self.members.items, final=lambda s, m, now: True, still_expected=lambda s: True,
             gaps_in=lambda s, m: self.gaps.get((s, m), []), log=get_logger(), metrics=Registry(),
+            part_rows=part_rows,
         )  # fmt: skip
         self.market.enqueue = self.queued.append
         self.market.budget = _Budget()
@@ -134,10 +136,10 @@ class Lake:
         return audit_market(self.sink, MINUTE, end, now_s=(MINUTE + 60) * 60, **options)
 
 
-def clean(tmp: Path, output_format: str = "parquet") -> Lake:
+def clean(tmp: Path, output_format: str = "parquet", part_rows: int = 10**6) -> Lake:
     """Five minutes of three symbols: QUIETUSDT covered in every minute, trading in one; the
     second minute has a late part (two ids that came after its marker)."""
-    lake = Lake(tmp, output_format)
+    lake = Lake(tmp, output_format, part_rows)
     lake.minute(MINUTE, {A: 5, B: 3}, covered=(QUIET,))
     lake.minute(MINUTE + 1, {A: 5, B: 3})
     lake.next_id[A] += 2  # 1010 and 1011 come late, after minute 1 was marked
@@ -186,6 +188,36 @@ def test_gzip_csv_parts_are_audited_the_same_way(tmp_path: Path) -> None:
     assert report.counts == {"id_range_mismatch": 1, "unreadable_file": 1, "size_mismatch": 1,
                              "checksum_mismatch": 1}, report.problems  # fmt: skip
     assert victim.name in _only(report, "unreadable_file")
+
+
+@pytest.mark.parametrize("output_format", ["parquet", "csv.gz"])
+def test_minutes_in_several_parts_audit_clean(tmp_path: Path, output_format: str) -> None:
+    lake = clean(tmp_path, output_format, part_rows=3)
+    assert len(lake.doc(MINUTE)["files"]) == 3  # 8 trades: 3, 3 and 2
+    report = lake.audit()
+    assert report.ok, report.problems
+    assert report.market is not None and report.market.rows == 38 and report.market.files == 15
+
+
+def test_parts_of_one_assembly_out_of_order_are_found(tmp_path: Path) -> None:
+    """Part k's last (symbol, id) must come before part k+1's first in a minute marked once: a
+    reader of the minute's parts in order, or of their statistics, is misled otherwise."""
+    lake = Lake(tmp_path)
+    lake.members.update({A: MINUTE})
+    first, second = market_part([batch(A, 1_003, 3)]), market_part([batch(A, 1_000, 3)])
+    files = []
+    for seq, data in enumerate((first, second)):
+        key = market_object_key(MINUTE, seq, hashlib.sha256(data).hexdigest())
+        lake.sink.put(key, data)
+        files.append((MarketFile(key.rsplit("/", 1)[1], len(data), sha256_b64(data), 3),
+                      [SymbolShare(A, 3, 1_003 - 3 * seq, 1_005 - 3 * seq)]))  # fmt: skip
+    doc = build_market_manifest(MINUTE, files, [A], {}, written_at_s=0)
+    lake.sink.put_marker(market_marker_key(MINUTE), json.dumps(doc).encode())
+    report = lake.audit(MINUTE + 1)
+    assert report.counts == {"unsorted_trades": 1}, report.problems
+    assert f"{files[1][0].name} starts at {A} 1000, not after {files[0][0].name}'s last row, {A} 1005" in (
+        _only(report, "unsorted_trades")
+    )
 
 
 def test_minutes_after_the_last_market_marker_are_pending_not_missing(lake: Lake) -> None:
@@ -258,7 +290,7 @@ def test_a_part_with_a_corrupted_byte_or_a_wrong_size_is_found(lake: Lake) -> No
 
 
 def test_a_part_its_marker_does_not_list_is_found(lake: Lake) -> None:
-    data, _ = encode_market([encode_batch(batch("CCCUSDT", 1, 4, MINUTE + 3), "parquet")], "parquet")
+    data = market_part([batch("CCCUSDT", 1, 4, MINUTE + 3)])
     key = market_object_key(MINUTE + 3, 1, hashlib.sha256(data).hexdigest())
     (lake.root / key).write_bytes(data)
     report = lake.audit()

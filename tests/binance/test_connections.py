@@ -129,6 +129,8 @@ def test_listings_are_subscribed_paced_confirmed_and_delistings_unsubscribed() -
     async def main() -> None:
         async with SubscribeServer() as server:
             pool = StreamPool(settings(server.url, streams_per_connection=1000), log=LOG)
+            confirmed: list[str] = []
+            pool.confirmed = confirmed.extend
             pool.add(["BTCUSDT", "ETHUSDT"])
             new = [f"N{i:03d}USDT" for i in range(250)]
 
@@ -149,6 +151,31 @@ def test_listings_are_subscribed_paced_confirmed_and_delistings_unsubscribed() -
             assert min(b - a for a, b in itertools.pairwise(times)) >= 0.45  # paced: 2 a second
             assert len({m["id"] for _, _, m in server.messages}) == 6  # every request its own id
             assert len(server.paths) == 1  # no reconnect was needed
+            # The URL's two, then the 250 once LIST_SUBSCRIPTIONS showed them: each once.
+            assert sorted(confirmed) == sorted(["BTCUSDT", "ETHUSDT", *new])
+
+    asyncio.run(main())
+
+
+def test_a_streams_subscription_is_confirmed_once_it_is_certainly_on() -> None:
+    """A connection's URL streams once it delivers; a SUBSCRIBE's once LIST_SUBSCRIPTIONS shows
+    it (not when it is sent, not when it is merely answered); and again on a new connection."""
+
+    async def main() -> None:
+        async with SubscribeServer(ignore_first_subscribe=True) as server:
+            pool = StreamPool(settings(server.url), log=LOG)
+            confirmed: list[tuple[int, list[str]]] = []
+            pool.confirmed = lambda symbols: confirmed.append((len(server.paths), symbols))
+            pool.add(["BTCUSDT"])
+
+            async def check() -> None:
+                await until(lambda: confirmed == [(1, ["BTCUSDT"])], "the URL's stream confirmed")
+                pool.add(["ETHUSDT"])  # the first SUBSCRIBE is accepted and silently not done
+                await until(lambda: len(server.paths) == 2 and len(confirmed) == 2, "a new connection")
+
+            await running(pool, check)
+            # Never confirmed on the first connection; on the second, by its URL (it names both).
+            assert confirmed == [(1, ["BTCUSDT"]), (2, ["BTCUSDT", "ETHUSDT"])]
 
     asyncio.run(main())
 

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import structlog
 import structlog.testing
 
-from collector.binance.stream import MAX_FRAME_BYTES, Backoff, TradeStream
+from collector.binance.stream import MAX_FRAME_BYTES, MAX_READ_BYTES, Backoff, TradeStream
 from collector.exceptions import ExchangeRefused
 from tests.support.scripted_server import Script, ScriptedServer
 
 LOG = structlog.get_logger()
 
 
-async def collect(url: str, want: int, **kwargs: Any) -> tuple[list[bytes], TradeStream]:
+async def collect(
+    url: str, want: int, *, also: Callable[[list[bytes], int], None] | None = None, **kwargs: Any
+) -> tuple[list[bytes], TradeStream]:
     got: list[bytes] = []
     done = asyncio.Event()
 
     def on_chunk(frames: list[bytes], received_at_ns: int) -> None:
         assert received_at_ns > 0
         assert frames
+        if also is not None:
+            also(frames, received_at_ns)
         got.extend(frames)
         if len(got) >= want:
             done.set()
@@ -149,6 +155,23 @@ def test_holding_back_stops_reading_the_socket_until_released() -> None:
     assert not reading_while_held
     assert pauses == 1
     assert got == [f.encode() for f in frames]
+
+
+def test_a_read_takes_at_most_max_read_bytes_however_far_behind_the_consumer_is() -> None:
+    """A consumer slower than the link: the socket fills, and still no read (no chunk) holds more
+    than MAX_READ_BYTES of frames, so one read's Python objects stay a bounded amount of memory."""
+    frames = [f"frame-{i:05d}-{'x' * 200}" for i in range(40_000)]  # 8.5 MB
+    sizes: list[int] = []
+
+    def slow(chunk: list[bytes], received_at_ns: int) -> None:
+        sizes.append(sum(map(len, chunk)))
+        time.sleep(0.002)  # a consumer far slower than loopback: the socket's buffer fills
+
+    with ScriptedServer([Script([], bulk=frames)]) as server:
+        got, _ = asyncio.run(collect(server.url + "/ws/btcusdt@trade", len(frames), also=slow))
+    assert got == [f.encode() for f in frames]
+    assert max(sizes) <= MAX_READ_BYTES
+    assert len(sizes) >= 8_500_000 // MAX_READ_BYTES
 
 
 # ---- reconnect policy ---------------------------------------------------------------------------

@@ -49,6 +49,21 @@ def test_size_flush_seals_exactly_when_the_threshold_is_reached() -> None:
     assert b.buffered_trades == 0
 
 
+def test_after_a_size_seal_the_minute_goes_on_until_its_end_not_a_grace_later() -> None:
+    """The batch that follows a size seal in the same minute is sealed by size or by the
+    minute's close, never `minute_grace_s` after it opened (that made a busy symbol land an
+    object every five seconds for the rest of the minute)."""
+    b = batcher(max_batch_bytes=1000, minute_grace_s=5.0)
+    sealed = [s for i in range(5) for s in b.add(trade(i, T0 + 20_000 + i), now_s=20.0)]
+    assert [s.reason for s in sealed] == ["size"]
+    for second in range(22, 60, 2):  # a trade every 2 s to the minute's end: a batch fills in 10 s
+        sealed += b.add(trade(100 + second, T0 + second * 1000), now_s=float(second))
+        sealed += b.tick(float(second) + 1.5)
+    assert [s.reason for s in sealed] == ["size"] * 4  # 19 trades: three more full batches
+    assert b.tick(64.9) == []
+    assert [s.reason for s in b.tick(65.0)] == ["minute_closed"]  # the minute's end and its grace
+
+
 def test_age_flush_seals_at_the_age_threshold_and_not_before() -> None:
     b = batcher(max_batch_age_s=10.0)
     b.add(trade(1, T0), now_s=100.0)
@@ -128,10 +143,11 @@ def test_a_quiet_symbol_s_minute_seals_once_its_end_and_grace_pass_by_the_trade_
     assert b.tick(114.9) == []  # 10 s to the end, 5 s of grace: not yet
     (sealed,) = b.tick(115.0)
     assert (sealed.reason, ids(sealed)) == ("minute_closed", [1])
-    # A trade that arrives after its minute has ended (a slow stream) seals after the grace alone.
+    # A trade that arrives after its minute was sealed (a slow stream) seals once the rest of the
+    # minute by its own clock (1 s) and the grace have passed.
     assert b.add(trade(2, T0 + 59_000, "QUIETUSDT"), now_s=200.0) == []
-    assert b.tick(204.9) == []
-    assert [s.reason for s in b.tick(205.0)] == ["minute_closed"]
+    assert b.tick(205.9) == []
+    assert [s.reason for s in b.tick(206.0)] == ["minute_closed"]
     assert b.open_minutes("QUIETUSDT") == set()
 
 
@@ -144,3 +160,29 @@ def test_thousands_of_symbols_keep_their_open_minutes_apart() -> None:
     assert b.buffered_trades == 3000
     assert len(b.flush()) == 1500
     assert b.open_minutes("S0007USDT") == set()
+
+
+def test_sealing_the_largest_leaves_at_most_the_bytes_asked_for_and_keeps_the_count_exact() -> None:
+    b = batcher()
+    for symbol, count in (("BTCUSDT", 50), ("ETHUSDT", 30), ("SOLUSDT", 10), ("XRPUSDT", 5)):
+        for i in range(count):
+            b.add(trade(i, T0 + i, symbol), now_s=0)
+    assert b.buffered_bytes == 95 * 200 and b.open_batches == 4
+    assert b.seal_largest(19_000) == []  # already there
+    sealed = b.seal_largest(4_000)
+    assert [(s.symbol, s.reason) for s in sealed] == [("BTCUSDT", "budget"), ("ETHUSDT", "budget")]
+    assert b.buffered_bytes == 15 * 200 and b.open_batches == 2
+    b.flush()
+    assert b.buffered_bytes == 0
+
+
+def test_batches_that_cost_no_request_of_their_own_are_sealed_early_first() -> None:
+    """A market source is merged into the minute's parts: sealing it early costs no PUT, so the
+    unwatched symbols' batches go first, a watched symbol's only when they are not enough."""
+    b = batcher()
+    for symbol, count in (("WATCHEDUSDT", 50), ("AAAUSDT", 30), ("BBBUSDT", 10)):
+        for i in range(count):
+            b.add(trade(i, T0 + i, symbol), now_s=0)
+    cheap = lambda symbol: symbol != "WATCHEDUSDT"  # noqa: E731
+    assert [s.symbol for s in b.seal_largest(12_000, cheap)] == ["AAAUSDT"]  # 18 kB to 12
+    assert [s.symbol for s in b.seal_largest(1_000, cheap)] == ["BBBUSDT", "WATCHEDUSDT"]

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from collector.feed.server import FeedServer
+from collector.feed.simulated import Market
+from collector.feed.tapes import MarketTape
 from collector.lake.completion import (
     parse_manifest,
 )
 from collector.lake.layout import parse_marker_key
 from tests.conftest import Proc, collector_env, start_emulator, stop_cleanly, wait_for
+from tests.support.threaded_feed import ThreadedFeed
 
 
 def _minute_dirs(root: Path, symbol: str) -> dict[int, Path]:
@@ -128,3 +133,33 @@ def test_a_gap_filled_on_retry_rewrites_the_markers_that_listed_it(
     landed_ids = sorted(i for f in doc["files"] for i in _ids(Path(listed["key"]).parent / f["name"]))
     assert 1_000_999 in landed_ids and doc["rows"] == len(landed_ids)
     assert any(f["name"].startswith("backfill-") for f in doc["files"])
+
+
+def test_a_watched_symbol_that_has_not_traded_since_the_start_gets_its_markers(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """A quiet symbol, subscribed and silent: the exchange's ticker proves it (nothing since its
+    subscription was confirmed) and its minutes get `_SUCCESS` with no rows, from the minute its
+    stream was confirmed, without waiting hours for its first trade."""
+    market = Market.whole_market(300, 864_000)  # 10 trades a second: the quietest trade twice an hour
+    now_us = time.time_ns() // 1000
+    quiet = next(s for s in reversed(market.symbols)  # no trade in the next 10 minutes
+                 if market.first_at(s, now_us) == market.first_at(s, now_us + 600_000_000))  # fmt: skip
+    busy = market.symbols[0]
+    with ThreadedFeed(FeedServer(MarketTape(market, now_us), live=True)) as feed:
+        collector = procs("run", env=collector_env(feed.url, tmp_path, symbols=f"{busy},{quiet}",
+                                                   marker_grace_s="1", max_batch_age_s="60"))  # fmt: skip
+        collector.wait_event("collector.ready", timeout_s=120)
+        started = int(time.time() // 60)
+        marked = wait_for(
+            lambda: [e for e in collector.named("collector.minute_marked") if f"/{quiet}/" in e["key"]],
+            timeout_s=200, what=f"a marker of {quiet}, which has not traded",
+        )  # fmt: skip
+        stop_cleanly(collector)
+    assert marked[0]["rows"] == 0
+    dirs = _minute_dirs(tmp_path / "landing", quiet)
+    assert min(dirs) <= started + 1  # from its subscription's minute on, not from a first trade
+    for path in dirs.values():
+        doc, files = _read_minute(path)
+        if doc is not None:
+            assert doc["rows"] == 0 and doc["files"] == [] and files == {}

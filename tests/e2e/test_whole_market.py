@@ -91,7 +91,8 @@ def test_a_whole_market_with_listings_and_delistings_lands_every_trade_once(
         due = {int(_trade_s(feed.server.history[symbol][-1])) // 60, delisted_minute}
         wait_for(lambda s=symbol, d=due: d <= {_minute_of(p) for p in (landing / s).rglob("_SUCCESS")},
                  timeout_s=180, what=f"{symbol}'s markers through its delisting")  # fmt: skip
-    wait_for(lambda: _marked(tmp_path / "landing", first_whole_minute, delisted), timeout_s=180,
+    from_start = set(feed.server.tape.symbols) - set(listed) - set(delisted)  # streamed from the start
+    wait_for(lambda: _marked(tmp_path / "landing", first_whole_minute, from_start), timeout_s=180,
              what="the first whole minute's markers")  # fmt: skip
     stopped = stop_cleanly(collector)
     got = ids_by_symbol(tmp_path / "landing")
@@ -105,16 +106,15 @@ def test_a_whole_market_with_listings_and_delistings_lands_every_trade_once(
         )
         if landed:
             assert landed == list(range(landed[0], ids[-1] + 1)), f"{symbol}: lost or doubled trades"
-    _requests_match_the_cost_model(tmp_path / "landing", feed.server.history, first_whole_minute, delisted)
+    _requests_match_the_cost_model(tmp_path / "landing", feed.server.history, first_whole_minute, from_start)
     control = feed.server.control
     assert (control.rate_violations, control.banned_handshakes, control.subscription_errors) == (0, 0, 0)
     assert stopped["subscription_failures"] == 0
 
 
-def _marked(root: Path, minute: int, delisted: list[str]) -> bool:
-    """Every symbol captured by `minute` (the delisted aside) has its marker for it."""
-    captured = {p.parts[-7] for p in root.rglob("*.parquet") if _minute_of(p) <= minute} - set(delisted)
-    return all((root / "Binance" / s / _minute_path(minute) / "_SUCCESS").exists() for s in captured)
+def _marked(root: Path, minute: int, streamed: set[str]) -> bool:
+    """Every symbol streamed from the start has its marker for `minute`, traded or not."""
+    return all((root / "Binance" / s / _minute_path(minute) / "_SUCCESS").exists() for s in streamed)
 
 
 def _minute_path(minute: int) -> str:
@@ -124,11 +124,12 @@ def _minute_path(minute: int) -> str:
 
 
 def _requests_match_the_cost_model(
-    root: Path, history: dict[str, list[Any]], minute: int, delisted: list[str]
+    root: Path, history: dict[str, list[Any]], minute: int, streamed: set[str]
 ) -> None:
-    """The README's cost model of the per-symbol layout, for one whole minute of the run: one
+    """The docs' cost model of the per-symbol layout, for one whole minute of the run: one
     object (one PUT) per symbol with a trade in the minute, one marker (one PUT) per symbol
-    captured since the start, whether or not it traded in that minute."""
+    streamed since the start, whether or not it has traded (`streamed`: those from the start,
+    the listed and delisted aside)."""
     traded = {s for s, ts in history.items() if any(int(_trade_s(t)) // 60 == minute for t in ts)}
     objects: dict[int, set[str]] = {}
     markers: set[str] = set()
@@ -141,10 +142,10 @@ def _requests_match_the_cost_model(
                 objects.setdefault(_minute_of(path), set()).add(path.parts[-7])
     assert objects[minute] == traded  # one object each: no split, no late straggler
     assert sum(1 for p in root.rglob("*.parquet") if _minute_of(p) == minute) == len(traded)
-    captured = set().union(*(found for m, found in objects.items() if m <= minute)) - set(delisted)
-    assert markers - set(delisted) == captured
-    # The quiet ones are marked too (delisted symbols that traded in the minute count in neither).
-    assert len(traded) > 300 and len(captured) > len(traded - set(delisted))
+    captured = set().union(*(found for m, found in objects.items() if m <= minute)) & streamed
+    assert markers & streamed == streamed
+    # The quiet ones are marked too, the ones never seen trading as well.
+    assert len(traded) > 300 and len(streamed) > len(captured) > len(traded & streamed)
 
 
 def _trade_s(trade: Any) -> float:

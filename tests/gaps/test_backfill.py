@@ -7,10 +7,12 @@ with scripted faults and Binance's weight, 429 and 418 rules.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 from collector.binance.rest import RestPage
+from collector.binance.weight import WeightBudget
 from collector.capture.decode import Trade
 from collector.gaps.backfill import Backfiller
 from collector.gaps.ledger import GapLedger, OpenGap, UnfilledRange
@@ -49,9 +51,11 @@ def rows(first: int, last: int) -> list[dict[str, Any]]:
 def run_fill(pages: list[RestPage], gap: OpenGap) -> tuple[list[Any], list[Trade], list[float], StubRest]:
     rest = StubRest(pages)
     slept: list[float] = []
+    clock = [time.time()]
 
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
+        clock[0] += seconds
 
     got: list[Trade] = []
 
@@ -60,7 +64,8 @@ def run_fill(pages: list[RestPage], gap: OpenGap) -> tuple[list[Any], list[Trade
 
     import structlog
 
-    backfiller = Backfiller(rest, log=structlog.get_logger(), sleep=fake_sleep)  # type: ignore[arg-type]
+    budget = WeightBudget(clock=lambda: clock[0], sleep=fake_sleep)
+    backfiller = Backfiller(rest, log=structlog.get_logger(), budget=budget, sleep=fake_sleep)  # type: ignore[arg-type]
     unfilled = asyncio.run(backfiller.fill(gap, on_trades))
     return unfilled, got, slept, rest
 

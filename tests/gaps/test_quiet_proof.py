@@ -47,7 +47,7 @@ Probe = tuple[QuietProof, "_Ticker", "_Gaps", SequenceTracker, list[Any]]
 
 
 def _probe(rows: list[dict[str, Any]], proven: dict[str, float | None], last: dict[str, int],
-           state: dict[str, tuple[bool, int]]) -> Probe:  # fmt: skip
+           state: dict[str, tuple[bool, int]], adopted: list[str] | None = None) -> Probe:  # fmt: skip
     rest, gaps, sequence, proved = _Ticker(rows), _Gaps(), SequenceTracker(), []
     for symbol, trade_id in last.items():
         sequence.remember(symbol, trade_id)
@@ -55,8 +55,31 @@ def _probe(rows: list[dict[str, Any]], proven: dict[str, float | None], last: di
         rest, symbols=lambda: list(state), proven_until=proven.get, stream_state=state.__getitem__,
         last_id=sequence.last_id, proved=lambda *a: proved.append(a), gaps=gaps, sequence=sequence,  # type: ignore[arg-type]
         window_from=lambda symbol, close_s: 1_000.0, log=get_logger(), metrics=Registry(),
+        adopt=(adopted if adopted is not None else []).append,
     )  # fmt: skip
     return probe, rest, gaps, sequence, proved
+
+
+def test_a_symbol_never_seen_trading_is_proven_and_the_tickers_last_id_becomes_its_cursor() -> None:
+    """Streamed, subscribed, no trade since the start: nothing since the subscription (the stream
+    would have brought it), so it is proven like any quiet symbol, its markers start (adopted),
+    and its last id is the ticker's: a later downtime's trades are a gap like any other's."""
+    now = time.time()
+    rows = [{"symbol": "NEWUSDT", "lastId": 500, "closeTime": int(now * 1000)},
+            {"symbol": "EMPTYUSDT", "lastId": -1, "closeTime": int(now * 1000)}]  # fmt: skip
+    state = {"NEWUSDT": (True, 1), "EMPTYUSDT": (True, 1), "GHOSTUSDT": (True, 1)}
+    adopted: list[str] = []
+    probe, rest, gaps, sequence, proved = _probe(rows, dict.fromkeys(state), {}, state, adopted)
+    asyncio.run(probe.look(now))
+    asyncio.run(probe.look(now + 15))
+    assert rest.asked == [["EMPTYUSDT", "GHOSTUSDT", "NEWUSDT"]]
+    assert sorted(p[0] for p in proved) == ["EMPTYUSDT", "NEWUSDT"] and sorted(adopted) == sorted(
+        ["EMPTYUSDT", "NEWUSDT"]
+    )  # GHOSTUSDT: the ticker does not know it, nothing can be said
+    assert sequence.last_id("NEWUSDT") == 500 and sequence.last_id("EMPTYUSDT") is None  # no trade in 24 h
+    assert gaps.registered == []
+    # The stream's first trade of it, one the ticker counted before the stream brought it: taken.
+    assert sequence.accept_run("NEWUSDT", [500, 501])[1] == 0
 
 
 def test_a_symbol_behind_on_a_steady_connection_is_proven_by_an_unchanged_last_id() -> None:
@@ -117,7 +140,9 @@ def test_a_symbol_the_ticker_cannot_vouch_for_is_not_asked_again_until_its_conne
     assert len(rest.asked) == 2
 
 
-def test_the_local_feed_answers_the_ticker_with_each_symbols_last_published_id(tmp_path: Path) -> None:
+def test_the_local_feed_answers_the_ticker_with_each_symbols_last_trade_by_now(tmp_path: Path) -> None:
+    """As Binance's ticker does: every listed symbol's last trade, whether the stream has sent it
+    yet or not (a quiet one that has not traded since the feed started included)."""
     market = Market.whole_market(30, 2_592_000)
     server = FeedServer(MarketTape(market, time.time_ns() // 1000), live=True)
     with ThreadedFeed(server) as feed:
@@ -127,13 +152,17 @@ def test_the_local_feed_answers_the_ticker_with_each_symbols_last_published_id(t
             time.sleep(0.05)
         feed.pause()
         history = feed.call(lambda: {s: ts[-1].trade_id for s, ts in feed.server.history.items()})
+        frontier = feed.call(lambda: feed.server.tape.frontier_us)
         rows = ticker_ids(rest, None)
         some = ticker_ids(rest, sorted(history)[:3])
         whole = rest.ticker_24h(None).used_weight or 0
         three = rest.ticker_24h(sorted(history)[:3]).used_weight or 0
     by_symbol = {r["symbol"]: r["lastId"] for r in rows}
     assert len(rows) == 30 and all(by_symbol[s] == last for s, last in history.items())
-    assert all(by_symbol[s] == -1 for s in by_symbol if s not in history)
+    for row in rows:  # the market's last trade by the tape's clock (stopped with the feed)
+        assert row["lastId"] == market.first_at(row["symbol"], frontier) - 1
+        assert row["firstId"] <= row["lastId"] and row["count"] == row["lastId"] - row["firstId"] + 1
+    assert set(by_symbol) - set(history)  # quiet since the feed started: their last trade all the same
     assert [r["symbol"] for r in some] == sorted(history)[:3]
     # Binance's weights, counted: 80 for the whole market, 2 for up to 20 (unless a minute began between)
     assert whole >= 80 and (three - whole == 2 or three == 2)

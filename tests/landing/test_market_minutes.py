@@ -29,16 +29,16 @@ from collector.lake.market_manifest import (
     MarketFile,
     SymbolShare,
     build_market_manifest,
-    merge_market_part,
+    merge_market_parts,
     parse_market_manifest,
     symbol_final,
 )
-from collector.lake.parquet import encode_batch, encode_market
+from collector.lake.parquet import encode_batch
 from collector.lake.sinks import LocalSink
 from collector.landing.market_minutes import MarketMinutes
 from collector.landing.spool import Spool, Spooled
 from collector.logs import get_logger
-from tests.support.batches import batch
+from tests.support.batches import batch, market_part
 
 MINUTE = 29_400_000  # 2025-11-24T16:00Z
 
@@ -93,12 +93,12 @@ def test_a_late_part_merges_into_the_manifest_with_a_new_revision() -> None:
         MINUTE, [(first, [SymbolShare("BTCUSDT", 3, 1, 3)])], ["BTCUSDT", "XUSDT"], gaps, written_at_s=0
     )
     late = MarketFile("part-001-bbbbbbbbbbbb.parquet", 300, "c2hi", 2)
-    merged = merge_market_part(
-        doc, late, [SymbolShare("XUSDT", 2, 7, 8)], ["XUSDT"], {"XUSDT": []}, written_at_s=1
+    merged = merge_market_parts(
+        doc, [(late, [SymbolShare("XUSDT", 2, 7, 8)])], ["XUSDT"], {"XUSDT": []}, written_at_s=1
     )
     assert merged is not None and merged["revision"] == 2 and merged["rows"] == 5
     assert merged["symbols"]["XUSDT"]["files"] == [late.name] and merged["unfilled_gaps"] == {}
-    assert merge_market_part(merged, late, [], [], {}, written_at_s=2) is None  # listed already
+    assert merge_market_parts(merged, [(late, [])], [], {}, written_at_s=2) is None  # listed already
 
 
 @pytest.mark.parametrize(
@@ -135,41 +135,14 @@ def test_a_symbols_minute_is_final_only_when_every_condition_holds() -> None:
     assert not symbol_final(MINUTE, **{**ok, "pending": {MINUTE}})
 
 
-# ---- the part -------------------------------------------------------------------------------
-
-
-def test_a_part_is_sorted_by_symbol_then_id_with_row_groups_readers_can_skip() -> None:
-    sources = [encode_batch(batch(s, first, n), "parquet") for s, first, n in
-               [("ADAUSDT", 50, 10), ("BTCUSDT", 1_000, 20_000), ("ETHUSDT", 7, 30)]]  # fmt: skip
-    data, rows = encode_market(sources, "parquet")
-    assert rows == [10, 20_000, 30] and encode_market(sources, "parquet")[0] == data  # deterministic
-    table = pq.read_table(io.BytesIO(data))
-    keys = list(zip(table.column("symbol").to_pylist(), table.column("trade_id").to_pylist(), strict=True))
-    assert keys == sorted(keys) and len(keys) == 20_040
-    meta = pq.read_metadata(io.BytesIO(data))
-    assert meta.num_row_groups == 2
-    stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
-    assert [(s.min, s.max) for s in stats] == [("ADAUSDT", "BTCUSDT"), ("BTCUSDT", "ETHUSDT")]
-    # The same trades in gzip CSV: one header, the sources' rows in order.
-    csv_data, csv_rows = encode_market([encode_batch(batch("A1", 1, 2), "csv.gz"),
-                                        encode_batch(batch("B1", 5, 1), "csv.gz")], "csv.gz")  # fmt: skip
-    import gzip
-
-    lines = gzip.decompress(csv_data).decode().splitlines()
-    assert (
-        csv_rows == [2, 1]
-        and lines[0].startswith("symbol,")
-        and [ln.split(",")[1] for ln in lines[1:]] == ["1", "2", "5"]
-    )
-
-
 # ---- assembly and recovery on real files ----------------------------------------------------
 
 
 class Market:
     """A MarketMinutes over a real spool and landing directory, with the symbols' finality given."""
 
-    def __init__(self, tmp: Path, members: dict[str, int], final: set[str]) -> None:
+    def __init__(self, tmp: Path, members: dict[str, int], final: set[str], part_rows: int = 10**6) -> None:
+        self.part_rows = part_rows
         self.spool = Spool(tmp / "spool")
         self.sink = LocalSink(tmp / "landing")
         self.members, self.final = members, final
@@ -181,17 +154,30 @@ class Market:
             root=tmp / "spool" / "market", spool=self.spool, sink=self.sink, output_format="parquet",
             members=self.members.items, final=lambda s, m, now: s in self.final,
             still_expected=lambda s: True, gaps_in=lambda s, m: [], log=get_logger(), metrics=Registry(),
+            part_rows=self.part_rows,
         )  # fmt: skip
         market.enqueue = self.queued.append
         market.budget = _Budget()
         return market
 
-    def source(self, symbol: str, first: int, n: int, minute: int = MINUTE) -> None:
+    def source(self, symbol: str, first: int, n: int, minute: int = MINUTE) -> str:
         b = batch(symbol, first, n, minute)
         key = market_source_key(object_key(symbol=symbol, minute=minute, first_trade_id=b.first_trade_id,
                                            last_trade_id=b.last_trade_id))  # fmt: skip
         entry = self.spool.put(key, encode_batch(b, "parquet"))
         self.market.add_source(Spooled(entry, parse_object_key(key), b.rows))
+        return key
+
+    def restart(self, tmp: Path) -> None:
+        """A new MarketMinutes on what the last one left, recovered as Landing.recover does."""
+        self.queued.clear()
+        self.market = self.make(tmp)
+        for entry in self.market.recover(self.spool.pending()):
+            name = parse_object_key(entry.key)
+            if name is not None and is_market_source(entry.key):
+                self.market.add_source(Spooled(entry, name))
+            else:
+                self.queued.append(Spooled(entry, None))
 
     def land(self, spooled: Spooled) -> None:
         """What an uploader does: put, then tell the market, then let the spool go of it."""
@@ -313,8 +299,7 @@ def test_a_start_without_local_state_finds_each_symbols_last_id_in_the_newest_ma
     for part in m.queued:
         m.land(part)
     # A part that landed with no marker yet (the collector stopped in between): read too.
-    late = batch("BTCUSDT", 110, 3, MINUTE + 2)
-    data, _ = encode_market([encode_batch(late, "parquet")], "parquet")
+    data = market_part([batch("BTCUSDT", 110, 3, MINUTE + 2)])
     import hashlib
 
     m.sink.put(market_object_key(MINUTE + 2, 0, hashlib.sha256(data).hexdigest()), data)
@@ -411,3 +396,92 @@ def test_a_part_waits_for_the_cursor_past_its_minute_when_the_disk_refuses_it(
     m.market.recover(m.spool.pending())
     asyncio.run(m.market.assemble_once(NOW + 2))
     assert m.marker()["rows"] == 5 and m.marker()["revision"] == 1
+
+
+# ---- a minute in several parts ----------------------------------------------------------------
+
+
+def _keys_of(data: bytes) -> list[tuple[str, int]]:
+    table = pq.read_table(io.BytesIO(data), columns=["symbol", "trade_id"])
+    return list(zip(table.column("symbol").to_pylist(), table.column("trade_id").to_pylist(), strict=True))
+
+
+def test_a_busy_minute_lands_in_several_parts_and_is_marked_once_all_have_landed(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE, "ETHUSDT": MINUTE}, final={"BTCUSDT", "ETHUSDT"}, part_rows=10)
+    m.source("ETHUSDT", 7, 6)
+    m.source("BTCUSDT", 100, 12)
+    m.source("BTCUSDT", 112, 7)
+    asyncio.run(m.market.assemble_once(NOW))
+    parts = list(m.queued)
+    assert [parse_market_key(p.entry.key).seq for p in parts] == [0, 1, 2]  # type: ignore[union-attr]
+    assert [p.rows for p in parts] == [10, 10, 5] and m.market.cursor == MINUTE + 1
+    for part in parts[:2]:
+        m.land(part)
+        assert m.sink.get(market_marker_key(MINUTE)) is None  # not before every part has landed
+    m.land(parts[2])
+    doc = m.marker()
+    assert [f["name"] for f in doc["files"]] == [parse_market_key(p.entry.key).file_name for p in parts]  # type: ignore[union-attr]
+    assert doc["rows"] == 25 and [f["rows"] for f in doc["files"]] == [10, 10, 5]
+    names = [f["name"] for f in doc["files"]]
+    assert doc["symbols"]["BTCUSDT"] == {"rows": 19, "first_trade_id": 100, "last_trade_id": 118,
+                                         "files": names[:2]}  # fmt: skip
+    assert doc["symbols"]["ETHUSDT"]["files"] == names[1:]  # its first trade ends the second part
+    whole = [k for p in parts for k in _keys_of((tmp_path / "landing" / p.entry.key).read_bytes())]
+    assert whole == sorted(whole) == [("BTCUSDT", i) for i in range(100, 119)] + [
+        ("ETHUSDT", i) for i in range(7, 13)]  # fmt: skip
+    assert not list((tmp_path / "spool" / "market" / "intents").iterdir())
+
+
+@pytest.mark.parametrize("crash_after", ["first_intent", "one_part_spooled", "every_part_spooled",
+                                         "two_parts_landed", "every_part_landed"])  # fmt: skip
+def test_a_crash_at_any_step_of_a_minute_in_parts_lands_it_once(tmp_path: Path, crash_after: str) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE, "ETHUSDT": MINUTE}, final={"BTCUSDT", "ETHUSDT"}, part_rows=4)
+    sources = {m.source("BTCUSDT", 100, 6): ("BTCUSDT", 100, 6), m.source("ETHUSDT", 7, 5): ("ETHUSDT", 7, 5)}
+    asyncio.run(m.market.assemble_once(NOW))
+    parts = list(m.queued)
+    assert len(parts) == 3
+    intents = tmp_path / "spool" / "market" / "intents"
+    kept = {"first_intent": 0, "one_part_spooled": 1}.get(crash_after)
+    if kept is not None:  # cut short: part `kept`'s intent written, the part not spooled, sources kept
+        for part in parts[kept:]:
+            m.spool.remove(part.entry)
+        for seq in range(kept + 1, 3):
+            (intents / f"{MINUTE}-{seq}.json").unlink()
+        for key, (symbol, first, n) in sources.items():
+            m.spool.put(key, encode_batch(batch(symbol, first, n), "parquet"))
+        (tmp_path / "spool" / "market" / "cursor.json").unlink()
+    elif crash_after == "every_part_spooled":  # the sources not removed yet
+        for key, (symbol, first, n) in sources.items():
+            m.spool.put(key, encode_batch(batch(symbol, first, n), "parquet"))
+    else:  # landed, out of the spool; the marker not written
+        for part in parts[: 2 if crash_after == "two_parts_landed" else 3]:
+            m.sink.put(part.entry.key, m.spool.read(part.entry), source=part.entry.path)
+            m.spool.remove(part.entry)
+    m.restart(tmp_path)
+    asyncio.run(m.market.assemble_once(NOW + 5))
+    for spooled in m.queued:
+        m.land(spooled)
+    doc = m.marker()
+    assert doc["rows"] == 11 and len(doc["files"]) == 3 and doc["revision"] == 1
+    landed = sorted((tmp_path / "landing" / "Binance" / "_market").rglob("*.parquet"))
+    assert sorted(p.name for p in landed) == sorted(f["name"] for f in doc["files"])  # never a part twice
+    whole = [k for p in sorted(landed) for k in _keys_of(p.read_bytes())]
+    assert whole == [("BTCUSDT", i) for i in range(100, 106)] + [("ETHUSDT", i) for i in range(7, 12)]
+    assert m.spool.pending() == [] and not list(intents.iterdir())
+
+
+def test_a_later_assembly_of_a_minute_in_parts_is_one_more_revision(tmp_path: Path) -> None:
+    m = Market(tmp_path, {"BTCUSDT": MINUTE}, final={"BTCUSDT"}, part_rows=4)
+    m.source("BTCUSDT", 100, 5)
+    asyncio.run(m.market.assemble_once(NOW))
+    while m.queued:
+        m.land(m.queued.pop(0))
+    m.source("BTCUSDT", 105, 6)  # a filled gap's trades: two more parts, numbered on
+    asyncio.run(m.market.assemble_once(NOW + 1))
+    late = list(m.queued)
+    assert [parse_market_key(p.entry.key).seq for p in late] == [2, 3]  # type: ignore[union-attr]
+    m.land(late[1])
+    assert m.marker()["revision"] == 1  # one of the two: not yet
+    m.land(late[0])
+    doc = m.marker()
+    assert doc["revision"] == 2 and doc["rows"] == 11 and len(doc["files"]) == 4

@@ -16,9 +16,10 @@ from collector.counters import Registry
 from collector.exceptions import SinkPermanentError, SpoolError
 from collector.lake.parquet import count_rows
 from collector.lake.sinks import LocalSink
+from collector.landing.inflight import InFlight
 from collector.landing.journal import Journal
 from collector.landing.markers import MarkerBook, MarkerWriter
-from collector.landing.pipeline import SEALED_HIGH, Landing, SpoolBudget
+from collector.landing.pipeline import Landing, SpoolBudget
 from collector.landing.spool import Spool
 
 LOG = structlog.get_logger()
@@ -59,17 +60,20 @@ def batches(count: int, per_minute: int = 50) -> list[SealedBatch]:
 
 
 class Setup:
-    def __init__(self, tmp: Path, *, spool_max_bytes: int = 10**9, sink: Any = None) -> None:
+    def __init__(
+        self, tmp: Path, *, spool_max_bytes: int = 10**9, sink: Any = None, buffer_max_bytes: int = 10**9
+    ) -> None:
         self.sink = sink or LocalSink(tmp / "landing")
         self.spool = Spool(tmp / "spool")
         self.journal = Journal(tmp / "spool" / "journal")
         self.writer = MarkerWriter(MarkerBook(tmp / "spool" / "markers"), self.sink, grace_s=10, log=LOG)
         self.held: list[bool] = []
+        self.inflight = InFlight(buffer_max_bytes, hold_back=self.held.append)
         self.states = 0
         self.metrics = Registry()
         self.landing = Landing(spool=self.spool, journal=self.journal, sink=self.sink, markers=self.writer,
                                budget=SpoolBudget(spool_max_bytes), output_format="parquet",
-                               save_state=self._save, gaps_in=lambda s, m: [], hold_back=self.held.append,
+                               save_state=self._save, gaps_in=lambda s, m: [], inflight=self.inflight,
                                log=LOG, metrics=self.metrics)  # fmt: skip
 
     def _save(self) -> None:
@@ -109,10 +113,14 @@ def test_sealed_batches_land_once_each_with_their_minutes_recorded_for_markers(t
     assert Journal(tmp_path / "spool" / "journal").leftovers() == []  # every journal record retired
 
 
-def test_a_long_queue_holds_the_stream_back_and_releases_it(tmp_path: Path) -> None:
-    setup = Setup(tmp_path)
-    asyncio.run(setup.land(batches(SEALED_HIGH + 4)))  # 50 trades each: held back by count
+def test_a_queue_past_the_byte_budget_holds_the_stream_back_and_releases_it(tmp_path: Path) -> None:
+    """Counted in bytes: five batches of 2,000 trades (300 kB of frames each) pass a 1 MB budget,
+    though they are few and small in trades."""
+    setup = Setup(tmp_path, buffer_max_bytes=1_000_000)
+    asyncio.run(setup.land(batches(5, per_minute=2_000)))
     assert setup.held[0] is True and setup.held[-1] is False
+    assert setup.inflight.sealed_bytes == 0
+    assert 1_000_000 <= setup.inflight.peak_bytes <= 5 * (2_000 * 150 + 1024)
 
 
 def test_a_full_spool_records_exactly_what_it_dropped_and_the_minutes_name_it(tmp_path: Path) -> None:

@@ -17,3 +17,16 @@ def batch(symbol: str, first_id: int, n: int, minute: int = MINUTE) -> SealedBat
                     i % 2 == 0, base * 1_000_000 + i, 150), 0)  # fmt: skip
     (sealed,) = b.flush()
     return sealed
+
+
+def market_part(batches: list[SealedBatch], output_format: str = "parquet") -> bytes:
+    """The batches as one market part, as the collector assembles a minute's sources."""
+    from collector.lake.market_parts import MarketSource, market_parts
+    from collector.lake.parquet import encode_batch
+
+    sources = [
+        MarketSource(b.symbol, b.first_trade_id, b.last_trade_id, lambda b=b: encode_batch(b, output_format))
+        for b in batches
+    ]
+    (part,) = market_parts(sources, output_format, part_rows=10**9)
+    return part.data

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 from collector.lake.completion import LandedFile, build_manifest
 from collector.lake.layout import marker_key, market_marker_key, market_object_key, object_key
 from collector.lake.market_manifest import MarketFile, SymbolShare, build_market_manifest
-from collector.lake.parquet import encode_market, encode_parquet
+from collector.lake.parquet import encode_parquet
 from collector.lake.sinks import LocalSink, sha256_b64
 from collector.table.days import day_minutes
-from tests.support.batches import batch
+from tests.support.batches import batch, market_part
 
 __all__ = ["land_market_day", "land_symbol_day", "landed_trades"]
 
@@ -58,12 +58,12 @@ def land_market_day(
         for symbol in sorted(symbols):
             count = symbols[symbol][1].get(offset, 0)
             if count:
-                sources.append(encode_parquet(batch(symbol, next_ids[symbol], count, minute)))
+                sources.append(batch(symbol, next_ids[symbol], count, minute))
                 shares.append(SymbolShare(symbol, count, next_ids[symbol], next_ids[symbol] + count - 1))
                 next_ids[symbol] += count
         parts = []
         if sources:
-            data, _ = encode_market(sources, "parquet")
+            data = market_part(sources)
             key = market_object_key(minute, 0, hashlib.sha256(data).hexdigest())
             _put(sink, key, data)
             file = MarketFile(key.rsplit("/", 1)[1], len(data), sha256_b64(data), sum(s.rows for s in shares))

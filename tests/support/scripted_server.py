@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 import threading
 from dataclasses import dataclass, field
 
@@ -18,6 +19,9 @@ class Script:
     close_code: int = 1000
     close_reason: str = ""
     status: int | None = None  # refuse the handshake with this HTTP status instead
+    # Text frames written to the socket in one go after `frames`, framed here: as fast as the
+    # kernel takes them, faster than any client reads (websockets' send is one frame at a time).
+    bulk: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -68,7 +72,20 @@ class ScriptedServer:
         self.connections += 1
         for frame in script.frames:
             await ws.send(frame)
+        if script.bulk:
+            ws.transport.write(b"".join(map(_text_frame, script.bulk)))
         if script.close_after:
             await ws.close(script.close_code, script.close_reason)
             return
         await ws.wait_closed()
+
+
+def _text_frame(text: str) -> bytes:
+    """One unmasked, final text frame, as a server sends it."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        return struct.pack("!BB", 0x81, n) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
