@@ -38,10 +38,10 @@ from collector.history.staging import follow_ids
 from collector.lake.holdings import IdRanges, LakeMinute
 from collector.lake.parquet import batch_table
 from collector.lock import staging_directory
-from collector.table.bars import bars
 from collector.table.catalog import LakeTables
+from collector.table.read import SLICE_ROWS
 from collector.table.schema import BARS_SCHEMA, TRADES_SCHEMA, arrow_schema
-from collector.table.write import DataFiles, Intents, commit_day
+from collector.table.write import DataFiles, Intents, commit_day, minute_slices, write_slices
 
 __all__ = ["DayRows", "TableImporter"]
 
@@ -169,8 +169,7 @@ class TableImporter:
             if rows is None:
                 self._done(file, summary)
                 continue
-            trades.write(rows)
-            minute_bars.write(bars(rows, self._bars_schema))
+            await asyncio.to_thread(write_slices, minute_slices(rows, SLICE_ROWS), trades, minute_bars)
             imported.append(symbol)
             checksums.update(f"{file.name} {report.trades} {report.filled}\n".encode())
             unfilled += len(report.unfilled)

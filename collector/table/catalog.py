@@ -9,6 +9,7 @@ an existing one is not ours.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from collector.table.schema import (
 )
 
 __all__ = ["CatalogError", "LakeTables", "open_tables", "warehouse_uri"]
+
+_CREATE_ATTEMPTS = 4
 
 
 class CatalogError(CollectorError):
@@ -52,17 +55,23 @@ def open_tables(settings: Settings) -> LakeTables:
     """The catalog and both tables, made if missing. Raises CatalogError saying what to do."""
     kind, warehouse = settings.table_location()
     where = f"{kind} catalog, warehouse {warehouse}"
-    catalog = _catalog(kind, warehouse, settings)
     namespace = settings.table_namespace
-    try:
-        _namespace(catalog, namespace)
-        trades = _table(catalog, namespace, TRADES, (TRADES_SCHEMA, TRADES_SPEC, TRADES_ORDER))
-        bars = _table(catalog, namespace, BARS, (BARS_SCHEMA, BARS_SPEC, BARS_ORDER))
-    except CatalogError:
-        raise
-    except Exception as exc:  # the catalog's own errors: unreachable, refused, a broken file
-        raise CatalogError(f"the {where} cannot be used: {_reason(exc)}; {_advice(kind)}") from exc
-    return LakeTables(catalog, trades, bars, where)
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            catalog = _catalog(kind, warehouse, settings)  # a new sqlite catalog makes its own tables
+            _namespace(catalog, namespace)
+            trades = _table(catalog, namespace, TRADES, (TRADES_SCHEMA, TRADES_SPEC, TRADES_ORDER))
+            bars = _table(catalog, namespace, BARS, (BARS_SCHEMA, BARS_SPEC, BARS_ORDER))
+            return LakeTables(catalog, trades, bars, where)
+        except CatalogError:
+            raise
+        except Exception as exc:  # the catalog's own errors: unreachable, refused, a broken file
+            # Two first runs at once race to make the catalog's and the lake's tables (the loser's
+            # CREATE or insert fails, or finds the sqlite file locked): looked at again, they are there.
+            if attempt + 1 == _CREATE_ATTEMPTS:
+                raise CatalogError(f"the {where} cannot be used: {_reason(exc)}; {_advice(kind)}") from exc
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _namespace(catalog: Any, namespace: str) -> None:

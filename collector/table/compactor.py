@@ -18,22 +18,18 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from collector.lake.sinks import Sink
 from collector.lock import staging_directory
-from collector.table.bars import bars
 from collector.table.catalog import LakeTables
 from collector.table.days import DayState, Streams
 from collector.table.read import DayReader, plan_day
 from collector.table.schema import BARS_SCHEMA, TRADES_SCHEMA, arrow_schema
-from collector.table.write import DataFiles, Intents, commit_day, day_property
+from collector.table.write import DataFiles, Intents, commit_day, day_property, write_slices
 
 __all__ = ["RECHECK_DAYS", "Compactor", "DayOutcome", "WarehouseError"]
 
@@ -116,7 +112,7 @@ class Compactor:
         minute_bars = DataFiles(self.tables.bars, day, self._bars_schema, intent)
         try:
             reader = DayReader(self.sink, plan, staging, self._trades_schema)
-            outcome.bars = self._write(reader, trades, minute_bars)
+            outcome.bars = write_slices(reader.slices(), trades, minute_bars)
             if reader.defects or trades.rows != plan.total_rows:
                 outcome.defects = [str(d) for d in reader.defects[:50]] or [
                     f"read {trades.rows} trades, the markers say {plan.total_rows}"
@@ -155,28 +151,6 @@ class Compactor:
                 self._delete(table, written)
                 notes.append(done.note)
         return "; ".join(notes)
-
-    def _write(self, reader: DayReader, trades: DataFiles, minute_bars: DataFiles) -> int:
-        """Each slice written and its bars made in two threads (Parquet encoding and Arrow's kernels
-        let go of the GIL), while the next slice is read. Returns the bars written."""
-        written = 0
-        pending: tuple[Future[None], Future[pa.Table]] | None = None
-        with ThreadPoolExecutor(2, thread_name_prefix="compact") as pool:
-            for rows in reader.slices():
-                if pending is not None:
-                    written += self._finish(pending, minute_bars)
-                pending = pool.submit(trades.write, rows), pool.submit(bars, rows, self._bars_schema)
-            if pending is not None:
-                written += self._finish(pending, minute_bars)
-        return written
-
-    @staticmethod
-    def _finish(pending: tuple[Future[None], Future[pa.Table]], minute_bars: DataFiles) -> int:
-        wrote, made = pending
-        wrote.result()
-        bar_rows = made.result()
-        minute_bars.write(bar_rows)
-        return int(bar_rows.num_rows)
 
     def _candidates(self, streams: Streams) -> list[date]:
         """Days not in the table yet, and the last RECHECK_DAYS of those that are; never today."""
