@@ -322,7 +322,8 @@ def test_a_collector_restarted_after_an_import_of_the_days_it_missed_lands_no_tr
     whose stream resumes today at 00:30. Of the restart's gap, yesterday's part is in the lake
     already (the import landed it): only today's part comes from REST, and the import's
     markers of yesterday are kept, not overwritten with the collector's own file list."""
-    today = datetime.now(tz=UTC).date()
+    # "Today" is a day whose 00:30 is at least half an hour past, whenever the suite runs.
+    today = (datetime.now(tz=UTC) - timedelta(hours=1)).date()
     yesterday = today - timedelta(days=1)
     late = datetime(yesterday.year, yesterday.month, yesterday.day, 23, 0, 10, tzinfo=UTC)
     url, rest = market_urls(procs, "--clock-from-s", seconds_since(late), "--rate", "0", "--count", "20")
