@@ -7,4 +7,5 @@ listings.py        COLLECTOR_SYMBOLS=ALL: exchangeInfo's TRADING symbols, asked 
 rest.py            the REST API (historicalTrades, aggTrades, exchangeInfo, ticker/24hr) as `RestPage` answers
 weight.py          one REST weight budget every endpoint takes from: under half of Binance's 6,000 a minute
 archive.py         data.binance.vision: which files, downloaded, CHECKSUM-checked, read in blocks
+zipped.py          a zip's member as a file, inflated by ISA-L (4x zlib), its size and CRC-32 checked
 """

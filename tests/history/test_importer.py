@@ -133,7 +133,7 @@ def _zip_of(tmp_path: Path, member: str, text: str) -> Path:
     import zipfile
 
     path = tmp_path / "BTCUSDT-trades-2024-12-31.zip"
-    with zipfile.ZipFile(path, "w") as archive:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # as Binance's are
         archive.writestr(member, text)
     return path
 
