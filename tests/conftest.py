@@ -133,6 +133,20 @@ class Proc:
             self.popen.wait()
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A command run in the test's own process (`main([...])`) binds the log lines to that test's
+    captured stdout or stderr, which pytest closes after it: every later test in the worker that
+    logged would fail on a closed file. Each test starts from structlog's defaults."""
+    yield
+    import structlog
+
+    import collector.logs
+
+    structlog.reset_defaults()
+    collector.logs._stream = None
+
+
 @pytest.fixture
 def procs() -> Iterator[Callable[..., Proc]]:
     """Start `collector ...` subprocesses; all are killed at the end of the test."""
