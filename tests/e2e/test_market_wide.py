@@ -72,8 +72,10 @@ def test_the_market_lands_once_a_minute_exactly_once_through_a_sigkill(
         lambda: _keys(client, bucket, "lake/Binance/_market/"), timeout_s=150, what="a first market part"
     )
     first.kill()  # SIGKILL: the journal and the spool carry what was in flight
+    moments = {"first ready": ready_at, "killed": time.time()}
     second = procs("run", env=env)
     second.wait_event("collector.ready", timeout_s=120)
+    moments["second ready"] = time.time()
     due = int(time.time() // 60) + 1  # the first whole minute of the second run
 
     def marked_through(minute: int) -> bool:
@@ -85,6 +87,7 @@ def test_the_market_lands_once_a_minute_exactly_once_through_a_sigkill(
     cut = due + 1
     wait_for(lambda: time.time() > cut * 60 + 20, timeout_s=200, what=f"the middle of minute {cut}")
     feed.call(lambda: feed.server.cut(CUT_S))  # every connection dropped, none taken for 3 s
+    moments["cut"] = time.time()
     wait_for(lambda: time.time() > (cut + 1) * 60 + 1, timeout_s=200, what=f"minute {cut} to end")
     feed.pause()
     history = feed.server.history
@@ -160,8 +163,8 @@ def test_the_market_lands_once_a_minute_exactly_once_through_a_sigkill(
         times = [_trade_s(t) for t in history[symbol]][: len(sent_ids)]
         due_ids = [i for i, t in zip(sent_ids, times, strict=True) if t > ready_at + 5]
         missing = sorted(set(due_ids) - set(ids[symbol]))
-        assert not missing, (
-            f"{symbol}: {len(missing)} trades not landed, from {missing[0] if missing else ''}"
+        assert not missing, _lost(
+            symbol, missing, dict(zip(sent_ids, times, strict=True)), moments, (first, second)
         )
     # Every symbol streamed is covered once proven, the ones never seen trading too.
     unwatched = set(feed.server.tape.symbols) - set(WATCHED)
@@ -197,6 +200,28 @@ def _requests_match_the_cost_model(
         assert sum(reasons.values()) == landed, (symbol, reasons, landed)
     assert len(watched_markers) == len(WATCHED)
     assert stopped["market_markers"] >= 1 and stopped["market_parts"] >= 1
+
+
+def _lost(symbol: str, missing: list[int], sent: dict[int, float], moments: dict[str, float],
+          runs: tuple[Proc, Proc], spool: Path) -> str:  # fmt: skip
+    """What a reader of the failure needs: when the lost trades were sent, against the run's
+    moments, the ids either side, what each collector logged of the symbol, and what the stopped
+    collector left in its spool (kept for its next start, or lost)."""
+    when = {i: round(sent[i] - moments["killed"], 1) for i in missing[:5]}
+    others = sorted(set(sent) - set(missing))
+    either_side = [(max((i for i in others if i < missing[0]), default=None)),
+                   min((i for i in others if i > missing[-1]), default=None)]  # fmt: skip
+    said = [[line.strip()[:300] for line in run.lines if symbol in line][-15:] for run in runs]
+    left = sorted(str(p.relative_to(spool)) for p in spool.rglob("*") if p.is_file())
+    gaps = (
+        (spool / "gaps" / "open.json").read_text()[:2000] if (spool / "gaps" / "open.json").exists() else ""
+    )
+    return (
+        f"{symbol}: {len(missing)} trades not landed, from {missing[0]}; sent at (s after the kill)"
+        f" {when}; moments { ({k: round(v - moments['killed'], 1) for k, v in moments.items()}) };"
+        f" landed either side {either_side}; the first run said {said[0]}; the second {said[1]};"
+        f" left in the spool {left[:30]}; open gaps {gaps}"
+    )
 
 
 def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
