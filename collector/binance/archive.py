@@ -50,7 +50,7 @@ _EPOCH = date(1970, 1, 1)
 _CHUNK = 1 << 20
 _COLUMNS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match"]
 # CSV parsed per block: about 4 MB, 55,000 trades or so; two blocks at once (pyarrow's parser
-# lets go of the GIL), the next inflated meanwhile: a 3.3 million-trade day in 0.47 s against
+# lets go of the GIL), the next inflated meanwhile: a 3.3 million-trade day in 0.49 s against
 # 0.70 s one block at a time (bench/table.py's BTCUSDT day, this 2-core machine).
 _BLOCK_BYTES = 4 << 20
 _PARSERS = 2
@@ -307,9 +307,10 @@ def _in_order(pool: ThreadPoolExecutor, work: Callable[[bytes], _T], items: Iter
 
 def _lines(handle: Any, *, skip_first: bool) -> Iterator[bytes]:
     """The decompressed CSV in blocks of whole lines, about _BLOCK_BYTES each, inflated in a
-    thread of its own (zlib lets go of the GIL) while the block before is parsed. Parsed block
-    by block (rather than by pyarrow's streaming reader, whose memory grew with the file: 300 MB
-    resident for a day of 3.3 million trades), memory stays that of a few blocks."""
+    thread of its own (ISA-L and zlib let go of the GIL) while the blocks before are parsed.
+    Parsed a few blocks at a time (rather than by pyarrow's streaming reader, whose memory grew
+    with the file: 300 MB resident for a day of 3.3 million trades), memory stays that of a few
+    blocks."""
     blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=2)
     stop = threading.Event()
 

@@ -1,7 +1,7 @@
 """Memory in a burst: a collector subprocess on one core, fed over plain ws:// on loopback as fast
 as TCP takes the frames (far faster than it lands them), keeps the trades it holds between the
-socket and the spool under COLLECTOR_BUFFER_MAX_BYTES, and so its resident memory near the
-steady state's instead of growing with the burst."""
+socket and the spool under COLLECTOR_BUFFER_MAX_BYTES, and so keeps its resident memory near
+the steady state's instead of growing with the burst."""
 
 from __future__ import annotations
 
